@@ -1,0 +1,3 @@
+from approvalbot.cli import main
+
+raise SystemExit(main())

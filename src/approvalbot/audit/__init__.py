@@ -1,0 +1,1 @@
+"""Tamper-evident audit: hash chain, signed checkpoints, grants and receipts."""

@@ -1,0 +1,197 @@
+"""The `approvalbot` command: run the service, and manage identities on the same data.
+
+Commands that print a token print only the token on stdout (messages go to
+stderr), so `TOKEN=$(approvalbot agents add ...)` just works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from approvalbot.config import Settings, load_settings
+from approvalbot.runtime import ConfigError, Runtime, runtime
+from approvalbot.store.identities import IdentityError
+
+log = logging.getLogger("approvalbot")
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def serve_http(rt: Runtime, host: str, port: int) -> None:
+    """Run the web server until SIGINT/SIGTERM."""
+    from approvalbot.web.app import build_app
+
+    redis = rt.async_redis()
+    app = build_app(rt.settings, rt.service(redis))
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    say(f"approvalbot listening on http://{host}:{port} (state: {rt.mode}; "
+        f"policy: {rt.settings.policy_file or 'default, one approval for everything'})")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        say("approvalbot shutting down")
+        await runner.cleanup()
+        await redis.aclose()
+
+
+def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
+    from approvalbot.jobs.worker import start_worker_thread
+
+    thread, worker, ticker = start_worker_thread(rt)
+    try:
+        asyncio.run(serve_http(rt, args.host, args.port))
+    finally:
+        worker.request_stop(signal.SIGTERM, None)
+        thread.join(timeout=15)
+        ticker.stop()
+    return 0
+
+
+def cmd_web(rt: Runtime, args: argparse.Namespace) -> int:
+    asyncio.run(serve_http(rt, args.host, args.port))
+    return 0
+
+
+def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
+    from approvalbot.jobs.worker import run_worker
+
+    say(f"approvalbot worker started (state: {rt.mode})")
+    run_worker(rt, burst=args.burst)
+    return 0
+
+
+def with_service(fn: Callable[..., Awaitable[int]]) -> Callable[[Runtime, argparse.Namespace], int]:
+    """Run an async command against the store, closing the connection after."""
+
+    def run(rt: Runtime, args: argparse.Namespace) -> int:
+        async def main() -> int:
+            redis = rt.async_redis()
+            try:
+                return await fn(rt.service(redis), args)
+            finally:
+                await redis.aclose()
+
+        return asyncio.run(main())
+
+    return run
+
+
+@with_service
+async def cmd_agents(service, args) -> int:
+    ids = service.identities
+    if args.action == "add":
+        agent, token = await ids.add_agent(args.name, args.owner)
+        say(f"agent {agent.name} ({agent.id}) created, owned by {agent.owner}; "
+            "the token below is shown once")
+        print(token)
+    elif args.action == "revoke":
+        agent = await ids.revoke_agent(args.name)
+        say(f"agent {agent.name} revoked")
+    else:
+        for agent in await ids.list_agents():
+            print(f"{agent.name}\t{agent.id}\t{agent.owner}\t{'revoked' if agent.revoked else 'active'}")
+    return 0
+
+
+@with_service
+async def cmd_approvers(service, args) -> int:
+    ids = service.identities
+    if args.action == "add":
+        approver, token = await ids.add_approver(args.email, args.group or [])
+        say(f"approver {approver.email} (groups: {', '.join(approver.groups) or 'none'}); "
+            "the token below is shown once")
+        print(token)
+    elif args.action == "revoke":
+        approver = await ids.revoke_approver(args.email)
+        say(f"approver {approver.email} revoked")
+    else:
+        for a in await ids.list_approvers():
+            print(f"{a.email}\t{','.join(a.groups)}\t{'revoked' if a.revoked else 'active'}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="approvalbot", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for name, helptext in (
+        ("serve", "web server, worker and (without REDIS_URL) embedded Valkey in one process"),
+        ("web", "the web server only"),
+    ):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--host", default="127.0.0.1")
+        s.add_argument("--port", type=int, default=3000)
+    w = sub.add_parser("worker", help="an RQ worker with the ticker (expiry, reminders, delivery)")
+    w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+
+    agents = sub.add_parser("agents", help="manage agents and their tokens")
+    a = agents.add_subparsers(dest="action", required=True)
+    add = a.add_parser("add", help="create an agent; prints its token")
+    add.add_argument("name")
+    add.add_argument("--owner", required=True, help="email of the accountable human")
+    a.add_parser("list")
+    rev = a.add_parser("revoke")
+    rev.add_argument("name")
+
+    approvers = sub.add_parser("approvers", help="manage human approvers")
+    ap = approvers.add_subparsers(dest="action", required=True)
+    add = ap.add_parser("add", help="register an approver; prints an approver token")
+    add.add_argument("email")
+    add.add_argument("--group", action="append", help="approver group (repeatable)")
+    ap.add_parser("list")
+    rev = ap.add_parser("revoke")
+    rev.add_argument("email")
+    return p
+
+
+COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
+    "serve": cmd_serve,
+    "web": cmd_web,
+    "worker": cmd_worker,
+    "agents": cmd_agents,
+    "approvers": cmd_approvers,
+}
+NEEDS_POLICY = {"serve", "web", "worker"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings: Settings = load_settings()
+        with runtime(settings, need_policy=args.command in NEEDS_POLICY) as rt:
+            return COMMANDS[args.command](rt, args)
+    except (ConfigError, IdentityError) as exc:
+        say(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # settings validation and the like: one line, no traceback
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            say(f"error: invalid settings: {exc.errors(include_input=False, include_url=False)}")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        raise SystemExit(main())

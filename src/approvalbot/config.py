@@ -1,0 +1,38 @@
+"""Settings, read once from the environment and validated at start-up.
+
+A missing or malformed setting must stop the service before it accepts traffic,
+not fail the first request that needs it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    data_dir: Path = Field(default=Path(".approvalbot"), alias="APPROVALBOT_DATA_DIR")
+    policy_file: Path | None = Field(default=None, alias="APPROVALBOT_POLICY")
+    signing_key: SecretStr | None = Field(default=None, alias="APPROVALBOT_SIGNING_KEY")
+    callback_secret: SecretStr | None = Field(default=None, alias="APPROVALBOT_CALLBACK_SECRET")
+    public_url: str | None = Field(default=None, alias="APPROVALBOT_PUBLIC_URL")
+    max_body_bytes: int = Field(default=64 * 1024, alias="APPROVALBOT_MAX_BODY_BYTES")
+    queue_name: str = Field(default="approvalbot", alias="APPROVALBOT_QUEUE")
+    tick_seconds: float = Field(default=1.0, alias="APPROVALBOT_TICK_SECONDS", gt=0, le=60)
+    allow_private_callbacks: bool = Field(default=True, alias="APPROVALBOT_ALLOW_PRIVATE_CALLBACKS")
+
+    # Slack (issue 4) and Teams (issue 5) settings live here too so one object is validated once.
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_channel: str | None = Field(default=None, alias="SLACK_CHANNEL")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+
+
+def load_settings() -> Settings:
+    return Settings()

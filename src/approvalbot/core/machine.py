@@ -1,0 +1,174 @@
+"""The request state machine: pure functions from (state, input, now) to (state, events).
+
+Nothing here touches Redis or the clock, so every rule can be tested directly and
+the store can apply a transition atomically with compare-and-set on `version`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from approvalbot.core.events import Event, EventType, event_for
+from approvalbot.core.models import (
+    Actor,
+    Agent,
+    AppliedPolicy,
+    ApprovalRequest,
+    Approver,
+    Decision,
+    RequestCreate,
+    Status,
+)
+from approvalbot.core.rules import Refusal, refusal_for
+
+SYSTEM = Actor(kind="system", id="approvalbot", channel="system")
+
+
+@dataclass
+class Transition:
+    request: ApprovalRequest
+    events: list[Event] = field(default_factory=list)
+
+
+class Refused(Exception):
+    """A decision that may not happen; `event` is still recorded when it is an attempt worth auditing."""
+
+    def __init__(self, refusal: Refusal, message: str, event: Event | None = None):
+        super().__init__(message)
+        self.refusal = refusal
+        self.message = message
+        self.event = event
+
+
+REFUSAL_MESSAGES = {
+    Refusal.NOT_HUMAN: "only a human approver can decide a request",
+    Refusal.UNKNOWN_APPROVER: "you are not a registered approver",
+    Refusal.SELF_APPROVAL: "you cannot decide your own request",
+    Refusal.NOT_ELIGIBLE: "you are not among the approvers this request's policy names",
+    Refusal.ALREADY_DECIDED: "you have already decided this request",
+    Refusal.NOT_PENDING: "the request is no longer pending",
+}
+
+
+def create(
+    request_id: str,
+    body: RequestCreate,
+    agent: Agent,
+    policy: AppliedPolicy,
+    now: datetime,
+) -> Transition:
+    """A new request; `allow` and `deny` policies settle it at once."""
+    # An agent may ask for less time than the policy gives, never more.
+    expires_in = min(body.expires_in or policy.expires_in, policy.expires_in)
+    request = ApprovalRequest(
+        id=request_id,
+        status=Status.PENDING,
+        action=body.action,
+        resource=body.resource,
+        params=body.params,
+        justification=body.justification,
+        context=body.context,
+        agent_id=agent.id,
+        agent_name=agent.name,
+        owner=agent.owner,
+        on_behalf_of=body.on_behalf_of,
+        callback_url=str(body.callback_url) if body.callback_url else None,
+        created_at=now,
+        expires_at=now + timedelta(seconds=expires_in),
+        policy=policy,
+        approvals_needed=policy.min_approvals if policy.effect == "require_approval" else 0,
+    )
+    actor = Actor(kind="agent", id=agent.id, email=agent.owner)
+    events = [event_for(request, EventType.REQUESTED, actor, now, body.justification)]
+    if policy.effect == "allow":
+        request = _settle(request, Status.APPROVED, now, f"allowed by policy rule {policy.rule}")
+        events.append(_final(request, EventType.APPROVED, SYSTEM, now, request.outcome_reason))
+    elif policy.effect == "deny":
+        request = _settle(request, Status.DENIED, now, f"denied by policy rule {policy.rule}")
+        events.append(_final(request, EventType.DENIED, SYSTEM, now, request.outcome_reason))
+    return Transition(request, events)
+
+
+def decide(
+    request: ApprovalRequest,
+    actor: Actor,
+    approver: Approver | None,
+    decision: str,
+    reason: str | None,
+    now: datetime,
+) -> Transition:
+    """One human's approve or deny; raises Refused when the rules say no."""
+    if request.status is Status.PENDING and now >= request.expires_at:
+        return expire(request, now)
+    refusal = refusal_for(request, actor, approver)
+    if refusal is not None:
+        blocked = None
+        if refusal is Refusal.SELF_APPROVAL:
+            blocked = event_for(
+                request, EventType.SELF_APPROVAL_BLOCKED, actor, now, reason, attempted=decision
+            )
+        raise Refused(refusal, REFUSAL_MESSAGES[refusal], blocked)
+    if decision == "deny" and not (reason and reason.strip()):
+        raise ValueError("a reason is required to deny")
+    assert approver is not None
+    entry = Decision(
+        approver=approver.email, decision=decision, reason=reason, at=now, channel=actor.channel
+    )
+    updated = request.model_copy(update={"decisions": [*request.decisions, entry]})
+    if decision == "deny":
+        updated = _settle(updated, Status.DENIED, now, reason)
+        return Transition(updated, [_final(updated, EventType.DENIED, actor, now, reason)])
+    approvals = sum(1 for d in updated.decisions if d.decision == "approve")
+    remaining = max(request.policy.min_approvals - approvals, 0)
+    updated = updated.model_copy(update={"approvals_needed": remaining})
+    events = [
+        event_for(
+            updated,
+            EventType.APPROVAL_RECORDED,
+            actor,
+            now,
+            reason,
+            approvals=approvals,
+            required=request.policy.min_approvals,
+        )
+    ]
+    if remaining == 0:
+        updated = _settle(updated, Status.APPROVED, now, reason)
+        events.append(_final(updated, EventType.APPROVED, actor, now, reason))
+    return Transition(updated, events)
+
+
+def cancel(request: ApprovalRequest, agent_id: str, actor: Actor, now: datetime) -> Transition:
+    if request.agent_id != agent_id:
+        raise Refused(Refusal.NOT_HUMAN, "only the requesting agent can cancel its request")
+    if request.status is not Status.PENDING:
+        raise Refused(Refusal.NOT_PENDING, REFUSAL_MESSAGES[Refusal.NOT_PENDING])
+    updated = _settle(request, Status.CANCELLED, now, "cancelled by the agent")
+    return Transition(updated, [_final(updated, EventType.CANCELLED, actor, now)])
+
+
+def expire(request: ApprovalRequest, now: datetime) -> Transition:
+    """Fail closed: nobody decided in time, so the action does not happen."""
+    if request.status is not Status.PENDING:
+        raise Refused(Refusal.NOT_PENDING, REFUSAL_MESSAGES[Refusal.NOT_PENDING])
+    if now < request.expires_at:
+        raise ValueError("request has not expired yet")
+    updated = _settle(request, Status.EXPIRED, now, "nobody decided before the request expired")
+    return Transition(
+        updated, [_final(updated, EventType.EXPIRED, SYSTEM, now, updated.outcome_reason)]
+    )
+
+
+def _settle(
+    request: ApprovalRequest, status: Status, now: datetime, reason: str | None
+) -> ApprovalRequest:
+    return request.model_copy(update={"status": status, "decided_at": now, "outcome_reason": reason})
+
+
+def _final(
+    request: ApprovalRequest, type: EventType, actor: Actor, now: datetime, reason: str | None = None
+) -> Event:
+    """Final events say whether a callback is owed, so the outbox needs no extra read."""
+    return event_for(request, type, actor, now, reason, status=request.status.value,
+                     callback=bool(request.callback_url))

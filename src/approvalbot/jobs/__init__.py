@@ -1,0 +1,1 @@
+"""Background work: RQ jobs for delivery, and the ticker that expires, reminds and dispatches."""

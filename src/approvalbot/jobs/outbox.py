@@ -1,0 +1,101 @@
+"""Turns sealed audit records into RQ jobs: the audit log doubles as a transactional outbox.
+
+Because records are written in the same Lua step as the state change, no event
+can be lost between "decided" and "notify": a dispatcher that dies mid-batch is
+replaced by the next one, which re-reads from the last saved cursor. Job ids are
+derived from the record, so re-dispatching finds the job already there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from rq import Queue
+from rq.job import Job
+
+from approvalbot.core.events import EventType
+from approvalbot.jobs import callbacks
+from approvalbot.store import keys
+
+log = logging.getLogger("approvalbot.outbox")
+BATCH = 500
+LOCK_MS = 15_000
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """One kind of follow-up work for some audit records."""
+
+    name: str
+    wants: Callable[[dict[str, Any]], bool]
+    func: Callable[..., Any]
+    args: Callable[[int, dict[str, Any]], tuple]
+    job_id: Callable[[int, dict[str, Any]], str]
+    retry: Any = None
+    at_front: bool = False
+
+
+def _final_with_callback(record: dict[str, Any]) -> bool:
+    return EventType(record["type"]).final and bool(record.get("data", {}).get("callback"))
+
+
+CALLBACKS = Subscriber(
+    name="callback",
+    wants=_final_with_callback,
+    func=callbacks.deliver_callback,
+    args=lambda seq, rec: (rec["request_id"],),
+    job_id=lambda seq, rec: f"cb-{rec['request_id']}",
+    retry=callbacks.RETRY,
+)
+
+
+class Outbox:
+    def __init__(self, redis: Redis, queue: Queue, subscribers: list[Subscriber]):
+        self.redis = redis
+        self.queue = queue
+        self.subscribers = subscribers
+        self._token = secrets.token_hex(8)
+
+    async def dispatch(self) -> int:
+        """Enqueue work for sealed records past the cursor; returns how many records were read."""
+        if not await self.redis.set(keys.OUTBOX_LOCK, self._token, nx=True, px=LOCK_MS):
+            if (await self.redis.get(keys.OUTBOX_LOCK) or b"").decode() != self._token:
+                return 0
+        try:
+            cursor = int(await self.redis.get(keys.OUTBOX_CURSOR) or 0)
+            sealed = int(await self.redis.llen(keys.AUDIT_CHAIN))
+            end = min(sealed, cursor + BATCH)
+            if end <= cursor:
+                return 0
+            bodies = await self.redis.lrange(keys.AUDIT_LOG, cursor, end - 1)
+            for offset, body in enumerate(bodies):
+                self._enqueue(cursor + offset + 1, json.loads(body))
+            await self.redis.set(keys.OUTBOX_CURSOR, cursor + len(bodies))
+            return len(bodies)
+        finally:
+            # Release only our own lock (a slow batch may have lost it to another dispatcher).
+            if (await self.redis.get(keys.OUTBOX_LOCK) or b"").decode() == self._token:
+                await self.redis.delete(keys.OUTBOX_LOCK)
+
+    def _enqueue(self, seq: int, record: dict[str, Any]) -> None:
+        for sub in self.subscribers:
+            if not sub.wants(record):
+                continue
+            job_id = sub.job_id(seq, record)
+            if Job.exists(job_id, connection=self.queue.connection):
+                continue
+            self.queue.enqueue(
+                sub.func,
+                *sub.args(seq, record),
+                job_id=job_id,
+                retry=sub.retry,
+                at_front=sub.at_front,
+                result_ttl=24 * 3600,
+                failure_ttl=7 * 24 * 3600,
+            )

@@ -1,0 +1,73 @@
+"""The worker process: an RQ worker for delivery jobs plus the ticker.
+
+Jobs run in-process (SimpleWorker): they are short network calls, and starting a
+fresh interpreter per job would cost more than the job itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from rq import Queue, SimpleWorker
+from rq.timeouts import TimerDeathPenalty
+
+from approvalbot.jobs.outbox import CALLBACKS, Subscriber
+from approvalbot.jobs.ticker import Ticker, TickerThread
+from approvalbot.runtime import Runtime
+
+log = logging.getLogger("approvalbot.worker")
+
+
+def subscribers(rt: Runtime) -> list[Subscriber]:
+    """Follow-up work per audit record; chat adapters add theirs when configured."""
+    return [CALLBACKS]
+
+
+def ticker_thread(rt: Runtime) -> TickerThread:
+    async def make():
+        redis = rt.async_redis()
+        queue = Queue(rt.settings.queue_name, connection=rt.sync_redis())
+        ticker = Ticker(rt.service(redis), queue, subscribers(rt), rt.settings.tick_seconds)
+
+        async def cleanup():
+            await redis.aclose()
+
+        return ticker, cleanup
+
+    return TickerThread(make)
+
+
+class ThreadWorker(SimpleWorker):
+    """An RQ worker that can live off the main thread (for `approvalbot serve`)."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass  # the main thread owns signals and stops us with request_stop()
+
+
+def make_worker(rt: Runtime, cls: type[SimpleWorker] = SimpleWorker) -> SimpleWorker:
+    connection = rt.sync_redis()
+    return cls([Queue(rt.settings.queue_name, connection=connection)], connection=connection)
+
+
+def run_worker(rt: Runtime, burst: bool = False) -> None:
+    """`approvalbot worker`: blocks until SIGINT/SIGTERM (warm shutdown)."""
+    ticker = ticker_thread(rt)
+    ticker.start()
+    try:
+        make_worker(rt).work(burst=burst, logging_level="WARNING")
+    finally:
+        ticker.stop()
+
+
+def start_worker_thread(rt: Runtime) -> tuple[threading.Thread, SimpleWorker, TickerThread]:
+    worker = make_worker(rt, ThreadWorker)
+    thread = threading.Thread(
+        target=worker.work, kwargs={"logging_level": "WARNING"}, name="approvalbot-worker", daemon=True
+    )
+    thread.start()
+    ticker = ticker_thread(rt)
+    ticker.start()
+    return thread, worker, ticker

@@ -1,0 +1,76 @@
+"""Start-up wiring shared by every entry point: settings, Redis (given or embedded), policy.
+
+Everything that can be wrong with the configuration fails here, before any
+traffic is accepted, with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+from redis.asyncio import Redis as AsyncRedis
+
+from approvalbot.config import Settings
+from approvalbot.core.policy import Policy, PolicyError
+from approvalbot.embedded import EmbeddedValkey, redis_url_from_env
+from approvalbot.service import ApprovalService
+
+log = logging.getLogger("approvalbot")
+
+
+class ConfigError(RuntimeError):
+    pass
+
+
+def load_policy(settings: Settings) -> Policy:
+    if settings.policy_file is None:
+        return Policy.default()
+    try:
+        return Policy.load(settings.policy_file)
+    except FileNotFoundError:
+        raise ConfigError(f"policy file not found: {settings.policy_file}")
+    except PolicyError as exc:
+        raise ConfigError(str(exc))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis_url: str
+    policy: Policy
+    embedded: EmbeddedValkey | None = None
+
+    def async_redis(self) -> AsyncRedis:
+        return AsyncRedis.from_url(self.redis_url, decode_responses=False, health_check_interval=30)
+
+    def sync_redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_url, decode_responses=False, health_check_interval=30)
+
+    def service(self, redis: AsyncRedis) -> ApprovalService:
+        """The one way to build the service, so every process installs the same hooks."""
+        return ApprovalService(redis, self.policy)
+
+    @property
+    def mode(self) -> str:
+        return "embedded Valkey" if self.embedded else "REDIS_URL"
+
+
+@contextlib.contextmanager
+def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
+    """Resolve Redis (starting the embedded server if no REDIS_URL) and release it on exit."""
+    policy = load_policy(settings) if need_policy else Policy.default()
+    url, embedded = redis_url_from_env(settings.redis_url, settings.data_dir)
+    try:
+        rt = Runtime(settings=settings, redis_url=url, policy=policy, embedded=embedded)
+        try:
+            rt.sync_redis().ping()
+        except redis.RedisError as exc:
+            raise ConfigError(f"cannot reach Redis ({exc.__class__.__name__}): check REDIS_URL")
+        yield rt
+    finally:
+        if embedded is not None:
+            embedded.release()

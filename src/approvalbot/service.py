@@ -1,0 +1,195 @@
+"""The approval service: what every adapter (HTTP, Slack, Teams, jobs, CLI) calls.
+
+It reads a request, asks the pure state machine for the transition, and commits
+it with compare-and-set, retrying on a lost race. Adapters never change state in
+any other way, which is what makes "exactly one outcome" hold for all of them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from approvalbot.core import machine
+from approvalbot.core.events import EventType, event_for
+from approvalbot.core.machine import SYSTEM, Refused, Transition
+from approvalbot.core.models import (
+    Actor,
+    Agent,
+    ApprovalRequest,
+    Approver,
+    Channel,
+    RequestCreate,
+    Status,
+)
+from approvalbot.core.policy import Policy
+from approvalbot.core.rules import may_decide, pending_targets
+from approvalbot.store.audit import AuditLog
+from approvalbot.store.identities import IdentityStore
+from approvalbot.store.requests import Conflict, Duplicate, RequestStore, digest
+from approvalbot.store import keys
+
+MAX_RACE_RETRIES = 50
+
+
+class NotFound(LookupError):
+    pass
+
+
+class IdempotencyMismatch(ValueError):
+    """The same Idempotency-Key was sent with a different body."""
+
+
+def new_request_id() -> str:
+    return "req_" + base64.b32encode(secrets.token_bytes(10)).decode().lower()
+
+
+def fingerprint(body: RequestCreate) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()[:32]
+
+
+class ApprovalService:
+    def __init__(
+        self,
+        redis: Redis,
+        policy: Policy,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.redis = redis
+        self.policy = policy
+        self.clock = clock
+        self.requests = RequestStore(redis)
+        self.identities = IdentityStore(redis)
+        self.audit = AuditLog(redis)
+        self.on_final: list[Callable[[ApprovalRequest], ApprovalRequest]] = []
+
+    async def create(
+        self, agent: Agent, body: RequestCreate, idempotency_key: str | None = None
+    ) -> tuple[ApprovalRequest, bool]:
+        """Returns the request and whether it was created now (False: idempotent replay)."""
+        sent_print = fingerprint(body)
+        idem = None
+        if idempotency_key is not None:
+            idem = (keys.idempotency(agent.id, digest(idempotency_key)), sent_print)
+            found = await self.requests.find_idempotent(agent.id, idempotency_key)
+            if found:
+                return await self._replay(found[1], found[0], sent_print), False
+        applied = self.policy.evaluate(body.action, body.resource, agent.name, body.params)
+        transition = machine.create(new_request_id(), body, agent, applied, self.clock())
+        transition = self._finish(transition)
+        try:
+            request = await self.requests.commit(transition, 0, None, idem)
+        except Duplicate as dup:
+            return await self._replay(dup.request_id, dup.fingerprint, sent_print), False
+        await self.audit.seal()
+        return request, True
+
+    async def _replay(self, request_id: str, stored: str, sent: str) -> ApprovalRequest:
+        if stored != sent:
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        return await self.get(request_id)
+
+    async def get(self, request_id: str) -> ApprovalRequest:
+        request = await self.requests.get(request_id)
+        if request is None:
+            raise NotFound(request_id)
+        return request
+
+    async def decide(
+        self,
+        request_id: str,
+        actor: Actor,
+        approver: Approver | None,
+        decision: str,
+        reason: str | None,
+    ) -> ApprovalRequest:
+        return await self._apply(
+            request_id, lambda r, now: machine.decide(r, actor, approver, decision, reason, now)
+        )
+
+    async def cancel(self, request_id: str, agent: Agent) -> ApprovalRequest:
+        actor = Actor(kind="agent", id=agent.id, email=agent.owner)
+        return await self._apply(request_id, lambda r, now: machine.cancel(r, agent.id, actor, now))
+
+    async def expire(self, request_id: str) -> ApprovalRequest | None:
+        """Expire if still pending and due; None when someone else settled it first."""
+        try:
+            return await self._apply(request_id, machine.expire)
+        except (Refused, ValueError, NotFound):
+            return None
+
+    async def timer_fired(self, request_id: str, type: EventType) -> None:
+        """Record a due reminder or escalation, if the request still waits for humans."""
+        request = await self.requests.get(request_id)
+        if request is None or request.status is not Status.PENDING:
+            return
+        await self.requests.record(
+            request, [event_for(request, type, SYSTEM, self.clock(), escalate_to=request.policy.escalate_to)]
+        )
+        await self.audit.seal()
+
+    async def _apply(self, request_id: str, step) -> ApprovalRequest:
+        for _ in range(MAX_RACE_RETRIES):
+            request = await self.get(request_id)
+            try:
+                transition = step(request, self.clock())
+            except Refused as refused:
+                if refused.event is not None:
+                    await self.requests.record(request, [refused.event])
+                    await self.audit.seal()
+                raise
+            transition = self._finish(transition)
+            try:
+                committed = await self.requests.commit(transition, request.version, request.status)
+            except Conflict:
+                continue
+            await self.audit.seal()
+            return committed
+        raise Conflict(request_id)
+
+    def _finish(self, transition: Transition) -> Transition:
+        """Let final-state hooks (grants, receipts) enrich the request inside the same commit."""
+        request = transition.request
+        if request.status is Status.PENDING:
+            return transition
+        for hook in self.on_final:
+            request = hook(request)
+        transition.request = request
+        return transition
+
+    async def pending_for(
+        self, approver: Approver, after: tuple[int, str] | None, limit: int
+    ) -> tuple[list[ApprovalRequest], tuple[int, str] | None]:
+        """What this approver may decide, oldest first, and the cursor of the next page.
+
+        Requests the approver may not decide (their own) are skipped; the scan is
+        bounded so a page never reads more than a few windows of the queues.
+        """
+        out: list[ApprovalRequest] = []
+        cursor = after
+        targets = pending_targets(approver)
+        for _ in range(20):
+            rows = await self.requests.pending_page(targets, cursor, limit)
+            window = rows[:limit]
+            found = await self.requests.get_many([rid for _, rid in window])
+            for i, (row, request) in enumerate(zip(window, found)):
+                cursor = row
+                if request and request.status is Status.PENDING and may_decide(request, approver):
+                    out.append(request)
+                    if len(out) == limit:
+                        last = i == len(window) - 1 and len(rows) <= limit
+                        return out, None if last else row
+            if len(rows) <= limit:
+                return out, None
+        return out, cursor
+
+
+def human_actor(approver: Approver, channel: Channel = Channel.API, channel_user: str | None = None) -> Actor:
+    return Actor(kind="human", id=approver.id, email=approver.email, channel=channel, channel_user=channel_user)

@@ -1,0 +1,1 @@
+"""Redis persistence: the only place that knows key names and Lua scripts."""

@@ -1,0 +1,102 @@
+"""Reading and sealing the audit log kept in Redis.
+
+Records are appended by commit.lua together with the state change they describe.
+Sealing then extends the hash chain over them; it is deterministic, so any process
+may do it and racing sealers agree. Every write path seals before it answers, so
+a record is chained by the time anyone has been told about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from approvalbot.audit.chain import GENESIS, chain
+from approvalbot.store import keys
+from approvalbot.store.requests import load_script
+
+SEAL_BATCH = 2000
+READ_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    seq: int
+    body: bytes
+    hash: str | None
+    prev_hash: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        record = json.loads(self.body)
+        record.update(seq=self.seq, hash=self.hash, prev_hash=self.prev_hash)
+        return record
+
+
+class AuditLog:
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._seal_script = redis.register_script(load_script("seal.lua"))
+        self._lock = asyncio.Lock()
+
+    async def length(self) -> int:
+        return int(await self.redis.llen(keys.AUDIT_LOG))
+
+    async def sealed(self) -> int:
+        return int(await self.redis.llen(keys.AUDIT_CHAIN))
+
+    async def head(self) -> tuple[int, str]:
+        n = await self.sealed()
+        if n == 0:
+            return 0, GENESIS
+        return n, (await self.redis.lindex(keys.AUDIT_CHAIN, n - 1)).decode()
+
+    async def seal(self, upto: int | None = None) -> int:
+        """Chain every record up to `upto` (default: all); returns the sealed length."""
+        async with self._lock:  # one sealer per process; others across processes are harmless
+            for _ in range(10_000):
+                sealed, prev = await self.head()
+                target = upto if upto is not None else await self.length()
+                if sealed >= target:
+                    return sealed
+                bodies = await self.redis.lrange(keys.AUDIT_LOG, sealed, sealed + SEAL_BATCH - 1)
+                hashes = list(chain(bodies, prev, first_seq=sealed + 1))
+                await self._seal_script(keys=[keys.AUDIT_CHAIN], args=[sealed, *hashes])
+            raise RuntimeError("audit sealing did not converge")
+
+    async def records(self, start_seq: int = 1, end_seq: int | None = None) -> AsyncIterator[StoredRecord]:
+        """Records in order, read in batches so an export of millions stays in bounded memory."""
+        end = end_seq if end_seq is not None else await self.length()
+        seq = start_seq
+        while seq <= end:
+            stop = min(seq + READ_BATCH - 1, end)
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lrange(keys.AUDIT_LOG, seq - 1, stop - 1)
+            pipe.lrange(keys.AUDIT_CHAIN, seq - 2 if seq > 1 else 0, stop - 1)
+            bodies, hashes = await pipe.execute()
+            if not bodies:
+                return
+            hashes = [h.decode() for h in hashes]
+            offset = 1 if seq > 1 else 0
+            for i, body in enumerate(bodies):
+                current = seq + i
+                h_index = i + offset
+                record_hash = hashes[h_index] if h_index < len(hashes) else None
+                if current == 1:
+                    prev = GENESIS
+                else:
+                    prev = hashes[h_index - 1] if 0 <= h_index - 1 < len(hashes) else None
+                yield StoredRecord(current, body, record_hash, prev)
+            seq = stop + 1
+
+    async def for_request(self, request_id: str) -> list[StoredRecord]:
+        seqs = [int(s) for s in await self.redis.lrange(keys.request_audit(request_id), 0, -1)]
+        out = []
+        for seq in seqs:
+            async for record in self.records(seq, seq):
+                out.append(record)
+        return out

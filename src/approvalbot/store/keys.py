@@ -1,0 +1,56 @@
+"""Every Redis key approvalbot uses, in one place, under one prefix."""
+
+PREFIX = "ab:"
+
+AUDIT_LOG = PREFIX + "audit:log"
+AUDIT_CHAIN = PREFIX + "audit:chain"
+AUDIT_CHECKPOINTS = PREFIX + "audit:checkpoints"
+PENDING = PREFIX + "pending"
+EXPIRY = PREFIX + "expiry"
+TIMERS = PREFIX + "timers"
+STATS = PREFIX + "stats"
+AGENTS = PREFIX + "agents"
+APPROVERS = PREFIX + "approvers"
+NO_KEY = PREFIX + "none"
+CHANGED_CHANNEL = PREFIX + "changed"
+OUTBOX_CURSOR = PREFIX + "outbox:cursor"
+OUTBOX_LOCK = PREFIX + "outbox:lock"
+GRANTS_USED = PREFIX + "grants:used"
+
+
+def request(request_id: str) -> str:
+    return f"{PREFIX}req:{request_id}"
+
+
+def request_audit(request_id: str) -> str:
+    return f"{PREFIX}audit:req:{request_id}"
+
+
+def pending_for(target: str) -> str:
+    """Pending requests that approvers reachable as `target` (group, email or '*') may decide."""
+    return f"{PREFIX}pending:to:{target}"
+
+
+def idempotency(agent_id: str, key_digest: str) -> str:
+    return f"{PREFIX}idem:{agent_id}:{key_digest}"
+
+
+def token(digest: str) -> str:
+    return f"{PREFIX}token:{digest}"
+
+
+def agent(agent_id: str) -> str:
+    return f"{PREFIX}agent:{agent_id}"
+
+
+def agent_name(name: str) -> str:
+    return f"{PREFIX}agent-name:{name}"
+
+
+def approver(email: str) -> str:
+    return f"{PREFIX}approver:{email}"
+
+
+def delivery(request_id: str, channel: str) -> str:
+    """Where a chat adapter remembers the message it posted, so a retry never posts twice."""
+    return f"{PREFIX}delivery:{request_id}:{channel}"

@@ -1,0 +1,53 @@
+-- Apply one state transition of one request, and append its audit records, atomically.
+--
+-- KEYS[1]  the request hash (fields: doc, ver)
+-- KEYS[2]  the audit log (list of canonical JSON bodies; position = sequence number)
+-- KEYS[3]  the request's own list of audit sequence numbers
+-- KEYS[4]  the idempotency key, or a dummy key when there is none
+-- KEYS[5..] index keys the plan refers to by position
+-- ARGV[1]  expected version ("0": the request must not exist yet)
+-- ARGV[2]  the new document (JSON)
+-- ARGV[3]  the plan (JSON): zadd/zrem/hincr on indexed keys, audit bodies, publish, idempotency
+--
+-- Returns {"ok", first_seq, last_seq}, {"conflict", current_version} or {"duplicate", stored_value}.
+local plan = cjson.decode(ARGV[3])
+
+if plan.idem then
+  local existing = redis.call("GET", KEYS[4])
+  if existing then
+    return {"duplicate", existing}
+  end
+end
+
+local current = redis.call("HGET", KEYS[1], "ver")
+if (current or "0") ~= ARGV[1] then
+  return {"conflict", current or "0"}
+end
+
+local new_version = tonumber(ARGV[1]) + 1
+redis.call("HSET", KEYS[1], "doc", ARGV[2], "ver", new_version)
+
+if plan.idem then
+  redis.call("SET", KEYS[4], plan.idem[1], "EX", plan.idem[2])
+end
+for _, op in ipairs(plan.zadd or {}) do
+  redis.call("ZADD", KEYS[op[1]], op[2], op[3])
+end
+for _, op in ipairs(plan.zrem or {}) do
+  redis.call("ZREM", KEYS[op[1]], op[2])
+end
+for _, op in ipairs(plan.hincr or {}) do
+  redis.call("HINCRBY", KEYS[op[1]], op[2], op[3])
+end
+
+local first, last = 0, 0
+for i, body in ipairs(plan.audit or {}) do
+  last = redis.call("RPUSH", KEYS[2], body)
+  if i == 1 then first = last end
+  redis.call("RPUSH", KEYS[3], last)
+end
+
+for _, msg in ipairs(plan.publish or {}) do
+  redis.call("PUBLISH", msg[1], msg[2])
+end
+return {"ok", first, last}

@@ -1,0 +1,220 @@
+"""Requests in Redis: documents with a version, indexes for queues and timers, and the audit append.
+
+A transition is written by one Lua script (commit.lua) that checks the version it
+was computed from, so two racing deciders can never both win, and the audit
+records of the change are appended in the same step, so neither can exist alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+from approvalbot.audit.chain import canonical
+from approvalbot.core.events import Event
+from approvalbot.core.machine import Transition
+from approvalbot.core.models import ApprovalRequest, Status
+from approvalbot.core.rules import ANY_APPROVER
+from approvalbot.store import keys
+
+IDEMPOTENCY_TTL = 7 * 24 * 3600
+
+
+def load_script(name: str) -> str:
+    return resources.files("approvalbot.store").joinpath("lua", name).read_text()
+
+
+class Conflict(Exception):
+    """The request changed since it was read; re-read and recompute."""
+
+
+@dataclass
+class Duplicate(Exception):
+    """An idempotency key already names a request."""
+
+    request_id: str
+    fingerprint: str
+
+
+def ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+def audit_body(event: Event) -> str:
+    return canonical(event.model_dump(mode="json", exclude_none=True)).decode()
+
+
+def pending_targets_of(request: ApprovalRequest) -> list[str]:
+    return list(dict.fromkeys(request.policy.approvers)) or [ANY_APPROVER]
+
+
+@dataclass
+class _Plan:
+    """Builds the KEYS list and the JSON plan commit.lua executes."""
+
+    keys: list[str]
+    ops: dict[str, Any] = field(default_factory=dict)
+
+    def key(self, name: str) -> int:
+        if name not in self.keys:
+            self.keys.append(name)
+        return self.keys.index(name) + 1  # Lua is 1-based
+
+    def add(self, op: str, *args: Any) -> None:
+        self.ops.setdefault(op, []).append(list(args))
+
+
+class RequestStore:
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self._commit = redis.register_script(load_script("commit.lua"))
+
+    async def get(self, request_id: str) -> ApprovalRequest | None:
+        doc = await self.redis.hget(keys.request(request_id), "doc")
+        return ApprovalRequest.model_validate_json(doc) if doc else None
+
+    async def get_many(self, request_ids: list[str]) -> list[ApprovalRequest | None]:
+        """Aligned with `request_ids`; None where a request does not exist."""
+        if not request_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for rid in request_ids:
+            pipe.hget(keys.request(rid), "doc")
+        docs = await pipe.execute()
+        return [ApprovalRequest.model_validate_json(d) if d else None for d in docs]
+
+    async def commit(
+        self,
+        transition: Transition,
+        expected_version: int,
+        previous_status: Status | None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> ApprovalRequest:
+        """Write a transition computed from `expected_version`; raise Conflict if it moved on."""
+        request = transition.request.model_copy(update={"version": expected_version + 1})
+        plan = _Plan(
+            keys=[
+                keys.request(request.id),
+                keys.AUDIT_LOG,
+                keys.request_audit(request.id),
+                idempotency[0] if idempotency else keys.NO_KEY,
+            ]
+        )
+        if idempotency:
+            plan.ops["idem"] = [f"{idempotency[1]}|{request.id}", IDEMPOTENCY_TTL]
+        self._index(plan, request, previous_status)
+        plan.ops["audit"] = [audit_body(e) for e in transition.events]
+        plan.add("publish", keys.CHANGED_CHANNEL, request.id)
+        result = await self._commit(
+            keys=plan.keys,
+            args=[expected_version, request.model_dump_json(), json.dumps(plan.ops)],
+        )
+        outcome = result[0].decode()
+        if outcome == "conflict":
+            raise Conflict(request.id)
+        if outcome == "duplicate":
+            fingerprint, _, existing = result[1].decode().partition("|")
+            raise Duplicate(existing, fingerprint)
+        return request
+
+    def _index(self, plan: _Plan, request: ApprovalRequest, previous: Status | None) -> None:
+        """Keep queue, timer and counter indexes in step with the status change."""
+        if previous is request.status:
+            return
+        plan.add("hincr", plan.key(keys.STATS), f"status:{request.status}", 1)
+        if previous is not None:
+            plan.add("hincr", plan.key(keys.STATS), f"status:{previous}", -1)
+        created = ms(request.created_at)
+        queues = [keys.PENDING, *(keys.pending_for(t) for t in pending_targets_of(request))]
+        if request.status is Status.PENDING:
+            for queue in queues:
+                plan.add("zadd", plan.key(queue), created, request.id)
+            plan.add("zadd", plan.key(keys.EXPIRY), ms(request.expires_at), request.id)
+            for kind, after in (
+                ("remind", request.policy.remind_after),
+                ("escalate", request.policy.escalate_after),
+            ):
+                if after:
+                    plan.add("zadd", plan.key(keys.TIMERS), created + after * 1000, f"{request.id}|{kind}")
+            return
+        if previous is Status.PENDING:
+            for queue in queues:
+                plan.add("zrem", plan.key(queue), request.id)
+            plan.add("zrem", plan.key(keys.EXPIRY), request.id)
+            for kind in ("remind", "escalate"):
+                plan.add("zrem", plan.key(keys.TIMERS), f"{request.id}|{kind}")
+        if request.decided_at:
+            latency = (request.decided_at - request.created_at).total_seconds()
+            plan.add("hincr", plan.key(keys.STATS), f"decided:{request.status}", 1)
+            plan.add("hincr", plan.key(keys.STATS), f"latency_ms:{request.status}", int(latency * 1000))
+            for bound in LATENCY_BUCKETS:
+                if latency <= bound:
+                    plan.add("hincr", plan.key(keys.STATS), f"latency_le:{bound}", 1)
+
+    async def record(self, request: ApprovalRequest, events: list[Event]) -> None:
+        """Append audit events that change no state (e.g. a blocked self-approval)."""
+        for _ in range(100):
+            fresh = await self.get(request.id)
+            if fresh is None:
+                return
+            try:
+                await self.commit(Transition(fresh, events), fresh.version, fresh.status)
+                return
+            except Conflict:
+                continue
+        raise Conflict(request.id)
+
+    async def pending_page(
+        self, targets: list[str], after: tuple[int, str] | None, limit: int
+    ) -> list[tuple[int, str]]:
+        """Oldest-first (score, id) pairs across the queues of the given targets."""
+        pipe = self.redis.pipeline(transaction=False)
+        for target in targets:
+            # Same-millisecond ties are resolved below, so fetch the boundary score inclusively.
+            pipe.zrange(
+                keys.pending_for(target),
+                after[0] if after else "-inf",
+                "+inf",
+                byscore=True,
+                offset=0,
+                num=limit + 1 + (limit if after else 0),
+                withscores=True,
+            )
+        seen: dict[str, int] = {}
+        for rows in await pipe.execute():
+            for member, score in rows:
+                seen[member.decode()] = int(score)
+        ordered = sorted((score, rid) for rid, score in seen.items())
+        if after:
+            ordered = [row for row in ordered if row > after]
+        return ordered[: limit + 1]
+
+    async def due(self, index: str, now: datetime, limit: int = 500) -> list[str]:
+        rows = await self.redis.zrange(index, "-inf", ms(now), byscore=True, offset=0, num=limit)
+        return [r.decode() for r in rows]
+
+    async def clear_timer(self, member: str) -> bool:
+        return bool(await self.redis.zrem(keys.TIMERS, member))
+
+    async def find_idempotent(self, agent_id: str, key: str) -> tuple[str, str] | None:
+        raw = await self.redis.get(keys.idempotency(agent_id, digest(key)))
+        if not raw:
+            return None
+        fingerprint, _, request_id = raw.decode().partition("|")
+        return fingerprint, request_id
+
+    async def audit_seqs(self, request_id: str) -> list[int]:
+        return [int(x) for x in await self.redis.lrange(keys.request_audit(request_id), 0, -1)]
+
+
+LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 14400, 86400)
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()

@@ -1,0 +1,46 @@
+"""Builds the aiohttp application and its shared services."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from approvalbot.config import Settings
+from approvalbot.service import ApprovalService
+from approvalbot.web import ops, openapi, requests_api
+from approvalbot.web.context import SERVICES, Services
+from approvalbot.web.errors import error_response, json_errors
+from approvalbot.web.waiters import Waiters
+
+log = logging.getLogger("approvalbot.web")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def build_app(settings: Settings, service: ApprovalService) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[security_headers, json_errors],
+    )
+    redis = service.redis
+    ctx = Services(settings=settings, redis=redis, service=service, waiters=Waiters(redis))
+    app[SERVICES] = ctx
+    for table in (requests_api.routes, ops.routes, openapi.routes):
+        app.add_routes(table)
+
+    async def lifecycle(app: web.Application):
+        await ctx.waiters.start()
+        yield
+        await ctx.waiters.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+__all__ = ["build_app", "error_response"]

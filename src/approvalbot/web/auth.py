@@ -1,0 +1,35 @@
+"""Bearer-token authentication: identity comes from the token, never from the payload."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from approvalbot.core.models import Agent, Approver
+from approvalbot.store.identities import Principal
+from approvalbot.web.context import services
+from approvalbot.web.errors import ApiError
+
+
+async def principal(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+    found = await services(request).service.identities.authenticate(token.strip())
+    if found is None:
+        raise ApiError(401, "unauthorized", "the token is unknown or revoked")
+    return found
+
+
+async def require_agent(request: web.Request) -> Agent:
+    who = await principal(request)
+    if who.agent is None:
+        raise ApiError(403, "forbidden", "this endpoint needs an agent token")
+    return who.agent
+
+
+async def require_approver(request: web.Request) -> Approver:
+    who = await principal(request)
+    if who.approver is None:
+        raise ApiError(403, "forbidden", "this endpoint needs an approver token")
+    return who.approver

@@ -1,0 +1,87 @@
+"""One JSON error shape for every failure, so clients can branch on `code`.
+
+Messages never echo request bodies or headers: they may hold tokens or secrets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from approvalbot.core.machine import Refused
+from approvalbot.core.rules import Refusal
+from approvalbot.service import IdempotencyMismatch, NotFound
+from approvalbot.store.identities import IdentityError
+
+log = logging.getLogger("approvalbot.web")
+
+REFUSAL_STATUS = {
+    Refusal.NOT_HUMAN: 403,
+    Refusal.UNKNOWN_APPROVER: 403,
+    Refusal.SELF_APPROVAL: 403,
+    Refusal.NOT_ELIGIBLE: 403,
+    Refusal.ALREADY_DECIDED: 409,
+    Refusal.NOT_PENDING: 409,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: object = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_response(status: int, code: str, message: str, details: object = None) -> web.Response:
+    body: dict = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return web.json_response({"error": body}, status=status)
+
+
+def validation_details(exc: ValidationError) -> list[dict]:
+    """Where and what, without the offending input (it may be a secret)."""
+    return [
+        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except ValidationError as exc:
+        return error_response(422, "invalid_request", "the request body is not valid", validation_details(exc))
+    except Refused as exc:
+        return error_response(REFUSAL_STATUS[exc.refusal], exc.refusal.value, exc.message)
+    except NotFound:
+        return error_response(404, "not_found", "no such request")
+    except IdempotencyMismatch as exc:
+        return error_response(422, "idempotency_key_reused", str(exc))
+    except IdentityError as exc:
+        return error_response(422, "invalid_identity", str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "payload_too_large", "the request body is too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error")
+
+
+async def read_json(request: web.Request) -> object:
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON ({exc.__class__.__name__})")

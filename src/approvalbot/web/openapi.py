@@ -1,0 +1,141 @@
+"""The OpenAPI 3.1 document, generated from the same pydantic models that validate requests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aiohttp import web
+from pydantic.json_schema import models_json_schema
+
+from approvalbot import __version__
+from approvalbot.core.models import ApprovalRequest, DecisionIn, RequestCreate
+
+routes = web.RouteTableDef()
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "details": {}},
+        }
+    },
+}
+PAGE_SCHEMA = {
+    "type": "object",
+    "required": ["items", "next_cursor"],
+    "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/ApprovalRequest"}},
+        "next_cursor": {"type": ["string", "null"]},
+    },
+}
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"description": "error", **_json("Error")} for s in statuses}
+
+
+def _ok(status: int, description: str, ref: str) -> dict[str, Any]:
+    return {str(status): {"description": description, **_json(ref)}}
+
+
+ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+SECURED = [{"bearer": []}]
+
+PATHS: dict[str, Any] = {
+    "/v1/requests": {
+        "post": {
+            "summary": "Ask for approval of one action (agent token)",
+            "security": SECURED,
+            "parameters": [
+                {"name": "Idempotency-Key", "in": "header", "required": False,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+            ],
+            "requestBody": {"required": True, **_json("RequestCreate")},
+            "responses": {
+                **_ok(201, "created", "ApprovalRequest"),
+                **_ok(200, "idempotent replay of an earlier request", "ApprovalRequest"),
+                **_errors(400, 401, 403, 413, 415, 422),
+            },
+        },
+        "get": {
+            "summary": "Pending requests the caller may decide, oldest first (approver token)",
+            "security": SECURED,
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending"]}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 200}},
+            ],
+            "responses": {**_ok(200, "a page", "Page"), **_errors(401, 403, 422)},
+        },
+    },
+    "/v1/requests/{id}": {
+        "get": {
+            "summary": "One request; with wait=S, held open until it is final or S seconds pass",
+            "security": SECURED,
+            "parameters": [
+                ID_PARAM,
+                {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0, "maximum": 60}},
+            ],
+            "responses": {**_ok(200, "the request", "ApprovalRequest"), **_errors(401, 404, 422)},
+        }
+    },
+    "/v1/requests/{id}/cancel": {
+        "post": {
+            "summary": "Cancel a pending request (the requesting agent's token)",
+            "security": SECURED,
+            "parameters": [ID_PARAM],
+            "responses": {**_ok(200, "cancelled", "ApprovalRequest"), **_errors(401, 403, 404, 409)},
+        }
+    },
+    "/v1/requests/{id}/decisions": {
+        "post": {
+            "summary": "Approve or deny (approver token); never one's own request",
+            "security": SECURED,
+            "parameters": [ID_PARAM],
+            "requestBody": {"required": True, **_json("DecisionIn")},
+            "responses": {
+                **_ok(200, "the request after the decision", "ApprovalRequest"),
+                **_errors(400, 401, 403, 404, 409, 413, 415, 422),
+            },
+        }
+    },
+    "/healthz": {"get": {"summary": "Liveness and Redis reachability",
+                         "responses": {"200": {"description": "ok"}, "503": {"description": "Redis down"}}}},
+    "/metrics": {"get": {"summary": "Prometheus metrics",
+                         "responses": {"200": {"description": "text exposition format",
+                                               "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+}
+
+
+@cache
+def document() -> dict[str, Any]:
+    models = (RequestCreate, ApprovalRequest, DecisionIn)
+    _, schemas = models_json_schema(
+        [(m, "validation" if m in (RequestCreate, DecisionIn) else "serialization") for m in models],
+        ref_template="#/components/schemas/{model}",
+    )
+    components = dict(schemas.get("$defs", {}))
+    components.update(Error=ERROR_SCHEMA, Page=PAGE_SCHEMA)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "approvalbot", "version": __version__,
+                 "description": "Human approval gates for AI agents and pipelines."},
+        "paths": PATHS,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())

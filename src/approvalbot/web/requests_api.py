@@ -1,0 +1,144 @@
+"""/v1/requests: agents ask, wait and cancel; approvers list and decide."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from approvalbot.core.models import ApprovalRequest, DecisionIn, RequestCreate, Status
+from approvalbot.service import NotFound, human_actor
+from approvalbot.web.auth import principal, require_agent, require_approver
+from approvalbot.web.context import services
+from approvalbot.web.errors import ApiError, read_json
+
+MAX_WAIT = 60
+routes = web.RouteTableDef()
+
+
+def as_json(request: ApprovalRequest, status: int = 200) -> web.Response:
+    return web.Response(
+        body=request.model_dump_json(exclude={"version"}),
+        status=status,
+        content_type="application/json",
+    )
+
+
+class WaitQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    wait: float = Field(default=0, ge=0, le=MAX_WAIT)
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Status = Status.PENDING
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+def encode_cursor(cursor: tuple[int, str] | None) -> str | None:
+    if cursor is None:
+        return None
+    return base64.urlsafe_b64encode(f"{cursor[0]}:{cursor[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str | None) -> tuple[int, str] | None:
+    if not raw:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        score, _, rid = text.partition(":")
+        return int(score), rid
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(422, "invalid_cursor", "the cursor is not one this API returned")
+
+
+def query(model: type[BaseModel], request: web.Request) -> BaseModel:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        from approvalbot.web.errors import validation_details
+
+        raise ApiError(422, "invalid_query", "the query string is not valid", validation_details(exc))
+
+
+@routes.post("/v1/requests")
+async def create_request(request: web.Request) -> web.Response:
+    agent = await require_agent(request)
+    body = RequestCreate.model_validate(await read_json(request))
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (1 <= len(key) <= 255):
+        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
+    created, fresh = await services(request).service.create(agent, body, key)
+    response = as_json(created, 201 if fresh else 200)
+    if not fresh:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+async def readable(request: web.Request) -> ApprovalRequest:
+    """Agents see only their own requests; to them, another agent's request does not exist."""
+    who = await principal(request)
+    found = await services(request).service.get(request.match_info["id"])
+    if who.agent is not None and found.agent_id != who.agent.id:
+        raise NotFound(found.id)
+    return found
+
+
+@routes.get("/v1/requests/{id}")
+async def get_request(request: web.Request) -> web.Response:
+    found = await readable(request)
+    wait = query(WaitQuery, request).wait
+    if wait <= 0 or found.status.final:
+        return as_json(found)
+    ctx = services(request)
+    deadline = time.monotonic() + wait
+    while True:
+        with ctx.waiters.watch(found.id) as changed:
+            found = await ctx.service.get(found.id)
+            remaining = deadline - time.monotonic()
+            if found.status.final or remaining <= 0:
+                return as_json(found)
+            try:
+                await asyncio.wait_for(changed.wait(), timeout=remaining)
+            except TimeoutError:
+                pass
+
+
+@routes.post("/v1/requests/{id}/cancel")
+async def cancel_request(request: web.Request) -> web.Response:
+    agent = await require_agent(request)
+    found = await readable(request)
+    return as_json(await services(request).service.cancel(found.id, agent))
+
+
+@routes.get("/v1/requests")
+async def list_requests(request: web.Request) -> web.Response:
+    approver = await require_approver(request)
+    q = query(ListQuery, request)
+    if q.status is not Status.PENDING:
+        raise ApiError(422, "invalid_query", "only status=pending can be listed")
+    items, cursor = await services(request).service.pending_for(approver, decode_cursor(q.cursor), q.limit)
+    body = '{"items":[%s],"next_cursor":%s}' % (
+        ",".join(i.model_dump_json(exclude={"version"}) for i in items),
+        f'"{encode_cursor(cursor)}"' if cursor else "null",
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+@routes.post("/v1/requests/{id}/decisions")
+async def decide_request(request: web.Request) -> web.Response:
+    who = await principal(request)
+    if who.approver is None:
+        raise ApiError(403, "forbidden", "only a human approver can decide; agent tokens never can")
+    body = DecisionIn.model_validate(await read_json(request))
+    if body.decision == "deny" and not (body.reason and body.reason.strip()):
+        raise ApiError(422, "reason_required", "a reason is required to deny")
+    ctx = services(request)
+    decided = await ctx.service.decide(
+        request.match_info["id"], human_actor(who.approver), who.approver, body.decision, body.reason
+    )
+    return as_json(decided)
