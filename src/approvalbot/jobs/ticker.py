@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-from datetime import UTC, datetime
 
 from rq import Queue
 from rq.scheduler import RQScheduler
@@ -36,7 +35,7 @@ class Ticker:
         self.scheduler = RQScheduler([queue], connection=queue.connection)
 
     async def tick(self) -> None:
-        now = datetime.now(UTC)
+        now = self.service.clock()
         for request_id in await self.service.requests.due(keys.EXPIRY, now):
             await self.service.expire(request_id)
         for member in await self.service.requests.due(keys.TIMERS, now):
