@@ -58,8 +58,8 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve_http(rt, args.host, args.port))
     finally:
-        worker.request_stop(signal.SIGTERM, None)
-        thread.join(timeout=15)
+        worker.stop_soon()
+        thread.join(timeout=30)
         ticker.stop()
     return 0
 

@@ -66,10 +66,13 @@ def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
     url, embedded = redis_url_from_env(settings.redis_url, settings.data_dir)
     try:
         rt = Runtime(settings=settings, redis_url=url, policy=policy, embedded=embedded)
+        probe = rt.sync_redis()
         try:
-            rt.sync_redis().ping()
+            probe.ping()
         except redis.RedisError as exc:
             raise ConfigError(f"cannot reach Redis ({exc.__class__.__name__}): check REDIS_URL")
+        finally:
+            probe.close()
         yield rt
     finally:
         if embedded is not None:

@@ -70,7 +70,7 @@ class TickerThread(threading.Thread):
         super().__init__(name="approvalbot-ticker", daemon=True)
         self._make_ticker = make_ticker
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._stop_event: asyncio.Event | None = None
         self._started = threading.Event()
 
     def run(self) -> None:
@@ -78,16 +78,16 @@ class TickerThread(threading.Thread):
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
+        self._stop_event = asyncio.Event()
         ticker, cleanup = await self._make_ticker()
         self._started.set()
         try:
-            await ticker.run(self._stop)
+            await ticker.run(self._stop_event)
         finally:
             await cleanup()
 
     def stop(self, timeout: float = 10) -> None:
         self._started.wait(timeout)
-        if self._loop and self._stop:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop and self._stop_event:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
         self.join(timeout)

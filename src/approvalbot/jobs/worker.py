@@ -10,6 +10,7 @@ import logging
 import threading
 
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
 from approvalbot.jobs.outbox import CALLBACKS, Subscriber
@@ -43,8 +44,24 @@ class ThreadWorker(SimpleWorker):
 
     death_penalty_class = TimerDeathPenalty
 
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        """Wait for a job in one-second slices, so stop_soon() is noticed while idle."""
+        while not self._stop_requested:
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=1)
+            if result is not None:
+                return result
+        raise StopRequested()
+
     def _install_signal_handlers(self) -> None:
-        pass  # the main thread owns signals and stops us with request_stop()
+        pass  # the main thread owns signals and calls stop_soon()
+
+    def stop_soon(self) -> None:
+        """Warm shutdown from another thread: finish the current job, then leave the loop.
+
+        RQ's request_stop() is written for a signal handler in the worker's own
+        thread (it raises when idle), so set the flag its loop checks instead.
+        """
+        self._stop_requested = True
 
 
 def make_worker(rt: Runtime, cls: type[SimpleWorker] = SimpleWorker) -> SimpleWorker:
@@ -62,7 +79,7 @@ def run_worker(rt: Runtime, burst: bool = False) -> None:
         ticker.stop()
 
 
-def start_worker_thread(rt: Runtime) -> tuple[threading.Thread, SimpleWorker, TickerThread]:
+def start_worker_thread(rt: Runtime) -> tuple[threading.Thread, ThreadWorker, TickerThread]:
     worker = make_worker(rt, ThreadWorker)
     thread = threading.Thread(
         target=worker.work, kwargs={"logging_level": "WARNING"}, name="approvalbot-worker", daemon=True
