@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from approvalbot import client_cli
 from approvalbot.config import Settings, load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.identities import IdentityError
@@ -127,9 +128,19 @@ async def cmd_approvers(service, args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors of client commands exit 3, as their other errors do (2 means expired)."""
+
+    def error(self, message: str):
+        words = self.prog.split()
+        self.print_usage(sys.stderr)
+        code = 3 if len(words) > 1 and words[1] in client_cli.COMMANDS else 2
+        self.exit(code, f"{self.prog}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="approvalbot", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="approvalbot", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     for name, helptext in (
         ("serve", "web server, worker and (without REDIS_URL) embedded Valkey in one process"),
@@ -158,6 +169,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_parser("list")
     rev = ap.add_parser("revoke")
     rev.add_argument("email")
+    client_cli.add_commands(sub)
     return p
 
 
@@ -173,6 +185,8 @@ NEEDS_POLICY = {"serve", "web", "worker"}
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command in client_cli.COMMANDS:
+        return client_cli.run(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings: Settings = load_settings()

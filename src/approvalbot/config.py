@@ -20,11 +20,9 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(default=None, alias="APPROVALBOT_POLICY")
     signing_key: SecretStr | None = Field(default=None, alias="APPROVALBOT_SIGNING_KEY")
     callback_secret: SecretStr | None = Field(default=None, alias="APPROVALBOT_CALLBACK_SECRET")
-    public_url: str | None = Field(default=None, alias="APPROVALBOT_PUBLIC_URL")
     max_body_bytes: int = Field(default=64 * 1024, alias="APPROVALBOT_MAX_BODY_BYTES")
     queue_name: str = Field(default="approvalbot", alias="APPROVALBOT_QUEUE")
     tick_seconds: float = Field(default=1.0, alias="APPROVALBOT_TICK_SECONDS", gt=0, le=60)
-    allow_private_callbacks: bool = Field(default=True, alias="APPROVALBOT_ALLOW_PRIVATE_CALLBACKS")
 
     # Slack (issue 4) and Teams (issue 5) settings live here too so one object is validated once.
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")

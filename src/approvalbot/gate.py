@@ -1,0 +1,104 @@
+"""Put a function or a block of code behind an approval, in one line.
+
+    @requires_approval("dataset.export", resource=lambda table, **_: f"warehouse/{table}",
+                       params=lambda table, rows: {"rows": rows})
+    def export(table, rows, grant=None): ...
+
+The function runs only once a human approved this exact call; a denial, expiry
+or cancellation raises instead. A function that takes a `grant` parameter gets
+the signed grant, to hand to the system that performs the action.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from approvalbot.client import ApprovalClient, AsyncApprovalClient
+from approvalbot.core.models import ApprovalRequest
+
+Field = Any  # a value, or a callable taking the decorated function's arguments
+
+
+def _resolve(value: Field, args: tuple, kwargs: dict) -> Any:
+    return value(*args, **kwargs) if callable(value) else value
+
+
+class approval:
+    """Context-manager form: `with approval("iam.role.attach", resource=arn) as granted:`.
+
+    Works with `with` and `async with`; the value is the approved request (its
+    `.grant` is the signed grant).
+    """
+
+    def __init__(self, action: str, *, timeout: float = 900,
+                 client: ApprovalClient | AsyncApprovalClient | None = None, **fields: Any):
+        self.action, self.timeout, self.client, self.fields = action, timeout, client, fields
+
+    def __enter__(self) -> ApprovalRequest:
+        client = self.client or ApprovalClient()
+        try:
+            return client.request_and_wait(self.action, timeout=self.timeout, **self.fields)
+        finally:
+            if self.client is None:
+                client.close()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    async def __aenter__(self) -> ApprovalRequest:
+        client = self.client or AsyncApprovalClient()
+        try:
+            return await client.request_and_wait(self.action, timeout=self.timeout, **self.fields)
+        finally:
+            if self.client is None:
+                await client.aclose()
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def requires_approval(
+    action: str,
+    *,
+    resource: Field = None,
+    params: Field = None,
+    justification: Field = None,
+    context: Field = None,
+    on_behalf_of: Field = None,
+    timeout: float = 900,
+    client: ApprovalClient | AsyncApprovalClient | None = None,
+) -> Callable[[Callable], Callable]:
+    """Decorate a sync or async function; callables among the fields receive its arguments."""
+    spec = {"resource": resource, "params": params, "justification": justification,
+            "context": context, "on_behalf_of": on_behalf_of}
+
+    def decorate(fn: Callable) -> Callable:
+        wants_grant = "grant" in inspect.signature(fn).parameters
+
+        def gate(args: tuple, kwargs: dict) -> approval:
+            fields = {k: _resolve(v, args, kwargs) for k, v in spec.items() if v is not None}
+            return approval(action, timeout=timeout, client=client, **fields)
+
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with gate(args, kwargs) as approved:
+                    if wants_grant:
+                        kwargs["grant"] = approved.grant
+                    return await fn(*args, **kwargs)
+
+            return run_async
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with gate(args, kwargs) as approved:
+                if wants_grant:
+                    kwargs["grant"] = approved.grant
+                return fn(*args, **kwargs)
+
+        return run
+
+    return decorate
