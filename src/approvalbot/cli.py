@@ -170,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
     rev = ap.add_parser("revoke")
     rev.add_argument("email")
     client_cli.add_commands(sub)
+    sub.add_parser("mcp", help="MCP server on stdio: request_approval and approval_status tools")
     return p
 
 
@@ -187,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command in client_cli.COMMANDS:
         return client_cli.run(args)
+    if args.command == "mcp":
+        from approvalbot.mcp_server import run as run_mcp
+
+        return run_mcp()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings: Settings = load_settings()

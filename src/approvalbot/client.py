@@ -153,7 +153,7 @@ class _Protocol:
         return ApprovalRequest.model_validate_json(response.content)
 
     def get(self, request_id: str, wait: float = 0) -> Operation[ApprovalRequest]:
-        params = {"wait": f"{wait:g}"} if wait > 0 else None
+        params = {"wait": f"{min(wait, MAX_WAIT_SLICE):g}"} if wait > 0 else None
         response = yield from self._call("GET", f"/v1/requests/{request_id}", params=params)
         return ApprovalRequest.model_validate_json(response.content)
 
@@ -229,8 +229,9 @@ class ApprovalClient:
     def request(self, action: str, **fields: Unpack[RequestFields]) -> ApprovalRequest:
         return self._run(self._ops.request(action, **fields))
 
-    def get(self, request_id: str) -> ApprovalRequest:
-        return self._run(self._ops.get(request_id))
+    def get(self, request_id: str, wait: float = 0) -> ApprovalRequest:
+        """The request as it is now, or, with `wait` (≤ 60 s), once it is final."""
+        return self._run(self._ops.get(request_id, wait))
 
     def wait(self, request_id: str, timeout: float = 900) -> ApprovalRequest:
         return self._run(self._ops.wait(request_id, timeout))
@@ -284,8 +285,9 @@ class AsyncApprovalClient:
     async def request(self, action: str, **fields: Unpack[RequestFields]) -> ApprovalRequest:
         return await self._run(self._ops.request(action, **fields))
 
-    async def get(self, request_id: str) -> ApprovalRequest:
-        return await self._run(self._ops.get(request_id))
+    async def get(self, request_id: str, wait: float = 0) -> ApprovalRequest:
+        """The request as it is now, or, with `wait` (≤ 60 s), once it is final."""
+        return await self._run(self._ops.get(request_id, wait))
 
     async def wait(self, request_id: str, timeout: float = 900) -> ApprovalRequest:
         return await self._run(self._ops.wait(request_id, timeout))
