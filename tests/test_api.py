@@ -277,3 +277,15 @@ async def test_expiry_with_no_traffic_wakes_the_waiting_agent(api, rt):
     finally:
         stop.set()
         await run
+
+
+async def test_group_added_later_applies_to_existing_tokens(api):
+    api.service.policy = TWO_PERSON
+    ids = api.service.identities
+    _, carol = await ids.add_approver("carol@example.com", ["finance"])
+    _, req = await api.ask(action="iam.role.attach")
+    status, _ = await api.decide(req["id"], carol)
+    assert status == 403
+    await ids.add_approver("carol@example.com", ["security"])  # issues a second token too
+    status, body = await api.decide(req["id"], carol)
+    assert status == 200 and body["approvals_needed"] == 1

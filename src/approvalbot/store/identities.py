@@ -44,15 +44,25 @@ class IdentityError(ValueError):
     pass
 
 
+def _token_record(kind: TokenKind, doc: Agent | Approver) -> str:
+    return json.dumps({"kind": kind, "doc": doc.model_dump(mode="json")})
+
+
 class IdentityStore:
     def __init__(self, redis: Redis):
         self.redis = redis
 
-    async def _issue(self, kind: TokenKind, subject: str) -> str:
+    async def _issue(self, kind: TokenKind, doc: Agent | Approver) -> str:
+        """The token record carries a snapshot of its subject, so authenticating is one GET."""
         token = TOKEN_PREFIX[kind] + secrets.token_urlsafe(32)
-        record = json.dumps({"kind": kind, "subject": subject})
-        await self.redis.set(keys.token(token_digest(token)), record)
+        await self.redis.set(keys.token(token_digest(token)), _token_record(kind, doc))
         return token
+
+    async def _refresh_tokens(self, subject_key: str, kind: TokenKind, doc: Agent | Approver) -> None:
+        """Keep every live token's snapshot in step with its subject (e.g. new groups)."""
+        record = _token_record(kind, doc)
+        for digest in await self.redis.smembers(subject_key + ":tokens"):
+            await self.redis.set(keys.token(digest.decode()), record, xx=True)
 
     async def _revoke_tokens(self, subject_key: str) -> None:
         digests = await self.redis.smembers(subject_key + ":tokens")
@@ -69,7 +79,7 @@ class IdentityStore:
             if existing and not existing.revoked:
                 raise IdentityError(f"an agent named {name!r} already exists")
             await self.redis.set(keys.agent_name(name), agent.id)
-        token = await self._issue("agent", agent.id)
+        token = await self._issue("agent", agent)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.agent(agent.id), agent.model_dump_json())
         pipe.sadd(keys.AGENTS, agent.id)
@@ -111,7 +121,8 @@ class IdentityStore:
             groups=sorted(set(groups) | (set(existing.groups) if existing and not existing.revoked else set())),
             created_at=existing.created_at if existing else datetime.now(UTC),
         )
-        token = await self._issue("approver", email)
+        token = await self._issue("approver", approver)
+        await self._refresh_tokens(keys.approver(email), "approver", approver)
         pipe = self.redis.pipeline(transaction=True)
         pipe.set(keys.approver(email), approver.model_dump_json())
         pipe.sadd(keys.APPROVERS, email)
@@ -146,7 +157,7 @@ class IdentityStore:
             return None
         record = json.loads(raw)
         if record["kind"] == "agent":
-            agent = await self.get_agent(record["subject"])
-            return Principal("agent", agent=agent) if agent and not agent.revoked else None
-        approver = await self.get_approver(record["subject"])
-        return Principal("approver", approver=approver) if approver and not approver.revoked else None
+            agent = Agent.model_validate(record["doc"])
+            return None if agent.revoked else Principal("agent", agent=agent)
+        approver = Approver.model_validate(record["doc"])
+        return None if approver.revoked else Principal("approver", approver=approver)
