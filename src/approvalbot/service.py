@@ -83,11 +83,11 @@ class ApprovalService:
         transition = machine.create(new_request_id(), body, agent, applied, self.clock())
         transition = self._finish(transition)
         try:
-            request = await self.requests.commit(transition, 0, None, idem)
+            done = await self.requests.commit(transition, 0, None, idem)
         except Duplicate as dup:
             return await self._replay(dup.request_id, dup.fingerprint, sent_print), False
-        await self.audit.seal()
-        return request, True
+        await self.audit.seal(done.last_seq)
+        return done.request, True
 
     async def _replay(self, request_id: str, stored: str, sent: str) -> ApprovalRequest:
         if stored != sent:
@@ -130,10 +130,10 @@ class ApprovalService:
         request = await self.requests.get(request_id)
         if request is None or request.status is not Status.PENDING:
             return
-        await self.requests.record(
+        seq = await self.requests.record(
             request, [event_for(request, type, SYSTEM, self.clock(), escalate_to=request.policy.escalate_to)]
         )
-        await self.audit.seal()
+        await self.audit.seal(seq)
 
     async def _apply(self, request_id: str, step) -> ApprovalRequest:
         for _ in range(MAX_RACE_RETRIES):
@@ -142,16 +142,15 @@ class ApprovalService:
                 transition = step(request, self.clock())
             except Refused as refused:
                 if refused.event is not None:
-                    await self.requests.record(request, [refused.event])
-                    await self.audit.seal()
+                    await self.audit.seal(await self.requests.record(request, [refused.event]))
                 raise
             transition = self._finish(transition)
             try:
-                committed = await self.requests.commit(transition, request.version, request.status)
+                done = await self.requests.commit(transition, request.version, request.status)
             except Conflict:
                 continue
-            await self.audit.seal()
-            return committed
+            await self.audit.seal(done.last_seq)
+            return done.request
         raise Conflict(request_id)
 
     def _finish(self, transition: Transition) -> Transition:

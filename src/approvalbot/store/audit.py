@@ -41,7 +41,9 @@ class AuditLog:
     def __init__(self, redis: Redis):
         self.redis = redis
         self._seal_script = redis.register_script(load_script("seal.lua"))
+        self._unsealed = redis.register_script(load_script("unsealed.lua"))
         self._lock = asyncio.Lock()
+        self._sealed = 0  # chain length this process last saw; only ever grows
 
     async def length(self) -> int:
         return int(await self.redis.llen(keys.AUDIT_LOG))
@@ -56,16 +58,32 @@ class AuditLog:
         return n, (await self.redis.lindex(keys.AUDIT_CHAIN, n - 1)).decode()
 
     async def seal(self, upto: int | None = None) -> int:
-        """Chain every record up to `upto` (default: all); returns the sealed length."""
-        async with self._lock:  # one sealer per process; others across processes are harmless
+        """Chain every record up to `upto` (default: all); returns the sealed length.
+
+        Callers in one process queue on a lock; whoever holds it seals everything
+        appended so far, so the others usually find their record already chained
+        and return without a round trip.
+        """
+        if upto is not None and self._sealed >= upto:
+            return self._sealed
+        async with self._lock:
             for _ in range(10_000):
-                sealed, prev = await self.head()
-                target = upto if upto is not None else await self.length()
-                if sealed >= target:
-                    return sealed
-                bodies = await self.redis.lrange(keys.AUDIT_LOG, sealed, sealed + SEAL_BATCH - 1)
-                hashes = list(chain(bodies, prev, first_seq=sealed + 1))
-                await self._seal_script(keys=[keys.AUDIT_CHAIN], args=[sealed, *hashes])
+                if upto is not None and self._sealed >= upto:
+                    return self._sealed
+                sealed, last, bodies = await self._unsealed(
+                    keys=[keys.AUDIT_CHAIN, keys.AUDIT_LOG], args=[SEAL_BATCH]
+                )
+                if not bodies:
+                    self._sealed = max(self._sealed, int(sealed))
+                    if upto is None or self._sealed >= upto:
+                        return self._sealed
+                    continue  # the record is appended but not visible yet? re-read
+                prev = last.decode() if last else GENESIS
+                hashes = list(chain(bodies, prev, first_seq=int(sealed) + 1))
+                length = await self._seal_script(keys=[keys.AUDIT_CHAIN], args=[sealed, *hashes])
+                self._sealed = max(self._sealed, int(length))
+                if upto is None and len(bodies) < SEAL_BATCH and int(length) == int(sealed) + len(bodies):
+                    return self._sealed
             raise RuntimeError("audit sealing did not converge")
 
     async def records(self, start_seq: int = 1, end_seq: int | None = None) -> AsyncIterator[StoredRecord]:

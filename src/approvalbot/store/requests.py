@@ -30,6 +30,12 @@ def load_script(name: str) -> str:
     return resources.files("approvalbot.store").joinpath("lua", name).read_text()
 
 
+@dataclass(frozen=True)
+class Committed:
+    request: ApprovalRequest
+    last_seq: int  # the sequence number of its last audit record (0: none)
+
+
 class Conflict(Exception):
     """The request changed since it was read; re-read and recompute."""
 
@@ -95,7 +101,7 @@ class RequestStore:
         expected_version: int,
         previous_status: Status | None,
         idempotency: tuple[str, str] | None = None,
-    ) -> ApprovalRequest:
+    ) -> Committed:
         """Write a transition computed from `expected_version`; raise Conflict if it moved on."""
         request = transition.request.model_copy(update={"version": expected_version + 1})
         plan = _Plan(
@@ -121,7 +127,7 @@ class RequestStore:
         if outcome == "duplicate":
             fingerprint, _, existing = result[1].decode().partition("|")
             raise Duplicate(existing, fingerprint)
-        return request
+        return Committed(request, int(result[2]))
 
     def _index(self, plan: _Plan, request: ApprovalRequest, previous: Status | None) -> None:
         """Keep queue, timer and counter indexes in step with the status change."""
@@ -157,15 +163,14 @@ class RequestStore:
                 if latency <= bound:
                     plan.add("hincr", plan.key(keys.STATS), f"latency_le:{bound}", 1)
 
-    async def record(self, request: ApprovalRequest, events: list[Event]) -> None:
+    async def record(self, request: ApprovalRequest, events: list[Event]) -> int:
         """Append audit events that change no state (e.g. a blocked self-approval)."""
         for _ in range(100):
             fresh = await self.get(request.id)
             if fresh is None:
-                return
+                return 0
             try:
-                await self.commit(Transition(fresh, events), fresh.version, fresh.status)
-                return
+                return (await self.commit(Transition(fresh, events), fresh.version, fresh.status)).last_seq
             except Conflict:
                 continue
         raise Conflict(request.id)

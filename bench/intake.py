@@ -1,0 +1,70 @@
+"""Intake benchmark: POST /v1/requests through the full path vs one-Redis-write baseline.
+
+    .venv/bin/python bench/intake.py [--seconds 10] [--concurrency 32] [--rate 200]
+
+Full path: auth, validation, policy, atomic commit with audit record, sealing,
+response; the worker dispatches each audit record (a card job per request when
+Slack is configured). The baseline parses the same JSON and does one SET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from common import ROOT, closed_loop, cli, free_port, machine, open_loop, process, redis_server, service_env
+
+BODY = {
+    "action": "dataset.export",
+    "resource": "s3://warehouse/customers",
+    "params": {"rows": 120000, "format": "parquet", "pii": False},
+    "justification": "quarterly churn analysis",
+    "context": {"code_path": "pipelines/export.py:88", "run_url": "https://ci.example.com/run/77"},
+}
+
+
+def poster(url: str, token: str | None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def post(http, n: str) -> bool:
+        async with http.post(url, json=BODY, headers=headers) as resp:
+            await resp.read()
+            return resp.status == 201
+
+    return post
+
+
+async def measure(name: str, url: str, token: str | None, args) -> tuple:
+    post = poster(url, token)
+    await closed_loop(name, post, args.concurrency, 1.0)  # warm-up
+    throughput = await closed_loop(name, post, args.concurrency, args.seconds)
+    paced = await open_loop(f"{name} @ {args.rate:g}/s", post, args.rate, args.seconds)
+    return throughput, paced
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--rate", type=float, default=200)
+    args = p.parse_args()
+    with redis_server() as redis_url:
+        env = service_env(redis_url)
+        token = cli(env, "agents", "add", "bench-bot", "--owner", "owner@example.com")
+        web_port, base_port = free_port(), free_port()
+        py = sys.executable
+        with process([py, "-m", "approvalbot", "web", "--port", str(web_port)], env, web_port), \
+             process([py, "-m", "approvalbot", "worker"], env), \
+             process([py, str(ROOT / "bench" / "baseline_server.py"), str(base_port)], env, base_port):
+            ours = asyncio.run(measure("approvalbot intake", f"http://127.0.0.1:{web_port}/v1/requests", token, args))
+            base = asyncio.run(measure("baseline (1 SET)", f"http://127.0.0.1:{base_port}/v1/requests", None, args))
+    print(f"machine: {machine()}; Redis: {'REDIS_URL' if 'REDIS_URL' in __import__('os').environ else 'embedded Valkey'}")
+    print(f"closed loop, {args.concurrency} connections, {args.seconds:g} s; open loop at {args.rate:g} req/s")
+    for result in (*ours, *base):
+        print(result.line())
+    print(f"throughput ratio approvalbot/baseline: {ours[0].rate / base[0].rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
