@@ -116,7 +116,8 @@ class RequestStore:
             plan.ops["idem"] = [f"{idempotency[1]}|{request.id}", IDEMPOTENCY_TTL]
         self._index(plan, request, previous_status)
         plan.ops["audit"] = [audit_body(e) for e in transition.events]
-        plan.add("publish", keys.CHANGED_CHANNEL, request.id)
+        if request.status.final and previous_status is not request.status:
+            plan.add("publish", keys.CHANGED_CHANNEL, request.id)  # wakes long-polls waiting for this
         result = await self._commit(
             keys=plan.keys,
             args=[expected_version, request.model_dump_json(), json.dumps(plan.ops)],
