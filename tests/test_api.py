@@ -289,3 +289,10 @@ async def test_group_added_later_applies_to_existing_tokens(api):
     await ids.add_approver("carol@example.com", ["security"])  # issues a second token too
     status, body = await api.decide(req["id"], carol)
     assert status == 200 and body["approvals_needed"] == 1
+
+
+async def test_burst_beyond_the_connection_pool_queues_instead_of_failing(api):
+    results = await asyncio.gather(*(api.ask(resource=f"r{i}") for i in range(200)))
+    assert [s for s, _ in results] == [201] * 200
+    assert await api.service.redis.zcard("ab:pending") == 200
+    assert await api.service.audit.sealed() == await api.service.audit.length() == 200

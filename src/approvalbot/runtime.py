@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import redis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from approvalbot.config import Settings
@@ -45,7 +46,15 @@ class Runtime:
     embedded: EmbeddedValkey | None = None
 
     def async_redis(self) -> AsyncRedis:
-        return AsyncRedis.from_url(self.redis_url, decode_responses=False, health_check_interval=30)
+        """A bounded pool that makes callers queue for a connection instead of failing.
+
+        redis-py's default pool raises "Too many connections" past 100 in flight,
+        which a burst of API calls would turn into 500s.
+        """
+        pool = BlockingConnectionPool.from_url(
+            self.redis_url, max_connections=64, timeout=10, health_check_interval=30
+        )
+        return AsyncRedis(connection_pool=pool, decode_responses=False)
 
     def sync_redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url, decode_responses=False, health_check_interval=30)
