@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
-
 from approvalbot.core.policy import Policy
 
 TWO_PERSON = Policy.from_yaml(

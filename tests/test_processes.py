@@ -65,7 +65,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> tuple[int, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-        raise AssertionError(f"did not stop on signal: {err}")
+        raise AssertionError(f"did not stop on signal: {err}") from None
     return proc.returncode, err
 
 

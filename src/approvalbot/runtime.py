@@ -33,9 +33,9 @@ def load_policy(settings: Settings) -> Policy:
     try:
         return Policy.load(settings.policy_file)
     except FileNotFoundError:
-        raise ConfigError(f"policy file not found: {settings.policy_file}")
+        raise ConfigError(f"policy file not found: {settings.policy_file}") from None
     except PolicyError as exc:
-        raise ConfigError(str(exc))
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass
@@ -79,7 +79,7 @@ def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
         try:
             probe.ping()
         except redis.RedisError as exc:
-            raise ConfigError(f"cannot reach Redis ({exc.__class__.__name__}): check REDIS_URL")
+            raise ConfigError(f"cannot reach Redis ({exc.__class__.__name__}): check REDIS_URL") from None
         finally:
             probe.close()
         yield rt

@@ -178,7 +178,7 @@ class ApprovalService:
             rows = await self.requests.pending_page(targets, cursor, limit)
             window = rows[:limit]
             found = await self.requests.get_many([rid for _, rid in window])
-            for i, (row, request) in enumerate(zip(window, found)):
+            for i, (row, request) in enumerate(zip(window, found, strict=True)):
                 cursor = row
                 if request and request.status is Status.PENDING and may_decide(request, approver):
                     out.append(request)

@@ -84,4 +84,4 @@ async def read_json(request: web.Request) -> object:
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON ({exc.__class__.__name__})")
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON ({exc.__class__.__name__})") from None

@@ -13,7 +13,7 @@ from approvalbot.core.models import ApprovalRequest, DecisionIn, RequestCreate, 
 from approvalbot.service import NotFound, human_actor
 from approvalbot.web.auth import principal, require_agent, require_approver
 from approvalbot.web.context import services
-from approvalbot.web.errors import ApiError, read_json
+from approvalbot.web.errors import ApiError, read_json, validation_details
 
 MAX_WAIT = 60
 routes = web.RouteTableDef()
@@ -53,16 +53,14 @@ def decode_cursor(raw: str | None) -> tuple[int, str] | None:
         score, _, rid = text.partition(":")
         return int(score), rid
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(422, "invalid_cursor", "the cursor is not one this API returned")
+        raise ApiError(422, "invalid_cursor", "the cursor is not one this API returned") from None
 
 
 def query(model: type[BaseModel], request: web.Request) -> BaseModel:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
-        from approvalbot.web.errors import validation_details
-
-        raise ApiError(422, "invalid_query", "the query string is not valid", validation_details(exc))
+        raise ApiError(422, "invalid_query", "the query string is not valid", validation_details(exc)) from None
 
 
 @routes.post("/v1/requests")
