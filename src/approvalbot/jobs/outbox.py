@@ -56,10 +56,11 @@ CALLBACKS = Subscriber(
 
 
 class Outbox:
-    def __init__(self, redis: Redis, queue: Queue, subscribers: list[Subscriber]):
+    def __init__(self, redis: Redis, queue: Queue, subscribers: list[Subscriber], job_timeout: int = 30):
         self.redis = redis
         self.queue = queue
         self.subscribers = subscribers
+        self.job_timeout = job_timeout  # short, so a job abandoned by a killed worker is retried soon
         self._token = secrets.token_hex(8)
 
     async def dispatch(self) -> int:
@@ -96,6 +97,7 @@ class Outbox:
                 job_id=job_id,
                 retry=sub.retry,
                 at_front=sub.at_front,
+                job_timeout=self.job_timeout,
                 result_ttl=24 * 3600,
                 failure_ttl=7 * 24 * 3600,
             )

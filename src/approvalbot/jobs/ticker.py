@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 
 from rq import Queue
+from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 
 from approvalbot.core.events import EventType
@@ -27,12 +29,14 @@ TIMER_EVENTS = {"remind": EventType.REMINDER_DUE, "escalate": EventType.ESCALATI
 
 class Ticker:
     def __init__(self, service: ApprovalService, queue: Queue, subscribers: list[Subscriber],
-                 interval: float = 1.0):
+                 interval: float = 1.0, job_timeout: int = 30):
         self.service = service
         self.queue = queue
         self.interval = interval
-        self.outbox = Outbox(service.redis, queue, subscribers)
+        self.outbox = Outbox(service.redis, queue, subscribers, job_timeout)
         self.scheduler = RQScheduler([queue], connection=queue.connection)
+        self.started = StartedJobRegistry(queue=queue)
+        self._next_sweep = 0.0
 
     async def tick(self) -> None:
         now = self.service.clock()
@@ -42,14 +46,21 @@ class Ticker:
             if await self.service.requests.clear_timer(member):  # whoever removes it, fires it
                 request_id, _, kind = member.partition("|")
                 await self.service.timer_fired(request_id, TIMER_EVENTS[kind])
-        await asyncio.to_thread(self._promote_scheduled_jobs)
+        await asyncio.to_thread(self._rq_housekeeping)
         while await self.outbox.dispatch():
             pass
 
-    def _promote_scheduled_jobs(self) -> None:
-        """RQ retries with intervals wait in a registry until a scheduler moves them back."""
+    def _rq_housekeeping(self) -> None:
+        """Move due retries back to the queue, and retry jobs whose worker died mid-job.
+
+        RQ's own scheduler would fork a process, and its worker looks for abandoned
+        jobs only every ten minutes; both are done here, cheaply, on every tick.
+        """
         if self.scheduler.acquire_locks():
             self.scheduler.enqueue_scheduled_jobs()
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + 5
+            self.started.cleanup()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

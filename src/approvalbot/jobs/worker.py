@@ -29,7 +29,8 @@ def ticker_thread(rt: Runtime) -> TickerThread:
     async def make():
         redis = rt.async_redis()
         queue = Queue(rt.settings.queue_name, connection=rt.sync_redis())
-        ticker = Ticker(rt.service(redis), queue, subscribers(rt), rt.settings.tick_seconds)
+        ticker = Ticker(rt.service(redis), queue, subscribers(rt), rt.settings.tick_seconds,
+                        rt.settings.job_timeout)
 
         async def cleanup():
             await redis.aclose()
@@ -39,7 +40,14 @@ def ticker_thread(rt: Runtime) -> TickerThread:
     return TickerThread(make)
 
 
-class ThreadWorker(SimpleWorker):
+class Worker(SimpleWorker):
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        """A job's lease outlives its timeout by seconds, not RQ's minute, so the
+        ticker retries the job of a killed worker soon after its timeout."""
+        return int(job.timeout or 30) + 10
+
+
+class ThreadWorker(Worker):
     """An RQ worker that can live off the main thread (for `approvalbot serve`)."""
 
     death_penalty_class = TimerDeathPenalty
@@ -64,7 +72,7 @@ class ThreadWorker(SimpleWorker):
         self._stop_requested = True
 
 
-def make_worker(rt: Runtime, cls: type[SimpleWorker] = SimpleWorker) -> SimpleWorker:
+def make_worker(rt: Runtime, cls: type[Worker] = Worker) -> Worker:
     connection = rt.sync_redis()
     return cls([Queue(rt.settings.queue_name, connection=connection)], connection=connection)
 
