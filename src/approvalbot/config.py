@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, alias="APPROVALBOT_MAX_BODY_BYTES")
     queue_name: str = Field(default="approvalbot", alias="APPROVALBOT_QUEUE")
     tick_seconds: float = Field(default=1.0, alias="APPROVALBOT_TICK_SECONDS", gt=0, le=60)
+    job_timeout: int = Field(default=30, alias="APPROVALBOT_JOB_TIMEOUT", ge=1, le=600)
+    checkpoint_seconds: float = Field(default=300, alias="APPROVALBOT_CHECKPOINT_SECONDS", gt=0)
 
     # Slack (issue 4) and Teams (issue 5) settings live here too so one object is validated once.
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
@@ -30,6 +32,14 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_channel: str | None = Field(default=None, alias="SLACK_CHANNEL")
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+
+    # Teams (issue 5): the Azure bot registration; without an app id Teams is off unless
+    # APPROVALBOT_TEAMS_DEV=1 allows unauthenticated local testing.
+    microsoft_app_id: str | None = Field(default=None, alias="MICROSOFT_APP_ID")
+    microsoft_app_password: SecretStr | None = Field(default=None, alias="MICROSOFT_APP_PASSWORD")
+    microsoft_app_tenant_id: str | None = Field(default=None, alias="MICROSOFT_APP_TENANT_ID")
+    microsoft_app_type: str = Field(default="MultiTenant", alias="MICROSOFT_APP_TYPE")
+    teams_dev: bool = Field(default=False, alias="APPROVALBOT_TEAMS_DEV")
 
 
 def load_settings() -> Settings:
