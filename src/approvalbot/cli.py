@@ -52,8 +52,17 @@ async def serve_http(rt: Runtime, host: str, port: int) -> None:
         await redis.aclose()
 
 
+def announce_channels(rt: Runtime) -> None:
+    """Validate chat settings in the main thread, before any thread starts, and say what is on."""
+    from approvalbot.slack import status_line as slack_status
+
+    say(slack_status(rt.settings))
+
+
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     from approvalbot.jobs.worker import start_worker_thread
+
+    announce_channels(rt)
 
     thread, worker, ticker = start_worker_thread(rt)
     try:
@@ -66,6 +75,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_web(rt: Runtime, args: argparse.Namespace) -> int:
+    announce_channels(rt)
     asyncio.run(serve_http(rt, args.host, args.port))
     return 0
 
@@ -73,6 +83,7 @@ def cmd_web(rt: Runtime, args: argparse.Namespace) -> int:
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     from approvalbot.jobs.worker import run_worker
 
+    announce_channels(rt)
     say(f"approvalbot worker started (state: {rt.mode})")
     run_worker(rt, burst=args.burst)
     return 0

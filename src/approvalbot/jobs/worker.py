@@ -16,13 +16,14 @@ from rq.timeouts import TimerDeathPenalty
 from approvalbot.jobs.outbox import CALLBACKS, Subscriber
 from approvalbot.jobs.ticker import Ticker, TickerThread
 from approvalbot.runtime import Runtime
+from approvalbot.slack import subscribers as slack_subscribers
 
 log = logging.getLogger("approvalbot.worker")
 
 
 def subscribers(rt: Runtime) -> list[Subscriber]:
     """Follow-up work per audit record; chat adapters add theirs when configured."""
-    return [CALLBACKS]
+    return [CALLBACKS, *slack_subscribers(rt.settings)]
 
 
 def ticker_thread(rt: Runtime) -> TickerThread:
@@ -54,6 +55,8 @@ class ThreadWorker(Worker):
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         """Wait for a job in one-second slices, so stop_soon() is noticed while idle."""
+        if timeout is None:  # burst mode: one non-blocking look, as RQ does
+            return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
         while not self._stop_requested:
             result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=1)
             if result is not None:

@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 from approvalbot.config import Settings
 from approvalbot.service import ApprovalService
+from approvalbot.slack import mount as mount_slack
 from approvalbot.web import ops, openapi, requests_api
 from approvalbot.web.context import SERVICES, Services
 from approvalbot.web.errors import error_response, json_errors
@@ -33,6 +34,7 @@ def build_app(settings: Settings, service: ApprovalService) -> web.Application:
     app[SERVICES] = ctx
     for table in (requests_api.routes, ops.routes, openapi.routes):
         app.add_routes(table)
+    mount_slack(app, ctx)  # /slack/events and Socket Mode; nothing without SLACK_BOT_TOKEN
 
     async def lifecycle(app: web.Application):
         await ctx.waiters.start()

@@ -1,0 +1,139 @@
+"""The Slack adapter: a slack-bolt AsyncApp mounted on approvalbot's aiohttp server.
+
+`POST /slack/events` takes events, interactivity and slash commands alike; bolt
+checks Slack's signature (and rejects requests older than five minutes) before
+any listener runs. With SLACK_APP_TOKEN the same app also runs over Socket Mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from redis.asyncio import Redis
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from approvalbot.core.models import Actor, Approver, Channel
+from approvalbot.service import ApprovalService, human_actor
+from approvalbot.slack import blocks, listeners
+from approvalbot.slack.client import error_code, make_client
+from approvalbot.slack.delivery import failure_records, load_state
+from approvalbot.slack.identity import SlackDirectory
+from approvalbot.slack.settings import EVENTS_PATH, SlackConfig
+
+log = logging.getLogger("approvalbot.slack")
+
+# Interactive payloads carry the whole message they came from; allow more than the API's JSON limit.
+MAX_BODY = 1024 * 1024
+SLACK = web.AppKey("slack", object)
+
+
+@dataclass(frozen=True)
+class Who:
+    """The clicker as the core sees them: an Actor, and their Approver record if registered."""
+
+    user_id: str
+    email: str | None
+    actor: Actor
+    approver: Approver | None
+
+
+class SlackAdapter:
+    def __init__(self, config: SlackConfig, service: ApprovalService, redis: Redis):
+        self.config = config
+        self.service = service
+        self.redis = redis
+        # Listeners must answer within Slack's 3 s (a modal's trigger_id expires): wait little.
+        self.client = make_client(config, timeout=5, max_wait=1)
+        self.people = SlackDirectory(self.client, redis)
+        self.bolt = AsyncApp(
+            name="approvalbot",
+            client=self.client,
+            signing_secret=config.signing_secret or "",
+            process_before_response=False,
+            logger=logging.getLogger("approvalbot.slack.bolt"),
+        )
+        listeners.register(self.bolt, self)
+        self.socket_mode = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """POST /slack/events: signature check, dispatch, and the ack as the HTTP answer."""
+        bolt_request = await to_bolt_request(request.clone(client_max_size=MAX_BODY))
+        return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
+
+    async def who(self, user_id: str) -> Who:
+        """Slack user (from the signed payload) -> verified email -> approvalbot approver."""
+        email = await self.people.email_of(user_id)
+        approver = await self.service.identities.get_approver(email) if email else None
+        if approver is not None:
+            actor = human_actor(approver, Channel.SLACK, user_id)
+        else:
+            actor = Actor(kind="human", id=f"slack:{user_id}", email=email,
+                          channel=Channel.SLACK, channel_user=user_id)
+        return Who(user_id, email, actor, approver)
+
+    async def notify(self, client: AsyncWebClient, user: str, channel: str | None, text: str) -> None:
+        """An ephemeral note to one user where they clicked; their DM with the app otherwise."""
+        message = blocks.notice(text)
+        if channel:
+            try:
+                await client.chat_postEphemeral(channel=channel, user=user, text=message.text,
+                                                blocks=message.blocks)
+                return
+            except SlackApiError as exc:
+                log.info("ephemeral to %s in %s failed (%s); using a DM", user, channel,
+                         error_code(exc))
+        opened = await client.conversations_open(users=user)
+        await client.chat_postMessage(channel=opened["channel"]["id"], text=message.text, blocks=message.blocks)
+
+    async def start_socket_mode(self) -> None:
+        from approvalbot.slack.socket_mode import connect
+
+        self.socket_mode = await connect(self)
+
+    async def stop_socket_mode(self) -> None:
+        if self.socket_mode is not None:
+            await self.socket_mode.close_async()
+            self.socket_mode = None
+
+
+async def delivery_status(request: web.Request) -> web.Response:
+    """GET /v1/requests/{id}/deliveries: where the card is, and what failed (for agents and approvers)."""
+    from approvalbot.web.context import services
+    from approvalbot.web.requests_api import readable
+
+    found = await readable(request)  # the same visibility rules as GET /v1/requests/{id}
+    ctx = services(request)
+    state = await load_state(ctx.redis, found.id)
+    records = [r.as_dict() for r in await ctx.service.audit.for_request(found.id)]
+    failures = [{"seq": r["seq"], "at": r.get("at"), "step": r["data"].get("step"),
+                 "error": r["data"].get("error")} for r in failure_records(records)]
+    return web.json_response({"request_id": found.id, "slack": {**state.public(), "failures": failures}})
+
+
+def mount(app: web.Application, ctx) -> bool:
+    """Add Slack to the web app when SLACK_BOT_TOKEN is set; returns whether Slack is on.
+
+    Raises ConfigError (from approvalbot.runtime) when the Slack settings are incomplete.
+    """
+    config = SlackConfig.from_settings(ctx.settings)
+    if config is None:
+        return False
+    adapter = SlackAdapter(config, ctx.service, ctx.redis)
+    app[SLACK] = adapter
+    ctx.extras["slack"] = adapter
+    if config.http_events:
+        app.router.add_post(EVENTS_PATH, adapter.handle)
+    app.router.add_get("/v1/requests/{id}/deliveries", delivery_status)
+    if config.socket_mode:
+        async def socket_mode(app: web.Application):
+            await adapter.start_socket_mode()
+            yield
+            await adapter.stop_socket_mode()
+
+        app.cleanup_ctx.append(socket_mode)
+    return True

@@ -1,0 +1,378 @@
+"""Block Kit for every message and view approvalbot shows in Slack.
+
+Everything here is a pure function of the request (and audit records), built
+with slack_sdk's block models so Slack's size limits are checked on `to_dict()`.
+Untrusted text (anything an agent or a human typed) goes through `escape`:
+into plain_text objects where the layout allows, neutralised mrkdwn otherwise.
+Buttons carry only the request id; everything else is read back from Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    InputBlock,
+    MarkdownTextObject,
+    PlainTextInputElement,
+    PlainTextObject,
+    SectionBlock,
+)
+from slack_sdk.models.views import View
+
+from approvalbot.core.models import ApprovalRequest, Status
+from approvalbot.core.rules import ANY_APPROVER
+from approvalbot.slack.escape import code, fold_params, mrkdwn, plain, slack_date
+
+APPROVE = "approve"
+DENY = "deny"
+MORE = "pending_more"
+DECISION_VIEW = "decision"
+REASON_BLOCK = "reason"
+REASON_INPUT = "reason"
+CARD_EVENT = "approvalbot_request"
+AUDIT_EVENT = "approvalbot_audit"
+OUTCOME_EVENT = "approvalbot_outcome"
+
+STATUS = {
+    Status.PENDING: (":hourglass_flowing_sand:", "Approval needed"),
+    Status.APPROVED: (":white_check_mark:", "Approved"),
+    Status.DENIED: (":no_entry:", "Denied"),
+    Status.EXPIRED: (":alarm_clock:", "Expired"),
+    Status.CANCELLED: (":heavy_multiplication_x:", "Cancelled"),
+}
+CONTEXT_LABELS = {"code_path": "Code path", "run_url": "Run", "model": "Model", "impact": "Impact"}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message: notification text (mrkdwn, neutralised) and its blocks as dicts."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+    @property
+    def digest(self) -> str:
+        body = json.dumps({"text": self.text, "blocks": self.blocks}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()[:32]
+
+
+def _dicts(blocks: list[Block]) -> list[dict[str, Any]]:
+    return [b.to_dict() for b in blocks]  # validates Slack's limits
+
+
+def _label(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=f"*{text}*", verbatim=True)
+
+
+def _value(text: str | None, limit: int = 500) -> PlainTextObject:
+    return PlainTextObject(text=plain(text, limit), emoji=False)
+
+
+def _md(text: str) -> MarkdownTextObject:
+    return MarkdownTextObject(text=text, verbatim=True)
+
+
+def _date(when: datetime) -> str:
+    return slack_date(when.timestamp(), when.strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def _table(rows: list[tuple[str, Any]]) -> list[SectionBlock]:
+    """Label | value rows, two columns, five rows per section (Slack allows ten fields)."""
+    fields: list[Any] = []
+    for label, value in rows:
+        fields.append(_label(label))
+        fields.append(value if isinstance(value, MarkdownTextObject) else _value(value))
+    return [SectionBlock(fields=fields[i: i + 10]) for i in range(0, len(fields), 10)]
+
+
+def approvals_of(request: ApprovalRequest) -> tuple[int, int]:
+    approvals = sum(1 for d in request.decisions if d.decision == "approve")
+    return approvals, request.policy.min_approvals
+
+
+def approver_names(request: ApprovalRequest, mentions: dict[str, str]) -> str:
+    """Approvers the policy names: people we could resolve are mentioned, groups are named."""
+    names = []
+    for target in request.policy.approvers:
+        if target == ANY_APPROVER:
+            names.append("any registered approver")
+        elif target in mentions:
+            names.append(f"<@{mentions[target]}>")
+        elif "@" in target:
+            names.append(mrkdwn(target, 200))
+        else:
+            names.append(f"{mrkdwn(target, 100)} (group)")
+    return ", ".join(names) or "any registered approver"
+
+
+def _decider(request: ApprovalRequest) -> str:
+    if request.status is Status.CANCELLED:
+        return "the agent"
+    if request.status is Status.EXPIRED:
+        return "nobody (it expired)"
+    if request.decisions:
+        return mrkdwn(request.decisions[-1].approver, 200)
+    return f"policy rule {mrkdwn(request.policy.rule, 100)}"
+
+
+def request_rows(request: ApprovalRequest) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = [
+        ("Action", request.action),
+        ("Resource", request.resource or "-"),
+        ("Agent", request.agent_name),
+        ("Owner", request.owner),
+    ]
+    if request.on_behalf_of:
+        rows.append(("On behalf of", request.on_behalf_of))
+    for key, label in CONTEXT_LABELS.items():
+        if request.context.get(key):
+            rows.append((label, request.context[key]))
+    approvals, needed = approvals_of(request)
+    rows += [
+        ("Policy rule", request.policy.rule),
+        ("Approvals", f"{approvals} of {needed}"),
+        ("Expires" if request.status is Status.PENDING else "Expired at", _md(_date(request.expires_at))),
+    ]
+    return rows
+
+
+def decision_buttons(request_id: str, block_id: str = "decide") -> ActionsBlock:
+    return ActionsBlock(
+        block_id=block_id,
+        elements=[
+            ButtonElement(text="Approve", action_id=APPROVE, value=request_id, style="primary"),
+            ButtonElement(text="Deny", action_id=DENY, value=request_id, style="danger"),
+        ],
+    )
+
+
+def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Rendered:
+    """The approval card: posted once, updated after every change, buttons only while pending."""
+    mentions = mentions or {}
+    icon, title = STATUS[request.status]
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=plain(f"{title}: {request.action}", 140), emoji=True)),
+        *_table(request_rows(request)),
+    ]
+    if request.justification:
+        blocks.append(SectionBlock(text=_md("*Justification*")))
+        blocks.append(SectionBlock(text=_value(request.justification, 2000)))
+    if request.params:
+        blocks.append(SectionBlock(text=_md("*Parameters*")))
+        blocks.append(SectionBlock(text=_value(fold_params(request.params), 2900)))
+    extra = [(k, v) for k, v in sorted(request.context.items()) if k not in CONTEXT_LABELS]
+    if extra:
+        blocks.append(ContextBlock(elements=[_value(f"{k}: {v}", 300) for k, v in extra[:10]]))
+    blocks.append(SectionBlock(text=_md(f"*Approvers:* {approver_names(request, mentions)}")))
+    for d in request.decisions[-10:]:
+        mark = ":white_check_mark:" if d.decision == "approve" else ":no_entry:"
+        verb = "approved" if d.decision == "approve" else "denied"
+        elements: list[Any] = [_md(f"{mark} *{mrkdwn(d.approver, 200)}* {verb} via {d.channel.value} "
+                                   f"· {_date(d.at)}")]
+        if d.reason:
+            elements.append(_value(d.reason, 1000))
+        blocks.append(ContextBlock(elements=elements))
+    if request.status is Status.PENDING:
+        blocks.append(decision_buttons(request.id))
+    else:
+        when = _date(request.decided_at) if request.decided_at else ""
+        blocks.append(DividerBlock())
+        blocks.append(SectionBlock(text=_md(f"{icon} *{title}* by {_decider(request)} {when}")))
+        if request.outcome_reason:
+            blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(request.outcome_reason, 1000)]))
+    blocks.append(ContextBlock(elements=[_md(f"`{request.id}` · requested {_date(request.created_at)}")]))
+    text = (f"{title}: {mrkdwn(request.action, 200)} on {mrkdwn(request.resource or '-', 300)} "
+            f"by {mrkdwn(request.agent_name, 100)} ({request.id})")
+    return Rendered(text, _dicts(blocks))
+
+
+def card_metadata(request_id: str) -> dict[str, Any]:
+    return {"event_type": CARD_EVENT, "event_payload": {"request_id": request_id}}
+
+
+def _who(actor: dict[str, Any]) -> str:
+    if actor.get("kind") == "system":
+        return "approvalbot"
+    return mrkdwn(actor.get("email") or actor.get("id") or "?", 200)
+
+
+def describe(record: dict[str, Any]) -> tuple[str, str]:
+    """Icon and mrkdwn summary of one audit record (dynamic parts neutralised)."""
+    kind = record.get("type", "")
+    actor = record.get("actor", {})
+    data = record.get("data", {})
+    via = actor.get("channel")
+    via_text = f" via {code(via, 20)}" if via and actor.get("kind") == "human" else ""
+    if kind == "request.created":
+        return ":inbox_tray:", f"Requested by agent {mrkdwn(actor.get('id', '?'), 100)} (owner {_who(actor)})"
+    if kind == "approval.recorded":
+        return ":ballot_box_with_check:", (f"Approval recorded: {_who(actor)}{via_text} "
+                                           f"({data.get('approvals', '?')} of {data.get('required', '?')})")
+    if kind == "self_approval.blocked":
+        return ":warning:", (f"Self-approval blocked: {_who(actor)} tried to "
+                             f"{code(data.get('attempted', 'decide'), 20)} their own request{via_text}")
+    if kind == "request.approved":
+        by = "policy" if actor.get("kind") == "system" else _who(actor)
+        return ":white_check_mark:", f"Approved (by {by}{via_text})"
+    if kind == "request.denied":
+        by = "policy" if actor.get("kind") == "system" else _who(actor)
+        return ":no_entry:", f"Denied (by {by}{via_text})"
+    if kind == "request.expired":
+        return ":alarm_clock:", "Expired: nobody decided in time"
+    if kind == "request.cancelled":
+        return ":heavy_multiplication_x:", "Cancelled by the agent"
+    if kind == "reminder.due":
+        return ":bell:", "Reminder: this request is still waiting for a decision"
+    if kind == "escalation.due":
+        group = data.get("escalate_to") or "the escalation group"
+        return ":rotating_light:", f"Escalation: paging {mrkdwn(group, 100)}"
+    if kind == "grant.consumed":
+        return ":key:", "Grant used by the agent"
+    if kind == "delivery.failed":
+        return ":x:", (f"Delivery failed: {code(data.get('channel', '?'), 20)} "
+                       f"{code(data.get('step', '?'), 20)}: {code(data.get('error', '?'))}")
+    return ":memo:", mrkdwn(kind, 100)
+
+
+def audit_reply(seq: int, record_hash: str, record: dict[str, Any], mentions: list[str] = ()) -> Rendered:
+    """One thread reply per audit record, with the numbers `approvalbot audit verify` prints."""
+    icon, summary = describe(record)
+    head = f"`#{seq}` `{record_hash[:12]}` {icon} {summary}"
+    if mentions:
+        head += " " + " ".join(mentions)
+    blocks: list[Block] = [SectionBlock(text=_md(head))]
+    if record.get("reason"):
+        blocks.append(ContextBlock(elements=[_md("*Reason:*"), _value(record["reason"], 1000)]))
+    return Rendered(f"#{seq} {record_hash[:12]} {summary}", _dicts(blocks))
+
+
+def audit_metadata(request_id: str, seq: int) -> dict[str, Any]:
+    return {"event_type": AUDIT_EVENT, "event_payload": {"request_id": request_id, "seq": seq}}
+
+
+def outcome_dm(request: ApprovalRequest) -> Rendered:
+    """The owner's direct message once the request is final."""
+    icon, title = STATUS[request.status]
+    line = (f"{icon} Your agent *{mrkdwn(request.agent_name, 100)}* asked to "
+            f"*{mrkdwn(request.action, 200)}* on {mrkdwn(request.resource or '-', 300)} "
+            f"(`{request.id}`): *{title.lower()}* by {_decider(request)}.")
+    blocks: list[Block] = [SectionBlock(text=_md(line))]
+    if request.outcome_reason:
+        blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(request.outcome_reason, 1000)]))
+    return Rendered(f"{title}: {mrkdwn(request.action, 200)} ({request.id})", _dicts(blocks))
+
+
+def outcome_metadata(request_id: str) -> dict[str, Any]:
+    return {"event_type": OUTCOME_EVENT, "event_payload": {"request_id": request_id}}
+
+
+def decision_modal(request: ApprovalRequest, decision: str, private_metadata: str) -> dict[str, Any]:
+    """Asks for the reason; required to deny, optional to approve."""
+    approve = decision == APPROVE
+    summary = (f"{request.action} on {request.resource or '-'}\n"
+               f"Requested by {request.agent_name} (owner {request.owner})\n{request.id}")
+    view = View(
+        type="modal",
+        callback_id=DECISION_VIEW,
+        private_metadata=private_metadata,
+        title=PlainTextObject(text="Approve request" if approve else "Deny request"),
+        submit=PlainTextObject(text="Approve" if approve else "Deny"),
+        close=PlainTextObject(text="Cancel"),
+        blocks=[
+            SectionBlock(text=_value(summary, 2000)),
+            InputBlock(
+                block_id=REASON_BLOCK,
+                label=PlainTextObject(text="Reason" if approve else "Reason (required)"),
+                optional=approve,
+                element=PlainTextInputElement(
+                    action_id=REASON_INPUT,
+                    multiline=True,
+                    max_length=2000,
+                    placeholder=PlainTextObject(
+                        text="Optional note for the audit log" if approve
+                        else "Why not? The agent and the audit log will show this"),
+                ),
+            ),
+        ],
+    )
+    return view.to_dict()
+
+
+def notice(text: str) -> Rendered:
+    """A one-line message whose text we wrote (dynamic parts already neutralised)."""
+    return Rendered(text, _dicts([SectionBlock(text=_md(text))]))
+
+
+def queue_item(request: ApprovalRequest) -> list[Block]:
+    rows = [("Action", request.action), ("Resource", request.resource or "-"),
+            ("Agent", f"{request.agent_name} ({request.owner})"),
+            ("Expires", _md(_date(request.expires_at)))]
+    return [*_table(rows), decision_buttons(request.id, f"decide:{request.id}"), DividerBlock()]
+
+
+def pending_message(items: list[ApprovalRequest], cursor: str | None, first: bool) -> Rendered:
+    """The ephemeral /pending answer: oldest first, with buttons, and More when there is more."""
+    if not items:
+        text = "Nothing is waiting for your decision." if first else "No more requests."
+        return Rendered(text, _dicts([SectionBlock(text=_md(text))]))
+    blocks: list[Block] = [SectionBlock(text=_md(f"*Waiting for your decision* (oldest first, {len(items)} shown)"))]
+    for request in items:
+        blocks += queue_item(request)
+    if cursor:
+        blocks.append(ActionsBlock(block_id="more", elements=[
+            ButtonElement(text="More", action_id=MORE, value=cursor)]))
+    return Rendered(f"{len(items)} requests wait for your decision", _dicts(blocks))
+
+
+def home_view(items: list[ApprovalRequest], more: bool, registered: bool) -> dict[str, Any]:
+    blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="Your approval queue"))]
+    if not registered:
+        blocks.append(SectionBlock(text=_md(
+            "You are not a registered approver. An admin can add you with "
+            "`approvalbot approvers add <your email> --group <group>`.")))
+    elif not items:
+        blocks.append(SectionBlock(text=_md("Nothing is waiting for your decision. :tada:")))
+    for request in items:
+        blocks += queue_item(request)
+    if more:
+        blocks.append(ContextBlock(elements=[_md("More are waiting: run `/pending` to page through them.")]))
+    return View(type="home", blocks=blocks).to_dict()
+
+
+def detail_message(request: ApprovalRequest, records: list[tuple[int, str | None, dict[str, Any]]]) -> Rendered:
+    """/approval ID: the card's facts plus the request's audit records."""
+    icon, title = STATUS[request.status]
+    blocks: list[Block] = [
+        SectionBlock(text=_md(f"{icon} *{title}* · `{request.id}`")),
+        *_table(request_rows(request)),
+    ]
+    if request.justification:
+        blocks.append(SectionBlock(text=_value(f"Justification: {request.justification}", 1500)))
+    lines = []
+    for seq, record_hash, record in records[-40:]:
+        _, summary = describe(record)
+        line = f"`#{seq}` `{(record_hash or 'unsealed')[:12]}` {summary}"
+        if record.get("reason"):
+            line += f" - {mrkdwn(record['reason'], 200)}"
+        lines.append(line)
+    blocks.append(SectionBlock(text=_md("*Audit records*")))
+    chunk: list[str] = []
+    for line in lines:
+        if sum(len(x) + 1 for x in chunk) + len(line) > 2800:
+            blocks.append(SectionBlock(text=_md("\n".join(chunk))))
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append(SectionBlock(text=_md("\n".join(chunk))))
+    return Rendered(f"{title}: {mrkdwn(request.action, 200)} ({request.id})", _dicts(blocks[:50]))

@@ -1,0 +1,239 @@
+"""Slack listeners: buttons, the reason modal, slash commands and the App Home.
+
+Listeners are thin. They acknowledge at once (Slack allows 3 seconds), find out
+who clicked from the signed payload, and hand every decision to
+`ApprovalService.decide`; the rules, including the one against approving your
+own request, live in the core. Posting and updating the card is left to the
+delivery jobs, which run for every change whatever channel it came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from approvalbot.core.machine import Refused
+from approvalbot.core.models import ApprovalRequest, Status
+from approvalbot.core.rules import Refusal, refusal_for
+from approvalbot.service import NotFound
+from approvalbot.slack import blocks
+from approvalbot.slack.client import error_code
+from approvalbot.slack.escape import mrkdwn
+
+if TYPE_CHECKING:
+    from approvalbot.slack.app import SlackAdapter, Who
+
+log = logging.getLogger("approvalbot.slack")
+
+COMMANDS = ("/pending", "/approval")
+EVENTS = ("app_home_opened",)
+PAGE = 5
+HOME_PAGE = 10
+REQUEST_ID_RE = re.compile(r"^req_[a-z2-7]{16}$")
+CURSOR_RE = re.compile(r"^(\d{1,16}):(req_[a-z2-7]{16})$")
+
+
+def refusal_text(refusal: Refusal, request: ApprovalRequest | None, who: Who) -> str:
+    """What the clicker reads when the core says no."""
+    rid = f"`{request.id}`" if request else "this request"
+    if refusal is Refusal.SELF_APPROVAL:
+        return (f":no_entry: You cannot approve your own request: {rid} was made by your agent "
+                "or on your behalf. Another approver has to decide it. (This attempt was recorded.)")
+    if refusal is Refusal.UNKNOWN_APPROVER:
+        if who.email is None:
+            return (":no_entry: You are not an approver: approvalbot cannot see an email address on "
+                    "your Slack account, so it cannot match you to an approver.")
+        return (f":no_entry: You are not a registered approver ({mrkdwn(who.email, 200)}). "
+                "An admin can add you with `approvalbot approvers add`.")
+    if refusal is Refusal.NOT_ELIGIBLE:
+        named = blocks.approver_names(request, {}) if request else "other approvers"
+        return f":no_entry: You are not an approver for {rid}: its policy names {named}."
+    if refusal is Refusal.ALREADY_DECIDED:
+        return f"You have already decided {rid}; each approver counts once."
+    if refusal is Refusal.NOT_PENDING:
+        status = request.status.value if request else "decided"
+        return f"{rid} was already decided: it is {status}."
+    return ":no_entry: You cannot decide this request."
+
+
+def _channel_of(body: dict[str, Any]) -> str | None:
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+    return channel if isinstance(channel, str) and re.match(r"^[CGD][A-Z0-9]{2,}$", channel) else None
+
+
+def _from_home(body: dict[str, Any]) -> bool:
+    return (body.get("view") or {}).get("type") == "home" or (body.get("container") or {}).get("type") == "view"
+
+
+def encode_cursor(cursor: tuple[int, str] | None) -> str | None:
+    return f"{cursor[0]}:{cursor[1]}" if cursor else None
+
+
+def decode_cursor(value: str) -> tuple[int, str] | None:
+    match = CURSOR_RE.match(value or "")
+    return (int(match[1]), match[2]) if match else None
+
+
+def register(app: AsyncApp, adapter: SlackAdapter) -> None:
+    service = adapter.service
+
+    async def identify(client, user: str, channel: str | None) -> Who | None:
+        """The clicker, or None (and they are told) when Slack cannot say who they are right now."""
+        try:
+            return await adapter.who(user)
+        except SlackApiError as exc:
+            log.warning("users.info for %s failed: %s", user, error_code(exc))
+            with contextlib.suppress(SlackApiError):
+                await adapter.notify(client, user, channel, "approvalbot could not check who you are "
+                                     "with Slack just now. Nothing was decided; please try again.")
+            return None
+
+    async def on_decision_button(ack, body, action, client):
+        await ack()
+        user = body["user"]["id"]
+        channel = _channel_of(body)
+        decision = action["action_id"]
+        request_id = str(action.get("value") or "")
+        who = await identify(client, user, channel)
+        if who is None:
+            return
+        try:
+            request = await service.get(request_id)
+        except NotFound:
+            await adapter.notify(client, user, channel, "That request does not exist (any more).")
+            return
+        refusal = refusal_for(request, who.actor, who.approver)
+        if refusal is Refusal.SELF_APPROVAL:
+            # Let the service refuse it, so the attempt is recorded in the audit log.
+            try:
+                request = await service.decide(request.id, who.actor, who.approver, decision, None)
+            except Refused as refused:
+                await adapter.notify(client, user, channel, refusal_text(refused.refusal, request, who))
+                return
+            # Not refused only when it had just expired (the service settled it as expired).
+            await adapter.notify(client, user, channel, f"`{request.id}` is {request.status.value}.")
+            return
+        if refusal is not None:
+            await adapter.notify(client, user, channel, refusal_text(refusal, request, who))
+            return
+        meta = json.dumps({"r": request.id, "d": decision, "c": channel, "h": _from_home(body)})
+        await client.views_open(trigger_id=body["trigger_id"], view=blocks.decision_modal(request, decision, meta))
+
+    app.action(blocks.APPROVE)(on_decision_button)
+    app.action(blocks.DENY)(on_decision_button)
+
+    @app.view(blocks.DECISION_VIEW)
+    async def on_decision_submitted(ack, body, view, client):
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+            request_id, decision = str(meta["r"]), meta["d"]
+            if decision not in (blocks.APPROVE, blocks.DENY):
+                raise ValueError(decision)
+        except (ValueError, KeyError, TypeError):
+            await ack()
+            return
+        values = (view.get("state") or {}).get("values") or {}
+        reason = ((values.get(blocks.REASON_BLOCK) or {}).get(blocks.REASON_INPUT) or {}).get("value")
+        reason = reason.strip() if isinstance(reason, str) and reason.strip() else None
+        if decision == blocks.DENY and reason is None:
+            await ack(response_action="errors",
+                      errors={blocks.REASON_BLOCK: "Say why: the agent and the audit log will show it."})
+            return
+        await ack()
+        user = body["user"]["id"]
+        channel = meta.get("c") if isinstance(meta.get("c"), str) else None
+        who = await identify(client, user, channel)
+        if who is None:
+            return
+        try:
+            decided = await service.decide(request_id, who.actor, who.approver, decision, reason)
+        except Refused as refused:
+            current = await service.requests.get(request_id)
+            await adapter.notify(client, user, channel, refusal_text(refused.refusal, current, who))
+            return
+        except NotFound:
+            await adapter.notify(client, user, channel, "That request does not exist (any more).")
+            return
+        verb = "approved" if decision == blocks.APPROVE else "denied"
+        if decided.status is Status.EXPIRED:
+            text = f"`{decided.id}` had expired before your decision arrived."
+        else:
+            text = f"You {verb} `{decided.id}`. It is now *{decided.status.value}*."
+        await adapter.notify(client, user, channel, text)
+        if meta.get("h"):
+            await publish_home(client, user)
+
+    async def pending_page(user: str, cursor: tuple[int, str] | None) -> blocks.Rendered:
+        who = await adapter.who(user)
+        if who.approver is None or who.approver.revoked:
+            return blocks.notice(refusal_text(Refusal.UNKNOWN_APPROVER, None, who))
+        items, after = await service.pending_for(who.approver, cursor, PAGE)
+        return blocks.pending_message(items, encode_cursor(after), cursor is None)
+
+    @app.command("/pending")
+    async def on_pending(ack, body, respond):
+        await ack()
+        page = await pending_page(body["user_id"], None)
+        await respond(text=page.text, blocks=page.blocks, response_type="ephemeral")
+
+    @app.action(blocks.MORE)
+    async def on_more(ack, body, action, respond):
+        await ack()
+        cursor = decode_cursor(str(action.get("value") or ""))
+        if cursor is None:
+            return
+        page = await pending_page(body["user"]["id"], cursor)
+        await respond(text=page.text, blocks=page.blocks, response_type="ephemeral", replace_original=True)
+
+    @app.command("/approval")
+    async def on_approval(ack, body, respond):
+        await ack()
+        request_id = (body.get("text") or "").strip().split(" ")[0]
+        if not REQUEST_ID_RE.match(request_id):
+            await respond(text="Usage: `/approval req_...` (the id on the card or in the API).",
+                          response_type="ephemeral")
+            return
+        who = await adapter.who(body["user_id"])
+        try:
+            request = await service.get(request_id)
+        except NotFound:
+            await respond(text=f"No request `{request_id}`.", response_type="ephemeral")
+            return
+        allowed = (who.approver is not None and not who.approver.revoked) or (
+            who.email is not None and who.email in request.requesters)
+        if not allowed:
+            await respond(text=refusal_text(Refusal.UNKNOWN_APPROVER, request, who), response_type="ephemeral")
+            return
+        records = [(r.seq, r.hash, r.as_dict()) for r in await service.audit.for_request(request.id)]
+        detail = blocks.detail_message(request, records)
+        await respond(text=detail.text, blocks=detail.blocks, response_type="ephemeral")
+
+    async def publish_home(client, user: str) -> None:
+        who = await adapter.who(user)
+        items: list[ApprovalRequest] = []
+        more = False
+        registered = who.approver is not None and not who.approver.revoked
+        if registered:
+            items, after = await service.pending_for(who.approver, None, HOME_PAGE)
+            more = after is not None
+        await client.views_publish(user_id=user, view=blocks.home_view(items, more, registered))
+
+    @app.event("app_home_opened")
+    async def on_home(event, client):
+        if event.get("tab", "home") != "home":
+            return
+        await publish_home(client, event["user"])
+
+    @app.error
+    async def on_error(error, body):
+        kind = (body or {}).get("type") or ((body or {}).get("event") or {}).get("type")
+        if isinstance(error, SlackApiError):
+            log.warning("slack listener for %s: Slack answered %s", kind, error_code(error))
+        else:
+            log.error("slack listener for %s failed", kind, exc_info=error)
