@@ -20,6 +20,7 @@ from approvalbot import client_cli
 from approvalbot.config import Settings, load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.identities import IdentityError
+from approvalbot.teams import cli as teams_cli
 
 log = logging.getLogger("approvalbot")
 
@@ -55,8 +56,10 @@ async def serve_http(rt: Runtime, host: str, port: int) -> None:
 def announce_channels(rt: Runtime) -> None:
     """Validate chat settings in the main thread, before any thread starts, and say what is on."""
     from approvalbot.slack import status_line as slack_status
+    from approvalbot.teams import status_line as teams_status
 
     say(slack_status(rt.settings))
+    say(teams_status(rt.settings))
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
@@ -180,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_parser("list")
     rev = ap.add_parser("revoke")
     rev.add_argument("email")
+    teams_cli.add_commands(sub)
     client_cli.add_commands(sub)
     sub.add_parser("mcp", help="MCP server on stdio: request_approval and approval_status tools")
     return p
@@ -191,6 +195,7 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "agents": cmd_agents,
     "approvers": cmd_approvers,
+    "teams": teams_cli.cmd_teams,
 }
 NEEDS_POLICY = {"serve", "web", "worker"}
 

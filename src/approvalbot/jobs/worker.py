@@ -17,13 +17,14 @@ from approvalbot.jobs.outbox import CALLBACKS, Subscriber
 from approvalbot.jobs.ticker import Ticker, TickerThread
 from approvalbot.runtime import Runtime
 from approvalbot.slack import subscribers as slack_subscribers
+from approvalbot.teams import subscribers as teams_subscribers
 
 log = logging.getLogger("approvalbot.worker")
 
 
 def subscribers(rt: Runtime) -> list[Subscriber]:
     """Follow-up work per audit record; chat adapters add theirs when configured."""
-    return [CALLBACKS, *slack_subscribers(rt.settings)]
+    return [CALLBACKS, *slack_subscribers(rt.settings), *teams_subscribers(rt.settings)]
 
 
 def ticker_thread(rt: Runtime) -> TickerThread:

@@ -8,6 +8,7 @@ from aiohttp import web
 from approvalbot.config import Settings
 from approvalbot.service import ApprovalService
 from approvalbot.slack import mount as mount_slack
+from approvalbot.teams import mount as mount_teams
 from approvalbot.web import ops, openapi, requests_api
 from approvalbot.web.context import SERVICES, Services
 from approvalbot.web.errors import error_response, json_errors
@@ -35,6 +36,7 @@ def build_app(settings: Settings, service: ApprovalService) -> web.Application:
     for table in (requests_api.routes, ops.routes, openapi.routes):
         app.add_routes(table)
     mount_slack(app, ctx)  # /slack/events and Socket Mode; nothing without SLACK_BOT_TOKEN
+    mount_teams(app, ctx)  # /api/messages; nothing without MICROSOFT_APP_ID or APPROVALBOT_TEAMS_DEV=1
 
     async def lifecycle(app: web.Application):
         await ctx.waiters.start()

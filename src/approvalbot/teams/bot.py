@@ -1,0 +1,305 @@
+"""The Teams bot: remembers where it was added, answers commands, and handles card actions.
+
+Every decision goes through `ApprovalService.decide` with the clicker resolved to
+their email (see `identity`), so the rules of the core (self-approval, eligibility,
+one outcome) apply exactly as in the API and Slack; this module only translates.
+
+The `adaptiveCard/action` invoke is handled in `on_invoke_activity` and answered
+with `InvokeResponse(status=200, body=AdaptiveCardInvokeResponse(...))`, the model
+left unserialised: botbuilder-python 4.17.1's `on_adaptive_card_invoke` path
+serialises the body twice and answers HTTP 500 (see docs/teams.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from botbuilder.core import ActivityHandler, InvokeResponse, MessageFactory, TurnContext
+from botbuilder.schema import AdaptiveCardInvokeResponse, Attachment
+from redis.asyncio import Redis
+
+from approvalbot.core.machine import Refused
+from approvalbot.core.models import MAX_TEXT, Actor, ApprovalRequest, Approver, Status
+from approvalbot.core.rules import Refusal, is_requester, refusal_for
+from approvalbot.service import ApprovalService, NotFound
+from approvalbot.store.requests import Conflict
+from approvalbot.teams import cards
+from approvalbot.teams.cards import Notice
+from approvalbot.teams.identity import (
+    Clicker,
+    IdentityResolver,
+    recent_user_ids,
+    tenant_of,
+)
+from approvalbot.teams.references import (
+    CHANNEL,
+    STORED_KINDS,
+    ConversationRef,
+    ReferenceStore,
+)
+from approvalbot.teams.sdk import connector, reference_of
+from approvalbot.teams.text import escape_markdown, parse_command
+
+log = logging.getLogger("approvalbot.teams.bot")
+
+INVOKE_NAME = "adaptiveCard/action"
+ERROR_TYPE = "application/vnd.microsoft.error"
+REQUEST_ID_RE = re.compile(r"^req_[a-z0-9]{1,64}$")
+PENDING_PAGE = 10
+
+REFUSAL_TEXT = {
+    Refusal.SELF_APPROVAL: "You cannot approve or deny your own request: you own the agent that asked, "
+                           "or it acts on your behalf.",
+    Refusal.NOT_ELIGIBLE: "You are not among the approvers this request's policy names.",
+    Refusal.UNKNOWN_APPROVER: "You are not a registered approver.",
+    Refusal.NOT_PENDING: "This request is no longer pending.",
+    Refusal.ALREADY_DECIDED: "You have already decided this request.",
+    Refusal.NOT_HUMAN: "Only a human approver can decide a request.",
+}
+UNRESOLVED = "Teams could not confirm who you are right now; try again in a minute."
+
+HELP_LINES = [
+    "pending: the requests waiting for your decision, as cards.",
+    "approval ID: one request and its audit trail, e.g. approval req_abc123.",
+    "Cards posted in channels are updated for everyone after each decision.",
+]
+
+
+def invoke_card(card: dict[str, Any]) -> InvokeResponse:
+    """The Universal Actions answer: the card the clicker sees from now on."""
+    body = AdaptiveCardInvokeResponse(status_code=200, type=cards.CONTENT_TYPE, value=card)
+    return InvokeResponse(status=200, body=body)
+
+
+def invoke_error(status: int, message: str) -> InvokeResponse:
+    body = AdaptiveCardInvokeResponse(status_code=status, type=ERROR_TYPE,
+                                      value={"code": "BadRequest" if status < 500 else "InternalError",
+                                             "message": message})
+    return InvokeResponse(status=200, body=body)
+
+
+def card_message(card: dict[str, Any]):
+    return MessageFactory.attachment(Attachment(content_type=cards.CONTENT_TYPE, content=card))
+
+
+class ApprovalBot(ActivityHandler):
+    def __init__(self, service: ApprovalService, redis: Redis):
+        self.service = service
+        self.redis = redis
+        self.references = ReferenceStore(redis)
+        self.people = IdentityResolver(redis)
+
+    # --- where cards go ----------------------------------------------------------------
+
+    async def on_conversation_update_activity(self, turn_context: TurnContext):
+        activity = turn_context.activity
+        bot_id = activity.recipient.id if activity.recipient else None
+        event = (activity.channel_data or {}).get("eventType")
+        if bot_id and any(m.id == bot_id for m in activity.members_added or []):
+            await self._remember(turn_context)
+        elif bot_id and any(m.id == bot_id for m in activity.members_removed or []):
+            await self._forget(turn_context)
+        elif event in ("channelRenamed", "teamRenamed"):
+            data = activity.channel_data or {}
+            channel = data.get("channel") or {}
+            team = data.get("team") or {}
+            if event == "channelRenamed" and channel.get("id"):
+                await self.references.rename(channel["id"], name=channel.get("name"))
+            elif team.get("name"):
+                for ref in await self.references.all():
+                    if ref.team_id and ref.team_id == team.get("id"):
+                        await self.references.rename(ref.id, team=team["name"])
+
+    async def on_installation_update(self, turn_context: TurnContext):
+        action = (turn_context.activity.action or "").lower()
+        if action.startswith("add"):
+            await self._remember(turn_context)
+        elif action.startswith("remove"):
+            await self._forget(turn_context)
+
+    async def _remember(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        conversation = activity.conversation
+        kind = conversation.conversation_type or "personal"
+        if kind not in STORED_KINDS:
+            return  # personal chats never receive broadcast cards
+        data = activity.channel_data or {}
+        team = data.get("team") or {}
+        channel = data.get("channel") or {}
+        if kind == CHANNEL:
+            name = channel.get("name") or ("General" if channel.get("id", conversation.id) == team.get("id")
+                                           else conversation.name or conversation.id)
+        else:
+            name = conversation.name or "group chat"
+        ref = ConversationRef(
+            id=conversation.id,
+            kind=kind,
+            name=name,
+            service_url=activity.service_url,
+            reference=reference_of(activity),
+            team=team.get("name"),
+            team_id=team.get("id"),
+            tenant_id=tenant_of(activity),
+            added_by=getattr(activity.from_property, "aad_object_id", None) if activity.from_property else None,
+        )
+        if await self.references.save(ref):
+            log.info("Teams: added to %s %s", kind, ref.hash)
+            try:
+                connector(turn_context)  # our timeout, no hidden retries
+                await turn_context.send_activity(
+                    f"approvalbot will post approval requests here. To route a policy rule to this "
+                    f"conversation, use channel: \"{escape_markdown(ref.name, 100)}\"."
+                )
+            except Exception as exc:  # noqa: BLE001 - a failed welcome must not lose the reference
+                log.warning("Teams welcome message failed (%s)", exc.__class__.__name__)
+
+    async def _forget(self, turn_context: TurnContext) -> None:
+        if await self.references.remove(turn_context.activity.conversation.id):
+            log.info("Teams: removed from a conversation")
+
+    # --- commands ----------------------------------------------------------------------
+
+    async def on_message_activity(self, turn_context: TurnContext):
+        verb, args = parse_command(turn_context.activity.text)
+        try:
+            if verb == "pending":
+                await self._pending(turn_context)
+            elif verb == "approval" and args:
+                await self._approval(turn_context, args[0])
+            else:
+                await turn_context.send_activity(card_message(cards.message_card("approvalbot commands", HELP_LINES)))
+        except Exception:
+            log.exception("Teams command failed")
+            await turn_context.send_activity("Something went wrong; nothing was changed. Try again later.")
+
+    async def _identify(self, turn_context: TurnContext) -> tuple[Clicker, Approver | None, Actor]:
+        clicker = await self.people.resolve(turn_context)
+        approver = await self.people.approver_for(clicker)
+        return clicker, approver, self.people.actor_for(clicker, approver)
+
+    async def _pending(self, turn_context: TurnContext) -> None:
+        clicker, approver, _ = await self._identify(turn_context)
+        if approver is None or approver.revoked:
+            await turn_context.send_activity(card_message(self._who_notice_card(clicker)))
+            return
+        items, cursor = await self.service.pending_for(approver, None, PENDING_PAGE)
+        if not items:
+            await turn_context.send_activity(card_message(cards.message_card("Nothing is waiting for your decision.")))
+            return
+        refresh = [clicker.user_id]
+        await turn_context.send_activities([card_message(cards.request_card(r, refresh_user_ids=refresh))
+                                            for r in items])
+        if cursor is not None:
+            await turn_context.send_activity(
+                f"{len(items)} shown; more are waiting. Decide these, then send pending again.")
+
+    async def _approval(self, turn_context: TurnContext, request_id: str) -> None:
+        request_id = request_id.strip().lower()
+        if not REQUEST_ID_RE.match(request_id):
+            await turn_context.send_activity(card_message(cards.message_card(
+                "That is not a request id.", ["Request ids look like req_abc123."])))
+            return
+        clicker, approver, actor = await self._identify(turn_context)
+        try:
+            request = await self.service.get(request_id)
+        except NotFound:
+            request = None
+        allowed = request is not None and (
+            (approver is not None and not approver.revoked) or is_requester(request, clicker.email))
+        if not allowed:  # same answer for "no such request" and "not yours to see"
+            await turn_context.send_activity(card_message(cards.message_card(
+                "No request with that id is visible to you.")))
+            return
+        records = [r.as_dict() for r in await self.service.audit.for_request(request.id)]
+        await turn_context.send_activities([
+            card_message(await self._view(request, actor, approver, clicker)),
+            card_message(cards.audit_list_card(request, records)),
+        ])
+
+    @staticmethod
+    def _who_notice_card(clicker: Clicker) -> dict[str, Any]:
+        if clicker.email is None:
+            return cards.message_card("approvalbot", notice=Notice(UNRESOLVED))
+        return cards.message_card("approvalbot", notice=Notice(
+            "You are not a registered approver. Your Teams account resolves to:", clicker.email))
+
+    # --- card actions (Universal Actions) --------------------------------------------------
+
+    async def on_invoke_activity(self, turn_context: TurnContext):
+        if turn_context.activity.name != INVOKE_NAME:
+            return await super().on_invoke_activity(turn_context)
+        try:
+            return await self._card_action(turn_context)
+        except Exception:
+            log.exception("Teams card action failed")
+            return invoke_error(500, "Something went wrong; nothing was changed. Try again later.")
+
+    async def _card_action(self, turn_context: TurnContext) -> InvokeResponse:
+        value = turn_context.activity.value if isinstance(turn_context.activity.value, dict) else {}
+        action = value.get("action") if isinstance(value.get("action"), dict) else {}
+        verb = action.get("verb")
+        data = action.get("data") if isinstance(action.get("data"), dict) else {}
+        request_id = data.get("request_id")
+        if verb not in (cards.VERB_APPROVE, cards.VERB_DENY, cards.VERB_REFRESH):
+            return invoke_error(400, "unknown action")
+        if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
+            return invoke_error(400, "the card does not name a request")
+        clicker, approver, actor = await self._identify(turn_context)
+        try:
+            request = await self.service.get(request_id)
+        except NotFound:
+            return invoke_card(cards.message_card("This request no longer exists."))
+        if verb == cards.VERB_REFRESH:
+            return invoke_card(await self._view(request, actor, approver, clicker))
+
+        field = cards.DENY_REASON_INPUT if verb == cards.VERB_DENY else cards.REASON_INPUT
+        reason = data.get(field)
+        if verb == cards.VERB_DENY and not (isinstance(reason, str) and reason.strip()):
+            reason = data.get(cards.REASON_INPUT)
+        reason = reason.strip() if isinstance(reason, str) and reason.strip() else None
+        if reason is not None and len(reason) > MAX_TEXT:
+            return invoke_card(await self._view(request, actor, approver, clicker,
+                                                Notice(f"The reason is too long (at most {MAX_TEXT} characters).")))
+        if verb == cards.VERB_DENY and reason is None:
+            return invoke_card(await self._view(request, actor, approver, clicker,
+                                                Notice("A reason is required to deny.")))
+        try:
+            decided = await self.service.decide(request_id, actor, approver, verb, reason)
+        except Refused as refused:
+            fresh = await self.service.get(request_id)
+            notice = Notice(UNRESOLVED) if (refused.refusal is Refusal.UNKNOWN_APPROVER and clicker.email is None) \
+                else Notice(REFUSAL_TEXT[refused.refusal], clicker.email
+                            if refused.refusal is Refusal.UNKNOWN_APPROVER else None)
+            return invoke_card(await self._view(fresh, actor, approver, clicker, notice))
+        except ValueError as exc:  # the core's own validation (e.g. deny without reason)
+            return invoke_card(await self._view(request, actor, approver, clicker, Notice(str(exc).capitalize())))
+        except Conflict:
+            return invoke_card(await self._view(request, actor, approver, clicker,
+                                                Notice("Too many people acted at once; please try again.")))
+        return invoke_card(await self._view(decided, actor, approver, clicker, self._done_notice(decided, verb)))
+
+    @staticmethod
+    def _done_notice(request: ApprovalRequest, verb: str) -> Notice:
+        if verb == cards.VERB_DENY:
+            return Notice("You denied this request.", style="good")
+        if request.status is Status.APPROVED:
+            return Notice("You approved this request.", style="good")
+        approvals, needed = cards.approvals_so_far(request)
+        return Notice(f"Your approval is recorded: {approvals} of {needed}.", style="good")
+
+    async def _view(self, request: ApprovalRequest, actor: Actor, approver: Approver | None, clicker: Clicker,
+                    notice: Notice | None = None) -> dict[str, Any]:
+        """The card as this person should see it: actions only if the core would let them decide."""
+        refresh = await recent_user_ids(self.redis)
+        if clicker.user_id and clicker.user_id not in refresh:
+            refresh = [clicker.user_id, *refresh]
+        if request.status.final:
+            return cards.request_card(request, notice=notice)
+        refusal = refusal_for(request, actor, approver)
+        if refusal is None:
+            return cards.request_card(request, notice=notice, refresh_user_ids=refresh)
+        if notice is None:
+            notice = Notice(UNRESOLVED if clicker.email is None else REFUSAL_TEXT[refusal], style="warning")
+        return cards.request_card(request, actions=False, notice=notice, refresh_user_ids=refresh)

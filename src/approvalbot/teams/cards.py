@@ -1,0 +1,355 @@
+"""Adaptive Cards (schema 1.5) for Teams: the approval card, audit replies and notices.
+
+Pure functions from approvalbot's models to card JSON; nothing here talks to Teams.
+Rule of the module: `TextBlock`s (which render markdown) only ever hold our own
+words, numbers, dates and hex; anything an agent or a person wrote goes into a
+`TextRun` (plain text by the schema) after `text.inert`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from approvalbot.core.models import ApprovalRequest, Status
+from approvalbot.teams.text import inert
+
+CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+SCHEMA_URL = "http://adaptivecards.io/schemas/adaptive-card.json"
+VERSION = "1.5"
+MAX_REFRESH_USERS = 60  # Teams refreshes automatically for at most 60 listed users
+VERB_APPROVE, VERB_DENY, VERB_REFRESH = "approve", "deny", "refresh"
+REASON_INPUT, DENY_REASON_INPUT = "reason", "deny_reason"
+REASON_MAX = 1000
+
+CONTEXT_LABELS = {"code_path": "Code path", "run_url": "Run", "model": "Model", "impact": "Impact"}
+MAX_CONTEXT_ROWS = 12
+MAX_DECISIONS_SHOWN = 10
+DECISION_REASON_CHARS = 200
+CONTEXT_VALUE_CHARS = 200
+PARAMS_MAX_CHARS = 2000
+
+STATUS_TITLES = {
+    Status.PENDING: ("Approval needed", "warning"),
+    Status.APPROVED: ("Approved", "good"),
+    Status.DENIED: ("Denied", "attention"),
+    Status.EXPIRED: ("Expired: nobody decided in time", "attention"),
+    Status.CANCELLED: ("Cancelled by the agent", "emphasis"),
+}
+
+EVENT_LABELS = {
+    "request.created": "Requested",
+    "approval.recorded": "Approval recorded",
+    "request.approved": "Approved",
+    "request.denied": "Denied",
+    "request.expired": "Expired",
+    "request.cancelled": "Cancelled",
+    "self_approval.blocked": "Self-approval blocked",
+    "grant.consumed": "Grant used",
+    "reminder.due": "Reminder",
+    "escalation.due": "Escalated",
+    "delivery.failed": "Delivery failed",
+}
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message to the person looking at the card: our words, plus optional data (shown inert)."""
+
+    text: str
+    detail: str | None = None
+    style: str = "attention"  # a ContainerStyle: attention, good, warning, accent, emphasis
+
+
+def when(value: datetime | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def run(text: object, limit: int = 1000, **style: Any) -> dict[str, Any]:
+    """A TextRun: plain text, never markdown."""
+    return {"type": "TextRun", "text": inert(text, limit), **style}
+
+
+def rich(*inlines: dict[str, Any], **props: Any) -> dict[str, Any]:
+    return {"type": "RichTextBlock", "inlines": list(inlines), **props}
+
+
+def label(text: str, **props: Any) -> dict[str, Any]:
+    """A TextBlock for our own fixed words only."""
+    return {"type": "TextBlock", "text": text, "wrap": True, **props}
+
+
+def row(name: str, value: object, limit: int = 1000, monospace: bool = False) -> dict[str, Any]:
+    value_run = run(value, limit, fontType="Monospace") if monospace else run(value, limit)
+    return {
+        "type": "ColumnSet",
+        "spacing": "Small",
+        "columns": [
+            {"type": "Column", "width": 2, "items": [label(name, weight="Bolder", isSubtle=True)]},
+            {"type": "Column", "width": 5, "items": [rich(value_run)]},
+        ],
+    }
+
+
+def card(body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = None,
+         refresh: dict[str, Any] | None = None, fallback: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": "AdaptiveCard", "$schema": SCHEMA_URL, "version": VERSION, "body": body}
+    if actions:
+        out["actions"] = actions
+    if refresh:
+        out["refresh"] = refresh
+    if fallback:
+        out["fallbackText"] = fallback
+    return out
+
+
+def notice_block(notice: Notice) -> dict[str, Any]:
+    items: list[dict[str, Any]] = [label(notice.text, weight="Bolder")]
+    if notice.detail:
+        items.append(rich(run(notice.detail, 300)))
+    return {"type": "Container", "style": notice.style, "items": items, "spacing": "Medium"}
+
+
+def approvals_so_far(request: ApprovalRequest) -> tuple[int, int]:
+    approvals = sum(1 for d in request.decisions if d.decision == "approve")
+    return approvals, max(request.policy.min_approvals, approvals)
+
+
+def _context_rows(context: dict[str, str]) -> list[dict[str, Any]]:
+    known = [(k, CONTEXT_LABELS[k]) for k in CONTEXT_LABELS if k in context]
+    others = [(k, None) for k in sorted(context) if k not in CONTEXT_LABELS]
+    rows = []
+    for key, name in (known + others)[:MAX_CONTEXT_ROWS]:
+        if name is None:
+            rows.append({
+                "type": "ColumnSet",
+                "spacing": "Small",
+                "columns": [
+                    {"type": "Column", "width": 2, "items": [rich(run(key, 100, weight="Bolder", isSubtle=True))]},
+                    {"type": "Column", "width": 5, "items": [rich(run(context[key], CONTEXT_VALUE_CHARS))]},
+                ],
+            })
+        else:
+            rows.append(row(name, context[key], CONTEXT_VALUE_CHARS, monospace=key == "code_path"))
+    return rows
+
+
+def _params_block(request: ApprovalRequest) -> list[dict[str, Any]]:
+    """Parameters folded behind a toggle: the card stays short, the data is one click away."""
+    if not request.params:
+        return []
+    text = json.dumps(request.params, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    target = f"params-{request.id}"
+    return [
+        {
+            "type": "ActionSet",
+            "actions": [{
+                "type": "Action.ToggleVisibility",
+                "title": f"Parameters ({len(request.params)})",
+                "targetElements": [target],
+            }],
+        },
+        {
+            "type": "Container",
+            "id": target,
+            "isVisible": False,
+            "items": [rich(run(text, PARAMS_MAX_CHARS, fontType="Monospace"))],
+        },
+    ]
+
+
+def _decisions_block(request: ApprovalRequest) -> list[dict[str, Any]]:
+    if not request.decisions:
+        return []
+    out: list[dict[str, Any]] = [label("Decisions", weight="Bolder", spacing="Medium", separator=True)]
+    hidden = len(request.decisions) - MAX_DECISIONS_SHOWN
+    if hidden > 0:
+        out.append(label(f"{hidden} earlier decision(s) not shown; send the bot \"approval\" and the "
+                         "request id for the full trail.", isSubtle=True, spacing="Small"))
+    for d in request.decisions[-MAX_DECISIONS_SHOWN:]:
+        verb = "\u2714 approved" if d.decision == "approve" else "\u2716 denied"
+        inlines = [run(d.approver, 254, weight="Bolder"), run(f" {verb} via {d.channel.value}, {when(d.at)}")]
+        if d.reason:
+            inlines.append(run(f": {inert(d.reason, DECISION_REASON_CHARS)}", DECISION_REASON_CHARS + 2,
+                               italic=True))
+        out.append(rich(*inlines, spacing="Small"))
+    return out
+
+
+def _outcome_block(request: ApprovalRequest) -> list[dict[str, Any]]:
+    if not request.status.final:
+        return []
+    title, style = STATUS_TITLES[request.status]
+    human = [d for d in request.decisions if d.decision == ("deny" if request.status is Status.DENIED else "approve")]
+    who = human[-1].approver if human and request.status in (Status.APPROVED, Status.DENIED) else "approvalbot"
+    items = [
+        label(f"Outcome: {title}", weight="Bolder"),
+        rich(run("by "), run(who, 254, weight="Bolder"), run(f", {when(request.decided_at)}")),
+    ]
+    if request.outcome_reason:
+        items.append(rich(run("Why: "), run(request.outcome_reason, 1000, italic=True)))
+    return [{"type": "Container", "style": style, "items": items, "spacing": "Medium"}]
+
+
+def _decision_inputs(request: ApprovalRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The reason input and the Approve / Deny actions (Deny asks for its required reason)."""
+    data = {"request_id": request.id}
+    body = [{
+        "type": "Input.Text",
+        "id": REASON_INPUT,
+        "label": "Reason (optional when approving)",
+        "isMultiline": True,
+        "maxLength": REASON_MAX,
+        "placeholder": "Why you approve, e.g. a ticket number",
+    }]
+    deny_card = card(
+        body=[{
+            "type": "Input.Text",
+            "id": DENY_REASON_INPUT,
+            "label": "Reason for denying (required)",
+            "isMultiline": True,
+            "isRequired": True,
+            "maxLength": REASON_MAX,
+            "errorMessage": "A reason is required to deny.",
+        }],
+        actions=[{
+            "type": "Action.Execute",
+            "title": "Deny",
+            "verb": VERB_DENY,
+            "style": "destructive",
+            "data": data,
+            "associatedInputs": "auto",
+        }],
+    )
+    actions = [
+        {"type": "Action.Execute", "title": "Approve", "verb": VERB_APPROVE, "style": "positive",
+         "data": data, "associatedInputs": "auto"},
+        {"type": "Action.ShowCard", "title": "Deny\u2026", "card": deny_card},
+    ]
+    return body, actions
+
+
+def request_card(
+    request: ApprovalRequest,
+    *,
+    actions: bool = True,
+    notice: Notice | None = None,
+    refresh_user_ids: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The approval card. `actions=False` shows a pending request read-only (e.g. to its owner)."""
+    title, style = STATUS_TITLES[request.status]
+    approvals, needed = approvals_so_far(request)
+    header = {
+        "type": "Container",
+        "style": style,
+        "bleed": True,
+        "items": [
+            label(title, size="Large", weight="Bolder"),
+            rich(run(request.action, 200, fontType="Monospace", weight="Bolder", size="Medium")),
+            label(f"{approvals} of {needed} approvals \u00b7 expires {when(request.expires_at)}",
+                  isSubtle=True, spacing="Small"),
+        ],
+    }
+    body: list[dict[str, Any]] = [header]
+    if notice:
+        body.append(notice_block(notice))
+    if request.resource:
+        body.append(row("Resource", request.resource, 500, monospace=True))
+    if request.justification:
+        body.append(row("Justification", request.justification, 1500))
+    body.append(row("Agent", request.agent_name, 100))
+    body.append(row("Owner", request.owner, 254))
+    if request.on_behalf_of:
+        body.append(row("On behalf of", request.on_behalf_of, 254))
+    body.extend(_context_rows(request.context))
+    body.append(row("Policy rule", request.policy.rule, 200))
+    body.append(row("Approvals", f"{approvals} of {needed}"))
+    body.append(row("Requested", when(request.created_at)))
+    body.append(row("Request id", request.id, 100, monospace=True))
+    body.extend(_params_block(request))
+    body.extend(_decisions_block(request))
+    body.extend(_outcome_block(request))
+
+    card_actions: list[dict[str, Any]] = []
+    refresh = None
+    if request.status is Status.PENDING:
+        if actions:
+            inputs, card_actions = _decision_inputs(request)
+            body.extend(inputs)
+        refresh = {
+            "action": {"type": "Action.Execute", "title": "Refresh", "verb": VERB_REFRESH,
+                       "data": {"request_id": request.id}},
+            "userIds": list(dict.fromkeys(refresh_user_ids))[:MAX_REFRESH_USERS],
+        }
+    return card(body, card_actions, refresh, fallback=f"Approval request {inert(request.action, 200)}: {title}")
+
+
+def audit_card(record: dict[str, Any]) -> dict[str, Any]:
+    """One mirrored audit record: sequence number, what happened, who, why, hash prefix."""
+    seq = int(record["seq"])
+    digest = str(record.get("hash") or "")[:12]
+    kind = str(record.get("type", ""))
+    actor = record.get("actor") or {}
+    who = actor.get("email") or actor.get("id") or actor.get("kind") or "?"
+    via = actor.get("channel") or ""
+    inlines = [run(who, 254, weight="Bolder")]
+    if via:
+        inlines.append(run(f" via {via}", 40))
+    inlines.append(run(f", {when(record.get('at'))}"))
+    body: list[dict[str, Any]] = [
+        {"type": "ColumnSet", "columns": [
+            {"type": "Column", "width": "auto", "items": [label(f"#{seq}", weight="Bolder")]},
+            {"type": "Column", "width": "stretch", "items": [
+                rich(run(EVENT_LABELS.get(kind, kind), 60, weight="Bolder"), run(f"  {kind}", 60, isSubtle=True))
+            ]},
+        ]},
+        rich(*inlines, spacing="None"),
+    ]
+    if record.get("reason"):
+        body.append(rich(run(record["reason"], 1000, italic=True), spacing="Small"))
+    data = record.get("data") or {}
+    if kind == "approval.recorded" and "approvals" in data:
+        body.append(label(f"{int(data['approvals'])} of {int(data.get('required', 0))} approvals", isSubtle=True,
+                          spacing="None"))
+    if kind == "delivery.failed":
+        body.append(rich(run(f"{data.get('channel', '')} {data.get('conversation', '')}: {data.get('error', '')}",
+                             300), spacing="None"))
+    body.append(label(f"hash {digest}" if digest else "hash pending", fontType="Monospace", isSubtle=True,
+                      size="Small", spacing="None"))
+    return card(body, fallback=f"#{seq} {kind}")
+
+
+def message_card(title: str, lines: Iterable[str] = (), notice: Notice | None = None) -> dict[str, Any]:
+    """A small card of our own words (help, empty queue, errors)."""
+    body: list[dict[str, Any]] = [label(title, weight="Bolder", size="Medium")]
+    if notice:
+        body.append(notice_block(notice))
+    body.extend(label(line, spacing="Small") for line in lines)
+    return card(body, fallback=title)
+
+
+def audit_list_card(request: ApprovalRequest, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `approval ID` command's second card: every audit record of the request, in order."""
+    body: list[dict[str, Any]] = [label("Audit trail", weight="Bolder", size="Medium"),
+                                  rich(run(request.id, 100, fontType="Monospace"))]
+    for record in records[-50:]:
+        kind = str(record.get("type", ""))
+        actor = record.get("actor") or {}
+        inlines = [
+            run(f"#{int(record['seq'])} ", weight="Bolder"),
+            run(EVENT_LABELS.get(kind, kind), 60),
+            run(" \u00b7 "),
+            run(actor.get("email") or actor.get("id") or "?", 254),
+            run(f" \u00b7 {when(record.get('at'))} \u00b7 {str(record.get('hash') or '')[:12]}", fontType="Monospace"),
+        ]
+        if record.get("reason"):
+            inlines.append(run(f": {inert(record['reason'], 300)}", 310, italic=True))
+        body.append(rich(*inlines, spacing="Small"))
+    return card(body, fallback=f"Audit trail of {request.id}")

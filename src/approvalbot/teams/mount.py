@@ -1,0 +1,61 @@
+"""`POST /api/messages` on approvalbot's own aiohttp server, when Teams is configured."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+from botbuilder.integration.aiohttp import CloudAdapter
+from botbuilder.schema import Activity
+from msrest.exceptions import DeserializationError
+
+from approvalbot.teams.bot import ApprovalBot
+from approvalbot.teams.sdk import build_adapter
+from approvalbot.teams.settings import DEV_WARNING, TeamsSettings, teams_settings
+from approvalbot.web.errors import error_response
+
+log = logging.getLogger("approvalbot.teams")
+
+ROUTE = "/api/messages"
+
+
+@dataclass
+class TeamsApp:
+    settings: TeamsSettings
+    adapter: CloudAdapter
+    bot: ApprovalBot
+
+
+def mount(app: web.Application, ctx) -> bool:
+    """Add the Bot Framework endpoint; returns whether Teams is on.
+
+    `ctx` is the web app's `Services` (settings, redis, service). Raises
+    `TeamsConfigError` when the registration is incomplete, before any traffic.
+    """
+    ts = teams_settings(ctx.settings)
+    if not ts.enabled:
+        return False
+    ts.validate()
+    if ts.mode == "dev":
+        log.warning(DEV_WARNING)
+    teams = TeamsApp(ts, build_adapter(ts), ApprovalBot(ctx.service, ctx.redis))
+    ctx.extras["teams"] = teams
+
+    async def messages(request: web.Request) -> web.StreamResponse:
+        if request.content_type != "application/json":
+            return error_response(415, "unsupported_media_type", "send the activity as application/json")
+        raw = await request.read()  # aiohttp keeps the body, so the adapter can read it again
+        try:
+            body = json.loads(raw)
+            if not isinstance(body, dict) or not isinstance(body.get("type"), str) \
+                    or not Activity().deserialize(body).type:
+                raise ValueError("no activity type")
+        except (ValueError, TypeError, AttributeError, DeserializationError):
+            return error_response(400, "invalid_activity", "the body is not a Bot Framework activity")
+        response = await teams.adapter.process(request, teams.bot)
+        return response or web.Response(status=201)
+
+    app.router.add_post(ROUTE, messages)
+    return True

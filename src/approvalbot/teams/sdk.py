@@ -1,0 +1,142 @@
+"""The thin layer over botbuilder-python 4.17.1 that the rest of the Teams adapter uses.
+
+Adapter construction, conversation references to and from JSON, connector clients
+with our own timeouts (and msrest's hidden retries turned off, so retries happen in
+one place: RQ), and the classification of connector errors into "retry later" and
+"give up". Replacing the SDK means replacing this module, `bot`, `identity` and the
+small SDK-specific parts of `delivery`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botbuilder.core import TurnContext
+from botbuilder.integration.aiohttp import (
+    CloudAdapter,
+    ConfigurationBotFrameworkAuthentication,
+)
+from botbuilder.schema import Activity, ActivityTypes, Attachment, ConversationReference
+from botframework.connector.aio import ConnectorClient
+from msrest.exceptions import ClientRequestError, HttpOperationError
+
+from approvalbot.teams.cards import CONTENT_TYPE
+from approvalbot.teams.settings import APP_TYPES, TeamsSettings
+
+INTERACTIVE_TIMEOUT = 4  # seconds, for calls made while Teams waits for our answer
+MAX_RETRY_AFTER = 3600
+
+
+class _AuthConfig:
+    """The attribute bag ConfigurationBotFrameworkAuthentication reads."""
+
+    def __init__(self, ts: TeamsSettings):
+        self.APP_ID = ts.app_id or None
+        self.APP_PASSWORD = ts.app_password or None
+        self.APP_TYPE = APP_TYPES.get(ts.app_type.lower(), "MultiTenant")
+        self.APP_TENANTID = ts.tenant_id or None
+
+
+def build_adapter(ts: TeamsSettings) -> CloudAdapter:
+    """With an app id every inbound activity must carry a valid Bot Framework token."""
+    return CloudAdapter(ConfigurationBotFrameworkAuthentication(_AuthConfig(ts)))
+
+
+def reference_of(activity: Activity) -> dict[str, Any]:
+    """A JSON-ready conversation reference for proactive messages to this activity's conversation."""
+    ref = TurnContext.get_conversation_reference(activity)
+    ref.activity_id = None  # proactive posts are new messages, not replies to this activity
+    ref.user = None  # the conversation, not whoever triggered the event
+    return ref.serialize()
+
+
+def reference_from(data: dict[str, Any]) -> ConversationReference:
+    return ConversationReference().deserialize(data)
+
+
+def tune(client: ConnectorClient, timeout: float) -> ConnectorClient:
+    """Our timeout, and no msrest-internal retries: they would re-POST on a 5xx behind our back."""
+    config = client.config
+    config.connection.timeout = timeout
+    policy = config.retry_policy.policy
+    policy.total = policy.connect = policy.read = 0
+    policy.status_forcelist = set()
+    policy.raise_on_status = False
+    return client
+
+
+def connector(turn_context: TurnContext, timeout: float = INTERACTIVE_TIMEOUT) -> ConnectorClient:
+    client = turn_context.turn_state.get(turn_context.adapter.BOT_CONNECTOR_CLIENT_KEY)
+    if client is None:
+        raise RuntimeError("no connector client on this turn")
+    return tune(client, timeout)
+
+
+def outgoing(activity: Activity, reference: dict[str, Any]) -> Activity:
+    """Address a new message to a stored conversation (not as a reply to anything)."""
+    ref = reference_from(reference)
+    activity.channel_id = ref.channel_id
+    activity.service_url = ref.service_url
+    activity.conversation = ref.conversation
+    activity.from_property = ref.bot
+    activity.locale = ref.locale
+    return activity
+
+
+def card_activity(card: dict[str, Any], summary: str | None = None) -> Activity:
+    return Activity(
+        type=ActivityTypes.message,
+        attachments=[Attachment(content_type=CONTENT_TYPE, content=card)],
+        summary=summary,
+    )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed connector call: retry it (after `retry_after` if Teams said so) or give up."""
+
+    retryable: bool
+    code: str  # e.g. "http_429", "http_403", "timeout": safe to record, never a secret
+    retry_after: float | None = None
+    ambiguous: bool = False  # the call may have taken effect (timeout after sending)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        seconds = parsed.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """None for errors that are not about the connector (bugs): let them raise."""
+    if isinstance(exc, HttpOperationError) and exc.response is not None:
+        status = int(getattr(exc.response, "status_code", 0) or 0)
+        headers = getattr(exc.response, "headers", {}) or {}
+        code = f"http_{status}"
+        if status == 429:
+            return Failure(True, code, parse_retry_after(headers.get("Retry-After")))
+        if status >= 500 or status == 408:
+            return Failure(True, code, parse_retry_after(headers.get("Retry-After")))
+        return Failure(False, code)
+    if isinstance(exc, ClientRequestError):
+        text = f"{exc} {getattr(exc, 'inner_exception', None)!r}".lower()
+        if "connecttimeout" in text:
+            return Failure(True, "timeout")  # never reached the connector
+        if "timeout" in text or "timed out" in text:
+            return Failure(True, "timeout", ambiguous=True)
+        return Failure(True, "connection_error")
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return Failure(True, "timeout" if isinstance(exc, TimeoutError) else "connection_error",
+                       ambiguous=isinstance(exc, TimeoutError))
+    return None

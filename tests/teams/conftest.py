@@ -1,0 +1,363 @@
+"""Teams test rig: a fake Bot Framework connector over real HTTP, and approvalbot with /api/messages.
+
+Activities are POSTed to our real `/api/messages` over HTTP with `serviceUrl` pointing
+at the fake connector, so the SDK's whole path (CloudAdapter.process, msrest, requests)
+runs; delivery jobs run in an RQ SimpleWorker (burst mode, in a thread) fed by the
+real outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import aiohttp
+import pytest
+import redis as sync_redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from jsonschema import Draft6Validator
+from rq import Queue, SimpleWorker
+from rq.scheduler import RQScheduler
+from rq.timeouts import TimerDeathPenalty
+
+from approvalbot.config import Settings
+from approvalbot.jobs.outbox import Outbox
+from approvalbot.teams import delivery
+from approvalbot.teams.cards import CONTENT_TYPE
+from approvalbot.web.app import build_app
+from approvalbot.web.context import SERVICES
+
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "adaptive-card-1.5.json"
+BOT_ID = "28:approvalbot-bot"
+TENANT = "tenant-1"
+TEAM_ID = "19:team-platform@thread.tacv2"
+
+
+@pytest.fixture(scope="session")
+def card_validator() -> Draft6Validator:
+    return Draft6Validator(json.loads(SCHEMA_PATH.read_text()))
+
+
+# --- the fake connector -----------------------------------------------------------------
+
+
+@dataclass
+class Call:
+    kind: str  # create | reply | update | member
+    conversation: str
+    activity_id: str | None
+    body: Any
+    status: int
+    result_id: str | None = None  # the id the fake answered with
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Person:
+    user_id: str
+    aad: str
+    email: str
+    name: str
+
+    def member(self) -> dict[str, Any]:
+        return {"id": self.user_id, "name": self.name, "aadObjectId": self.aad, "email": self.email,
+                "userPrincipalName": self.email, "tenantId": TENANT}
+
+
+@dataclass
+class FakeConnector:
+    """Records `/v3/conversations/...` calls and answers like the Bot Framework connector."""
+
+    url: str = ""
+    calls: list[Call] = field(default_factory=list)
+    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    broken: dict[str, int] = field(default_factory=dict)  # conversation -> status for every write
+    slow: float = 0.0  # seconds to wait before answering any call
+    _failures: deque = field(default_factory=deque)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, person: Person) -> Person:
+        self.members[person.user_id] = person.member()
+        return person
+
+    def fail_next(self, n: int, status: int, retry_after: int | None = None,
+                  kinds: tuple[str, ...] = ("create", "reply", "update")) -> None:
+        for _ in range(n):
+            self._failures.append((status, retry_after, kinds))
+
+    def ok(self, kind: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.status < 300 and (kind is None or c.kind == kind)]
+
+    def failed(self) -> list[Call]:
+        return [c for c in self.calls if c.status >= 300]
+
+    def cards(self, kind: str = "create", conversation: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for c in self.ok(kind):
+            if conversation is not None and c.conversation != conversation:
+                continue
+            for att in (c.body or {}).get("attachments") or []:
+                if att.get("contentType") == CONTENT_TYPE:
+                    out.append(att["content"])
+        return out
+
+    def root(self, conversation: str) -> str:
+        """The activity id of the one card posted (not replied) in `conversation`."""
+        posts = [c for c in self.ok("create") if c.conversation == conversation and (c.body or {}).get("attachments")]
+        assert len(posts) == 1, posts
+        return posts[0].result_id
+
+    def all_cards(self) -> list[dict[str, Any]]:
+        return [card for kind in ("create", "reply", "update") for card in self.cards(kind)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        parts = [unquote(p) for p in request.raw_path.split("?")[0].split("/") if p]
+        # v3 / conversations / {conv} / (activities [/ {id}] | members / {member})
+        if len(parts) < 4 or parts[:2] != ["v3", "conversations"]:
+            return web.json_response({"error": {"code": "BadSyntax", "message": "unknown path"}}, status=404)
+        conv, rest = parts[2], parts[3:]
+        body = None
+        if request.can_read_body:
+            raw = await request.read()
+            body = json.loads(raw) if raw else None
+        if rest[0] == "members" and len(rest) == 2 and request.method == "GET":
+            kind, activity_id = "member", None
+        elif rest[0] == "activities" and len(rest) == 1 and request.method == "POST":
+            kind, activity_id = "create", None
+        elif rest[0] == "activities" and len(rest) == 2 and request.method == "POST":
+            kind, activity_id = "reply", rest[1]
+        elif rest[0] == "activities" and len(rest) == 2 and request.method == "PUT":
+            kind, activity_id = "update", rest[1]
+        else:
+            return web.json_response({"error": {"code": "BadSyntax", "message": "unknown call"}}, status=404)
+        if self.slow:
+            await asyncio.sleep(self.slow)
+        with self._lock:
+            failure = None
+            if kind != "member" and conv in self.broken:
+                failure = (self.broken[conv], None, ())
+            elif self._failures and kind in self._failures[0][2]:
+                failure = self._failures.popleft()
+            if failure:
+                status, retry_after, _ = failure
+                self.calls.append(Call(kind, conv, activity_id, body, status))
+                headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+                return web.json_response({"error": {"code": "Throttled" if status == 429 else "ServiceError",
+                                                    "message": f"failing on purpose ({status})"}},
+                                         status=status, headers=headers)
+            if kind == "member":
+                member = self.members.get(rest[1])
+                self.calls.append(Call(kind, conv, rest[1], None, 200 if member else 404))
+                if member is None:
+                    return web.json_response({"error": {"code": "MemberNotFoundInConversation",
+                                                        "message": "no such member"}}, status=404)
+                return web.json_response(member)
+            new_id = activity_id if kind == "update" else f"1700000000{next(self._ids):06d}"
+            self.calls.append(Call(kind, conv, activity_id, body, 200 if kind == "update" else 201, new_id))
+            return web.json_response({"id": new_id}, status=200 if kind == "update" else 201)
+
+
+@pytest.fixture
+async def connector() -> AsyncIterator[FakeConnector]:
+    fake = FakeConnector()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    fake.url = str(server.make_url("/"))
+    yield fake
+    await server.close()
+
+
+# --- approvalbot with Teams ---------------------------------------------------------------
+
+
+@pytest.fixture
+def teams_env(monkeypatch, redis_url: str, data_dir: Path) -> None:
+    """Jobs read settings from the environment (`load_settings()`), as in production."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("APPROVALBOT_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("APPROVALBOT_TEAMS_DEV", "1")
+    monkeypatch.delenv("MICROSOFT_APP_ID", raising=False)
+    monkeypatch.delenv("MICROSOFT_APP_PASSWORD", raising=False)
+
+
+@pytest.fixture
+def teams_settings(teams_env, redis_url: str, data_dir: Path) -> Settings:
+    return Settings(REDIS_URL=redis_url, APPROVALBOT_DATA_DIR=data_dir, APPROVALBOT_TEAMS_DEV=True)
+
+
+class BurstWorker(SimpleWorker):
+    """A SimpleWorker that can run in a thread (no signal handlers)."""
+
+    death_penalty_class = TimerDeathPenalty
+
+    def _install_signal_handlers(self) -> None:
+        pass
+
+
+@dataclass
+class Teams:
+    """approvalbot with /api/messages, the fake connector, and a way to run delivery jobs."""
+
+    base: str
+    http: aiohttp.ClientSession
+    service: Any
+    fake: FakeConnector
+    settings: Settings
+    sync: sync_redis.Redis
+    agent_token: str = ""
+    _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    # agents and humans through the API ---------------------------------------------------
+    async def call(self, method: str, path: str, token: str | None = None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self.http.request(method, self.base + path, headers=headers, **kwargs) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text)
+            except ValueError:
+                return resp.status, text
+
+    async def ask(self, token: str | None = None, **body):
+        body.setdefault("action", "dataset.export")
+        status, created = await self.call("POST", "/v1/requests", token or self.agent_token, json=body)
+        assert status == 201, created
+        return created
+
+    # activities from "Teams" ------------------------------------------------------------------
+    def activity(self, type: str, person: Person | None, conversation: str, kind: str = "channel",
+                 conversation_name: str | None = None, **extra: Any) -> dict[str, Any]:
+        channel_data: dict[str, Any] = {"tenant": {"id": TENANT}}
+        if kind == "channel":
+            channel_data.update(team={"id": TEAM_ID, "name": "Platform"}, channel={"id": conversation})
+        body = {
+            "type": type,
+            "id": f"f:{next(self._seq)}",
+            "timestamp": "2026-11-22T10:00:00.000Z",
+            "serviceUrl": self.fake.url,
+            "channelId": "msteams",
+            "from": {"id": person.user_id, "name": person.name, "aadObjectId": person.aad} if person
+            else {"id": "29:system"},
+            "recipient": {"id": BOT_ID, "name": "approvalbot"},
+            "conversation": {"id": conversation, "conversationType": kind, "tenantId": TENANT,
+                             "isGroup": kind != "personal",
+                             **({"name": conversation_name} if conversation_name else {})},
+            "channelData": channel_data,
+        }
+        for key, value in extra.items():
+            if key == "channelData":
+                body["channelData"].update(value)
+            else:
+                body[key] = value
+        return body
+
+    async def post(self, activity: dict[str, Any], headers: dict[str, str] | None = None):
+        async with self.http.post(self.base + "/api/messages", json=activity, headers=headers or {}) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text) if text else None
+            except ValueError:
+                return resp.status, text
+
+    async def add_bot(self, conversation: str, name: str | None = None, kind: str = "channel",
+                      by: Person | None = None):
+        extra: dict[str, Any] = {"membersAdded": [{"id": BOT_ID}]}
+        if kind == "channel":
+            extra["channelData"] = {"eventType": "teamMemberAdded",
+                                    "channel": {"id": conversation, **({"name": name} if name else {})}}
+        return await self.post(self.activity("conversationUpdate", by, conversation, kind,
+                                             conversation_name=name if kind != "channel" else None, **extra))
+
+    async def say(self, person: Person, conversation: str, text: str, kind: str = "channel"):
+        mention = {"type": "mention", "text": "<at>approvalbot</at>",
+                   "mentioned": {"id": BOT_ID, "name": "approvalbot"}}
+        return await self.post(self.activity("message", person, conversation, kind,
+                                             text=f"<at>approvalbot</at> {text}", entities=[mention]))
+
+    async def click(self, person: Person, conversation: str, verb: str, request_id: str,
+                    kind: str = "channel", reply_to: str | None = None, **inputs: Any):
+        value = {"action": {"type": "Action.Execute", "verb": verb, "id": verb,
+                            "data": {"request_id": request_id, **inputs}},
+                 "trigger": "manual" if verb != "refresh" else "automatic"}
+        extra: dict[str, Any] = {"name": "adaptiveCard/action", "value": value}
+        if reply_to:
+            extra["replyToId"] = reply_to
+        return await self.post(self.activity("invoke", person, conversation, kind, **extra))
+
+    # delivery jobs ---------------------------------------------------------------------------
+    async def run_jobs(self, timeout: float = 30.0) -> None:
+        """Dispatch the outbox and run RQ jobs (promoting scheduled retries) until all is done."""
+        queue = Queue(self.settings.queue_name, connection=self.sync)
+        outbox = Outbox(self.service.redis, queue, delivery.subscribers(self.settings))
+        scheduler = RQScheduler([queue], connection=self.sync)
+        deadline = time.monotonic() + timeout
+        while True:
+            if time.monotonic() > deadline:
+                raise AssertionError("delivery jobs did not finish in time")
+            while await outbox.dispatch():
+                pass
+            if queue.count:
+                worker = BurstWorker([queue], connection=self.sync)
+                await asyncio.to_thread(worker.work, burst=True, logging_level="WARNING",
+                                        with_scheduler=False)
+                continue
+            registry = queue.scheduled_job_registry
+            if not registry.count:
+                sealed = await self.service.audit.sealed()
+                cursor = int(await self.service.redis.get("ab:outbox:cursor") or 0)
+                if cursor >= sealed:
+                    return
+                continue
+            await asyncio.sleep(0.1)
+            if scheduler.acquire_locks():
+                scheduler.enqueue_scheduled_jobs()
+                scheduler.release_locks()
+
+
+@pytest.fixture
+async def teams(teams_settings: Settings, rt, redis, connector: FakeConnector, redis_url: str
+                ) -> AsyncIterator[Teams]:
+    rt.settings = teams_settings
+    service = rt.service(redis)
+    app = build_app(teams_settings, service)
+    assert "teams" in app[SERVICES].extras  # build_app mounted Teams
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    sync = sync_redis.Redis.from_url(redis_url)
+    async with aiohttp.ClientSession() as http:
+        t = Teams(base=str(server.make_url("")).rstrip("/"), http=http, service=service, fake=connector,
+                  settings=teams_settings, sync=sync)
+        _, t.agent_token = await service.identities.add_agent("etl-bot", "owner@example.com")
+        yield t
+    sync.close()
+    await server.close()
+
+
+@pytest.fixture
+def people(connector: FakeConnector) -> dict[str, Person]:
+    """Teams users the fake connector knows; registering them as approvers is up to each test."""
+    return {
+        "alice": connector.add(Person("29:alice", "aad-alice", "alice@example.com", "Alice")),
+        "bob": connector.add(Person("29:bob", "aad-bob", "bob@example.com", "Bob")),
+        "owner": connector.add(Person("29:owner", "aad-owner", "Owner@Example.com", "Olga Owner")),
+        "mallory": connector.add(Person("29:mallory", "aad-mallory", "mallory@example.com", "Mallory")),
+    }
+
+
+def new_conversation(name: str) -> str:
+    return f"19:{name}-{uuid.uuid4().hex[:8]}@thread.tacv2"
