@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from approvalbot import client_cli
+from approvalbot.audit import cli as audit_cli
 from approvalbot.config import Settings, load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.identities import IdentityError
@@ -185,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     rev.add_argument("email")
     teams_cli.add_commands(sub)
     client_cli.add_commands(sub)
+    audit_cli.add_commands(sub)
     sub.add_parser("mcp", help="MCP server on stdio: request_approval and approval_status tools")
     return p
 
@@ -196,6 +198,7 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "agents": cmd_agents,
     "approvers": cmd_approvers,
     "teams": teams_cli.cmd_teams,
+    **audit_cli.COMMANDS,
 }
 NEEDS_POLICY = {"serve", "web", "worker"}
 
@@ -204,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command in client_cli.COMMANDS:
         return client_cli.run(args)
+    if audit_cli.runs_offline(args):
+        return audit_cli.run_offline(args)
     if args.command == "mcp":
         from approvalbot.mcp_server import run as run_mcp
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
+from approvalbot.audit import grants
+from approvalbot.audit.signing import Signer, SigningKeyError, signer_for
 from approvalbot.config import Settings
 from approvalbot.core.policy import Policy, PolicyError
 from approvalbot.embedded import EmbeddedValkey, redis_url_from_env
@@ -44,6 +46,7 @@ class Runtime:
     redis_url: str
     policy: Policy
     embedded: EmbeddedValkey | None = None
+    _signer: Signer | None = field(default=None, repr=False)
 
     def async_redis(self) -> AsyncRedis:
         """A bounded pool that makes callers queue for a connection instead of failing.
@@ -61,7 +64,15 @@ class Runtime:
 
     def service(self, redis: AsyncRedis) -> ApprovalService:
         """The one way to build the service, so every process installs the same hooks."""
-        return ApprovalService(redis, self.policy)
+        service = ApprovalService(redis, self.policy)
+        grants.install(service, self.signer())
+        return service
+
+    def signer(self) -> Signer:
+        """Loaded (or generated into the data folder) once per process."""
+        if self._signer is None:
+            self._signer = signer_for(self.settings)
+        return self._signer
 
     @property
     def mode(self) -> str:
@@ -75,6 +86,10 @@ def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
     url, embedded = redis_url_from_env(settings.redis_url, settings.data_dir)
     try:
         rt = Runtime(settings=settings, redis_url=url, policy=policy, embedded=embedded)
+        try:
+            rt.signer()
+        except SigningKeyError as exc:
+            raise ConfigError(str(exc)) from None
         probe = rt.sync_redis()
         try:
             probe.ping()

@@ -17,6 +17,7 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
 
+from approvalbot.audit.checkpoints import maybe_checkpoint
 from approvalbot.core.events import EventType
 from approvalbot.jobs.outbox import Outbox, Subscriber
 from approvalbot.service import ApprovalService
@@ -29,8 +30,9 @@ TIMER_EVENTS = {"remind": EventType.REMINDER_DUE, "escalate": EventType.ESCALATI
 
 class Ticker:
     def __init__(self, service: ApprovalService, queue: Queue, subscribers: list[Subscriber],
-                 interval: float = 1.0, job_timeout: int = 30):
+                 interval: float = 1.0, job_timeout: int = 30, signer=None, checkpoint_seconds: float = 300):
         self.service = service
+        self.signer, self.checkpoint_seconds = signer, checkpoint_seconds
         self.queue = queue
         self.interval = interval
         self.outbox = Outbox(service.redis, queue, subscribers, job_timeout)
@@ -49,6 +51,8 @@ class Ticker:
         await asyncio.to_thread(self._rq_housekeeping)
         while await self.outbox.dispatch():
             pass
+        if self.signer is not None:
+            await maybe_checkpoint(self.service.audit, self.signer, self.checkpoint_seconds)
 
     def _rq_housekeeping(self) -> None:
         """Move due retries back to the queue, and retry jobs whose worker died mid-job.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+
+from approvalbot.audit.signing import signer_for
 from approvalbot.config import Settings
 from approvalbot.service import ApprovalService
 from approvalbot.slack import mount as mount_slack
 from approvalbot.teams import mount as mount_teams
-from approvalbot.web import ops, openapi, requests_api
+from approvalbot.web import audit_api, openapi, ops, requests_api
 from approvalbot.web.context import SERVICES, Services
 from approvalbot.web.errors import error_response, json_errors
 from approvalbot.web.waiters import Waiters
@@ -33,7 +35,8 @@ def build_app(settings: Settings, service: ApprovalService) -> web.Application:
     redis = service.redis
     ctx = Services(settings=settings, redis=redis, service=service, waiters=Waiters(redis))
     app[SERVICES] = ctx
-    for table in (requests_api.routes, ops.routes, openapi.routes):
+    ctx.extras["signer"] = signer_for(settings)
+    for table in (requests_api.routes, ops.routes, openapi.routes, audit_api.routes):
         app.add_routes(table)
     mount_slack(app, ctx)  # /slack/events and Socket Mode; nothing without SLACK_BOT_TOKEN
     mount_teams(app, ctx)  # /api/messages; nothing without MICROSOFT_APP_ID or APPROVALBOT_TEAMS_DEV=1

@@ -10,6 +10,7 @@ from pydantic.json_schema import models_json_schema
 
 from approvalbot import __version__
 from approvalbot.core.models import ApprovalRequest, DecisionIn, RequestCreate
+from approvalbot.web.audit_api import OPENAPI_PATHS as AUDIT_PATHS
 
 routes = web.RouteTableDef()
 
@@ -128,7 +129,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "approvalbot", "version": __version__,
                  "description": "Human approval gates for AI agents and pipelines."},
-        "paths": PATHS,
+        "paths": {**PATHS, **AUDIT_PATHS},
         "components": {
             "schemas": components,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
