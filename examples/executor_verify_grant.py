@@ -1,0 +1,35 @@
+"""The system that performs an action checks the agent's grant first, offline, then redeems it once.
+
+    curl -s localhost:3000/v1/keys | python -c 'import json,sys; print(json.load(sys.stdin)["keys"][0]["pem"])' > approvalbot.pub.pem
+    python examples/executor_verify_grant.py approvalbot.pub.pem "$GRANT"
+
+Offline verification needs only the public key; redeeming (optional, online)
+makes the grant single-use: a second redemption is refused with 409.
+"""
+
+import os
+import sys
+
+import httpx
+
+from approvalbot.audit.grants import GrantError, verify_grant
+
+
+def perform_export(grant: str, public_pem: str, table: str, destination: str) -> None:
+    try:
+        claims = verify_grant(grant, public_pem, action="dataset.export", resource=f"warehouse/{table}",
+                              params={"destination": destination, "format": "parquet"})
+    except GrantError as exc:
+        sys.exit(f"refusing to export: {exc.code}")
+    # Single use: redeem before acting (any approvalbot token of this deployment may redeem).
+    answer = httpx.post(f"{os.environ.get('APPROVALBOT_URL', 'http://127.0.0.1:3000')}/v1/grants/consume",
+                        json={"grant": grant},
+                        headers={"Authorization": f"Bearer {os.environ['APPROVALBOT_TOKEN']}"})
+    if answer.status_code != 200:
+        sys.exit(f"grant not redeemable: {answer.json()['error']['code']}")
+    print(f"exporting {table} to {destination}, approved by {', '.join(claims['approvers'])}")
+
+
+if __name__ == "__main__":
+    pem = open(sys.argv[1]).read()
+    perform_export(sys.argv[2], pem, "customers", "s3://analytics-drop/customers.parquet")
