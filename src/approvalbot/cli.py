@@ -63,6 +63,16 @@ def announce_channels(rt: Runtime) -> None:
     say(teams_status(rt.settings))
 
 
+def run_loop(main) -> None:
+    """The web server's event loop: uvloop where installed (much faster sockets), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     from approvalbot.jobs.worker import start_worker_thread
 
@@ -70,7 +80,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
 
     thread, worker, ticker = start_worker_thread(rt)
     try:
-        asyncio.run(serve_http(rt, args.host, args.port))
+        run_loop(serve_http(rt, args.host, args.port))
     finally:
         worker.stop_soon()
         thread.join(timeout=30)
@@ -80,7 +90,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_web(rt: Runtime, args: argparse.Namespace) -> int:
     announce_channels(rt)
-    asyncio.run(serve_http(rt, args.host, args.port))
+    run_loop(serve_http(rt, args.host, args.port))
     return 0
 
 

@@ -72,9 +72,10 @@ class ApprovalService:
         self, agent: Agent, body: RequestCreate, idempotency_key: str | None = None
     ) -> tuple[ApprovalRequest, bool]:
         """Returns the request and whether it was created now (False: idempotent replay)."""
-        sent_print = fingerprint(body)
         idem = None
+        sent_print = ""
         if idempotency_key is not None:
+            sent_print = fingerprint(body)
             idem = (keys.idempotency(agent.id, digest(idempotency_key)), sent_print)
             found = await self.requests.find_idempotent(agent.id, idempotency_key)
             if found:
