@@ -108,6 +108,18 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/requests/{id}/deliveries": {
+        "get": {
+            "summary": "Where the request's chat card is and which deliveries failed (only with Slack on)",
+            "security": SECURED,
+            "parameters": [ID_PARAM],
+            "responses": {
+                "200": {"description": "delivery state per channel",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                **_errors(401, 404),
+            },
+        }
+    },
     "/healthz": {"get": {"summary": "Liveness and Redis reachability",
                          "responses": {"200": {"description": "ok"}, "503": {"description": "Redis down"}}}},
     "/metrics": {"get": {"summary": "Prometheus metrics",
