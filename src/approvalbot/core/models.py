@@ -21,7 +21,6 @@ from pydantic import (
 )
 
 MAX_TEXT = 4000
-MAX_PARAMS_BYTES = 32_000
 
 ACTION_RE = r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9][a-z0-9_\-]*)*$"
 EMAIL_RE = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
