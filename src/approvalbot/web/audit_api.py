@@ -26,7 +26,7 @@ from approvalbot.core.models import Actor
 from approvalbot.service import human_actor
 from approvalbot.web.auth import principal, require_approver
 from approvalbot.web.context import services
-from approvalbot.web.errors import ApiError, read_json, validation_details
+from approvalbot.web.errors import ApiError, read_body, validation_details
 
 routes = web.RouteTableDef()
 
@@ -119,7 +119,7 @@ GRANT_ERROR_STATUS = {"grant_used": 409, "grant_not_yours": 403}
 @routes.post("/v1/grants/consume")
 async def consume_grant(request: web.Request) -> web.Response:
     who = await principal(request)
-    body = ConsumeIn.model_validate(await read_json(request))
+    body = await read_body(request, ConsumeIn)
     ctx = services(request)
     if who.agent is not None:
         actor = Actor(kind="agent", id=who.agent.id, email=who.agent.owner)

@@ -5,11 +5,11 @@ Messages never echo request bodies or headers: they may hold tokens or secrets.
 
 from __future__ import annotations
 
-import json
 import logging
+from typing import TypeVar
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from approvalbot.core.machine import Refused
 from approvalbot.core.rules import Refusal
@@ -17,6 +17,7 @@ from approvalbot.service import IdempotencyMismatch, NotFound
 from approvalbot.store.identities import IdentityError
 
 log = logging.getLogger("approvalbot.web")
+M = TypeVar("M", bound=BaseModel)
 
 REFUSAL_STATUS = {
     Refusal.NOT_HUMAN: 403,
@@ -77,11 +78,15 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
         return error_response(500, "internal", "internal error")
 
 
-async def read_json(request: web.Request) -> object:
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """Parse and validate a JSON body in one pass (pydantic's own parser), telling
+    malformed JSON (400) apart from well-formed JSON that is not a valid body (422)."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = await request.read()
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON ({exc.__class__.__name__})") from None
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(err["type"] == "json_invalid" for err in exc.errors()):
+            raise ApiError(400, "malformed_json", "the body is not valid JSON") from None
+        raise

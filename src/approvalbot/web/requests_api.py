@@ -13,7 +13,7 @@ from approvalbot.core.models import ApprovalRequest, DecisionIn, RequestCreate, 
 from approvalbot.service import NotFound, human_actor
 from approvalbot.web.auth import principal, require_agent, require_approver
 from approvalbot.web.context import services
-from approvalbot.web.errors import ApiError, read_json, validation_details
+from approvalbot.web.errors import ApiError, read_body, validation_details
 
 MAX_WAIT = 60
 routes = web.RouteTableDef()
@@ -66,7 +66,7 @@ def query(model: type[BaseModel], request: web.Request) -> BaseModel:
 @routes.post("/v1/requests")
 async def create_request(request: web.Request) -> web.Response:
     agent = await require_agent(request)
-    body = RequestCreate.model_validate(await read_json(request))
+    body = await read_body(request, RequestCreate)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 255):
         raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
@@ -132,7 +132,7 @@ async def decide_request(request: web.Request) -> web.Response:
     who = await principal(request)
     if who.approver is None:
         raise ApiError(403, "forbidden", "only a human approver can decide; agent tokens never can")
-    body = DecisionIn.model_validate(await read_json(request))
+    body = await read_body(request, DecisionIn)
     if body.decision == "deny" and not (body.reason and body.reason.strip()):
         raise ApiError(422, "reason_required", "a reason is required to deny")
     ctx = services(request)
