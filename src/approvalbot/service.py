@@ -87,7 +87,7 @@ class ApprovalService:
             done = await self.requests.commit(transition, 0, None, idem)
         except Duplicate as dup:
             return await self._replay(dup.request_id, dup.fingerprint, sent_print), False
-        await self.audit.seal(done.last_seq)
+        await self.audit.seal_committed(done)
         return done.request, True
 
     async def _replay(self, request_id: str, stored: str, sent: str) -> ApprovalRequest:
@@ -131,10 +131,9 @@ class ApprovalService:
         request = await self.requests.get(request_id)
         if request is None or request.status is not Status.PENDING:
             return
-        seq = await self.requests.record(
+        await self.audit.seal_committed(await self.requests.record(
             request, [event_for(request, type, SYSTEM, self.clock(), escalate_to=request.policy.escalate_to)]
-        )
-        await self.audit.seal(seq)
+        ))
 
     async def _apply(self, request_id: str, step) -> ApprovalRequest:
         for _ in range(MAX_RACE_RETRIES):
@@ -143,14 +142,14 @@ class ApprovalService:
                 transition = step(request, self.clock())
             except Refused as refused:
                 if refused.event is not None:
-                    await self.audit.seal(await self.requests.record(request, [refused.event]))
+                    await self.audit.seal_committed(await self.requests.record(request, [refused.event]))
                 raise
             transition = self._finish(transition)
             try:
                 done = await self.requests.commit(transition, request.version, request.status)
             except Conflict:
                 continue
-            await self.audit.seal(done.last_seq)
+            await self.audit.seal_committed(done)
             return done.request
         raise Conflict(request_id)
 

@@ -253,8 +253,7 @@ class Syncer:
         fresh = await self.requests.get(request.id) or request
         event = event_for(fresh, EventType.DELIVERY_FAILED, SYSTEM, self.clock(),
                           f"Slack {step} failed: {code}", channel=CHANNEL, step=step, error=code)
-        await self.requests.record(fresh, [event])
-        await self.audit.seal()
+        await self.audit.seal_committed(await self.requests.record(fresh, [event]))
         await self._save(request.id, **{f"err:{step}": code})
         state.errors[step] = code
 

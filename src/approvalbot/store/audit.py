@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from approvalbot.audit.chain import GENESIS, chain
 from approvalbot.store import keys
-from approvalbot.store.requests import load_script
+from approvalbot.store.requests import Committed, SealHint, load_script
 
 SEAL_BATCH = 2000
 READ_BATCH = 5000
@@ -57,7 +57,13 @@ class AuditLog:
             return 0, GENESIS
         return n, (await self.redis.lindex(keys.AUDIT_CHAIN, n - 1)).decode()
 
-    async def seal(self, upto: int | None = None) -> int:
+    async def seal_committed(self, committed: Committed | None) -> int:
+        """Seal what a commit appended, starting from the chain state it returned."""
+        if committed is None:
+            return self._sealed
+        return await self.seal(committed.last_seq, committed.seal_hint)
+
+    async def seal(self, upto: int | None = None, hint: SealHint | None = None) -> int:
         """Chain every record up to `upto` (default: all); returns the sealed length.
 
         Callers in one process queue on a lock; whoever holds it seals everything
@@ -70,9 +76,13 @@ class AuditLog:
             for _ in range(10_000):
                 if upto is not None and self._sealed >= upto:
                     return self._sealed
-                sealed, last, bodies = await self._unsealed(
-                    keys=[keys.AUDIT_CHAIN, keys.AUDIT_LOG], args=[SEAL_BATCH]
-                )
+                if hint is not None and hint.sealed >= self._sealed:
+                    sealed, last, bodies = hint.sealed, hint.last_hash, hint.bodies
+                else:  # no hint, or one older than what this process already sealed
+                    sealed, last, bodies = await self._unsealed(
+                        keys=[keys.AUDIT_CHAIN, keys.AUDIT_LOG], args=[SEAL_BATCH]
+                    )
+                hint = None  # a hint is good for one attempt; a lost race re-reads
                 if not bodies:
                     self._sealed = max(self._sealed, int(sealed))
                     if upto is None or self._sealed >= upto:

@@ -31,9 +31,19 @@ def load_script(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class SealHint:
+    """The chain's state as the commit saw it: enough to seal without reading again."""
+
+    sealed: int
+    last_hash: bytes
+    bodies: list[bytes]
+
+
+@dataclass(frozen=True)
 class Committed:
     request: ApprovalRequest
     last_seq: int  # the sequence number of its last audit record (0: none)
+    seal_hint: SealHint | None = None
 
 
 class Conflict(Exception):
@@ -110,6 +120,7 @@ class RequestStore:
                 keys.AUDIT_LOG,
                 keys.request_audit(request.id),
                 idempotency[0] if idempotency else keys.NO_KEY,
+                keys.AUDIT_CHAIN,
             ]
         )
         if idempotency:
@@ -128,7 +139,8 @@ class RequestStore:
         if outcome == "duplicate":
             fingerprint, _, existing = result[1].decode().partition("|")
             raise Duplicate(existing, fingerprint)
-        return Committed(request, int(result[2]))
+        hint = result[3] if len(result) > 3 and result[3] else None
+        return Committed(request, int(result[2]), SealHint(int(hint[0]), hint[1], hint[2]) if hint else None)
 
     def _index(self, plan: _Plan, request: ApprovalRequest, previous: Status | None) -> None:
         """Keep queue, timer and counter indexes in step with the status change."""
@@ -164,14 +176,14 @@ class RequestStore:
                 if latency <= bound:
                     plan.add("hincr", plan.key(keys.STATS), f"latency_le:{bound}", 1)
 
-    async def record(self, request: ApprovalRequest, events: list[Event]) -> int:
+    async def record(self, request: ApprovalRequest, events: list[Event]) -> Committed | None:
         """Append audit events that change no state (e.g. a blocked self-approval)."""
         for _ in range(100):
             fresh = await self.get(request.id)
             if fresh is None:
-                return 0
+                return None
             try:
-                return (await self.commit(Transition(fresh, events), fresh.version, fresh.status)).last_seq
+                return await self.commit(Transition(fresh, events), fresh.version, fresh.status)
             except Conflict:
                 continue
         raise Conflict(request.id)

@@ -385,7 +385,7 @@ class Delivery:
         log.warning("Teams delivery of %s failed permanently: %s (%s)", request.id, code, stage)
         event = event_for(request, EventType.DELIVERY_FAILED, DELIVERY_ACTOR, datetime.now(UTC), None,
                           channel="teams", conversation=conversation, target=target, error=code, stage=stage)
-        await self.audit.seal(await self.requests.record(request, [event]))
+        await self.audit.seal_committed(await self.requests.record(request, [event]))
 
     # --- connector calls, through the SDK ---------------------------------------------
 

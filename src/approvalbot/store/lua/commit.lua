@@ -4,12 +4,15 @@
 -- KEYS[2]  the audit log (list of canonical JSON bodies; position = sequence number)
 -- KEYS[3]  the request's own list of audit sequence numbers
 -- KEYS[4]  the idempotency key, or a dummy key when there is none
--- KEYS[5..] index keys the plan refers to by position
+-- KEYS[5]  the audit hash chain (read only: to hand the caller what sealing needs)
+-- KEYS[6..] index keys the plan refers to by position
 -- ARGV[1]  expected version ("0": the request must not exist yet)
 -- ARGV[2]  the new document (JSON)
 -- ARGV[3]  the plan (JSON): zadd/zrem/hincr on indexed keys, audit bodies, publish, idempotency
 --
--- Returns {"ok", first_seq, last_seq}, {"conflict", current_version} or {"duplicate", stored_value}.
+-- Returns {"ok", first_seq, last_seq, seal_hint}, {"conflict", current_version} or
+-- {"duplicate", stored_value}. seal_hint is {chain length, last hash, unsealed bodies} when few
+-- records wait to be chained, so the caller can seal without another read; else empty.
 local plan = cjson.decode(ARGV[3])
 
 if plan.idem then
@@ -50,4 +53,14 @@ end
 for _, msg in ipairs(plan.publish or {}) do
   redis.call("PUBLISH", msg[1], msg[2])
 end
-return {"ok", first, last}
+
+local hint = {}
+if last > 0 then
+  local sealed = redis.call("LLEN", KEYS[5])
+  if last - sealed <= 64 then
+    local prev = ""
+    if sealed > 0 then prev = redis.call("LINDEX", KEYS[5], sealed - 1) end
+    hint = {sealed, prev, redis.call("LRANGE", KEYS[2], sealed, last - 1)}
+  end
+end
+return {"ok", first, last, hint}
