@@ -161,5 +161,12 @@ async def open_loop(name: str, make_request, rate: float, seconds: float) -> Res
     return Result(name, len(latencies), errors, time.perf_counter() - started, latencies)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far: a cost per request that, unlike
+    wall-clock throughput, does not depend on what else the machine is doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")

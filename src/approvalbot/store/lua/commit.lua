@@ -57,7 +57,7 @@ end
 local hint = {}
 if last > 0 then
   local sealed = redis.call("LLEN", KEYS[5])
-  if last - sealed <= 64 then
+  if last - sealed <= 8 then
     local prev = ""
     if sealed > 0 then prev = redis.call("LINDEX", KEYS[5], sealed - 1) end
     hint = {sealed, prev, redis.call("LRANGE", KEYS[2], sealed, last - 1)}
