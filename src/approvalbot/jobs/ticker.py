@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 
 from rq import Queue
 from rq.registry import StartedJobRegistry
 from rq.scheduler import RQScheduler
+from rq.scripts import acquire_or_refresh_lock
 
 from approvalbot.audit.checkpoints import maybe_checkpoint
 from approvalbot.core.events import EventType
@@ -26,6 +28,9 @@ from approvalbot.store import keys
 log = logging.getLogger("approvalbot.ticker")
 
 TIMER_EVENTS = {"remind": EventType.REMINDER_DUE, "escalate": EventType.ESCALATION_DUE}
+# RQ's scheduler lock lives 61 s; a ticker refreshes it every tick, so a shorter life lets
+# another worker's ticker take over retries soon after the holder is killed.
+SCHEDULER_LOCK_SECONDS = 10
 
 
 class Ticker:
@@ -61,6 +66,8 @@ class Ticker:
         jobs only every ten minutes; both are done here, cheaply, on every tick.
         """
         if self.scheduler.acquire_locks():
+            acquire_or_refresh_lock(self.queue.connection, self.scheduler.get_locking_key(self.queue.name),
+                                    self.scheduler.name, max(SCHEDULER_LOCK_SECONDS, math.ceil(3 * self.interval)))
             self.scheduler.enqueue_scheduled_jobs()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from approvalbot.core.models import Actor, Approver, Channel
@@ -24,6 +25,7 @@ from approvalbot.slack.client import error_code, make_client
 from approvalbot.slack.delivery import failure_records, load_state
 from approvalbot.slack.identity import SlackDirectory
 from approvalbot.slack.settings import EVENTS_PATH, SlackConfig
+from approvalbot.web.errors import error_response
 
 log = logging.getLogger("approvalbot.slack")
 
@@ -57,13 +59,33 @@ class SlackAdapter:
             process_before_response=False,
             logger=logging.getLogger("approvalbot.slack.bolt"),
         )
+        self.verifier = SignatureVerifier(config.signing_secret) if config.signing_secret else None
         listeners.register(self.bolt, self)
         self.socket_mode = None
 
     async def handle(self, request: web.Request) -> web.Response:
-        """POST /slack/events: signature check, dispatch, and the ack as the HTTP answer."""
-        bolt_request = await to_bolt_request(request.clone(client_max_size=MAX_BODY))
-        return await to_aiohttp_response(await self.bolt.async_dispatch(bolt_request))
+        """POST /slack/events: signature check, dispatch, and the ack as the HTTP answer.
+
+        The signature (and its age) is checked on the raw bytes before anything is parsed:
+        bolt parses the body before verifying it, so a body that is not UTF-8, or not the
+        JSON it claims to be, would otherwise be answered with a 500, signed or not. A
+        signed body bolt cannot read (a block_actions without actions, say) is a 400.
+        """
+        request = request.clone(client_max_size=MAX_BODY)
+        if not self.signed(await request.read(), request.headers):
+            return web.json_response({"error": "invalid request"}, status=401)  # what bolt answers
+        try:
+            answer = await self.bolt.async_dispatch(await to_bolt_request(request))
+        except (LookupError, ValueError, AttributeError, TypeError) as exc:
+            log.warning("signed Slack request not shaped like any Slack sends (%s)", exc.__class__.__name__)
+            return error_response(400, "invalid_body", "the body is not a Slack request")
+        return await to_aiohttp_response(answer)
+
+    def signed(self, body: bytes, headers) -> bool:
+        try:
+            return self.verifier.is_valid_request(body, headers)
+        except ValueError:  # a timestamp that is not a number
+            return False
 
     async def who(self, user_id: str) -> Who:
         """Slack user (from the signed payload) -> verified email -> approvalbot approver."""
@@ -77,7 +99,12 @@ class SlackAdapter:
         return Who(user_id, email, actor, approver)
 
     async def notify(self, client: AsyncWebClient, user: str, channel: str | None, text: str) -> None:
-        """An ephemeral note to one user where they clicked; their DM with the app otherwise."""
+        """An ephemeral note to one user where they clicked; their DM with the app otherwise.
+
+        Best effort: a note that cannot be delivered is logged, not raised. Listeners notify
+        after their ack, and bolt drops the ack of a listener that fails soon after it, so
+        Slack would see the click go unanswered.
+        """
         message = blocks.notice(text)
         if channel:
             try:
@@ -87,8 +114,12 @@ class SlackAdapter:
             except SlackApiError as exc:
                 log.info("ephemeral to %s in %s failed (%s); using a DM", user, channel,
                          error_code(exc))
-        opened = await client.conversations_open(users=user)
-        await client.chat_postMessage(channel=opened["channel"]["id"], text=message.text, blocks=message.blocks)
+        try:
+            opened = await client.conversations_open(users=user)
+            await client.chat_postMessage(channel=opened["channel"]["id"], text=message.text,
+                                          blocks=message.blocks)
+        except SlackApiError as exc:
+            log.warning("could not tell %s (no ephemeral, no DM: %s)", user, error_code(exc))
 
     async def start_socket_mode(self) -> None:
         from approvalbot.slack.socket_mode import connect

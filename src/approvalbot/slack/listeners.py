@@ -16,6 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 
 from approvalbot.core.machine import Refused
@@ -231,9 +232,14 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         await publish_home(client, event["user"])
 
     @app.error
-    async def on_error(error, body):
+    async def on_error(error, body, response):
         kind = (body or {}).get("type") or ((body or {}).get("event") or {}).get("type")
         if isinstance(error, SlackApiError):
             log.warning("slack listener for %s: Slack answered %s", kind, error_code(error))
-        else:
-            log.error("slack listener for %s failed", kind, exc_info=error)
+            return None
+        log.error("slack listener for %s failed", kind, exc_info=error)
+        if response is not None:
+            # Not acknowledged yet: it failed while bolt or a listener was still reading the
+            # payload, so the request is at fault, not the server.
+            return BoltResponse(status=400, body={"error": "unreadable request"})
+        return None

@@ -164,6 +164,7 @@ class ApprovalBot(ActivityHandler):
     async def on_message_activity(self, turn_context: TurnContext):
         verb, args = parse_command(turn_context.activity.text)
         try:
+            connector(turn_context)  # our timeout, no hidden retries, for every reply below
             if verb == "pending":
                 await self._pending(turn_context)
             elif verb == "approval" and args:
@@ -172,7 +173,10 @@ class ApprovalBot(ActivityHandler):
                 await turn_context.send_activity(card_message(cards.message_card("approvalbot commands", HELP_LINES)))
         except Exception:
             log.exception("Teams command failed")
-            await turn_context.send_activity("Something went wrong; nothing was changed. Try again later.")
+            try:
+                await turn_context.send_activity("Something went wrong; nothing was changed. Try again later.")
+            except Exception as exc:  # noqa: BLE001 - the connector is unreachable: nobody to tell
+                log.warning("Teams reply failed too (%s)", exc.__class__.__name__)
 
     async def _identify(self, turn_context: TurnContext) -> tuple[Clicker, Approver | None, Actor]:
         clicker = await self.people.resolve(turn_context)
@@ -229,7 +233,9 @@ class ApprovalBot(ActivityHandler):
 
     async def on_invoke_activity(self, turn_context: TurnContext):
         if turn_context.activity.name != INVOKE_NAME:
-            return await super().on_invoke_activity(turn_context)
+            # The only invoke the app declares. The SDK would answer 501, which reads as a server
+            # fault; an invoke we never offered is the sender's mistake.
+            return InvokeResponse(status=400)
         try:
             return await self._card_action(turn_context)
         except Exception:

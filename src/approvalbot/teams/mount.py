@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from approvalbot.web.errors import error_response
 log = logging.getLogger("approvalbot.teams")
 
 ROUTE = "/api/messages"
+URL_RE = re.compile(r"^https?://[^\s/]+")
 
 
 @dataclass
@@ -50,8 +52,11 @@ def mount(app: web.Application, ctx) -> bool:
         try:
             body = json.loads(raw)
             if not isinstance(body, dict) or not isinstance(body.get("type"), str) \
-                    or not Activity().deserialize(body).type:
+                    or not (activity := Activity().deserialize(body)).type:
                 raise ValueError("no activity type")
+            # Every activity Teams sends says where to answer; without that any reply would fail.
+            if not (activity.conversation and activity.conversation.id and URL_RE.match(activity.service_url or "")):
+                raise ValueError("no conversation or service URL")
         except (ValueError, TypeError, AttributeError, DeserializationError):
             return error_response(400, "invalid_activity", "the body is not a Bot Framework activity")
         response = await teams.adapter.process(request, teams.bot)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 from botbuilder.core import TurnContext
 from botbuilder.integration.aiohttp import (
     CloudAdapter,
@@ -40,9 +41,23 @@ class _AuthConfig:
         self.APP_TENANTID = ts.tenant_id or None
 
 
+class _Authentication(ConfigurationBotFrameworkAuthentication):
+    """The SDK's check of inbound tokens, where one that is not even a JWT is refused.
+
+    The SDK decodes the bearer token before validating it and lets PyJWT's errors escape,
+    so `Authorization: Bearer junk` answered 500; refused, it is a 401 like any bad token.
+    """
+
+    async def authenticate_request(self, activity: Activity, auth_header: str):
+        try:
+            return await super().authenticate_request(activity, auth_header)
+        except jwt.PyJWTError:
+            raise PermissionError("the bearer token is not a JWT") from None
+
+
 def build_adapter(ts: TeamsSettings) -> CloudAdapter:
     """With an app id every inbound activity must carry a valid Bot Framework token."""
-    return CloudAdapter(ConfigurationBotFrameworkAuthentication(_AuthConfig(ts)))
+    return CloudAdapter(_Authentication(_AuthConfig(ts)))
 
 
 def reference_of(activity: Activity) -> dict[str, Any]:
