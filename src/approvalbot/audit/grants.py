@@ -65,18 +65,25 @@ def _epoch(when: datetime) -> int:
     return int(when.timestamp())
 
 
-def grant_claims(request: ApprovalRequest) -> dict[str, Any]:
-    decided = request.decided_at or request.created_at
+def _common_claims(request: ApprovalRequest, audience: str, typ: str) -> dict[str, Any]:
+    """What grants and receipts both bind: issuer, kind, request, agent and the exact action."""
     return {
         "iss": ISSUER,
-        "aud": GRANT_AUDIENCE,
-        "typ": "grant",
+        "aud": audience,
+        "typ": typ,
         "jti": request.id,
         "sub": request.agent_id,
         "agent": request.agent_name,
         "action": request.action,
         "resource": request.resource,
         "params_sha256": params_digest(request.params),
+    }
+
+
+def grant_claims(request: ApprovalRequest) -> dict[str, Any]:
+    decided = request.decided_at or request.created_at
+    return {
+        **_common_claims(request, GRANT_AUDIENCE, "grant"),
         "approvers": [d.approver for d in request.decisions if d.decision == "approve"],
         "policy": request.policy.rule,
         "iat": _epoch(decided),
@@ -88,15 +95,7 @@ def grant_claims(request: ApprovalRequest) -> dict[str, Any]:
 def receipt_claims(request: ApprovalRequest) -> dict[str, Any]:
     decided = request.decided_at or request.created_at
     return {
-        "iss": ISSUER,
-        "aud": RECEIPT_AUDIENCE,
-        "typ": "receipt",
-        "jti": request.id,
-        "sub": request.agent_id,
-        "agent": request.agent_name,
-        "action": request.action,
-        "resource": request.resource,
-        "params_sha256": params_digest(request.params),
+        **_common_claims(request, RECEIPT_AUDIENCE, "receipt"),
         "status": request.status.value,
         "reason": request.outcome_reason,
         "deciders": [d.approver for d in request.decisions],

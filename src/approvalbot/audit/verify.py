@@ -226,6 +226,13 @@ def verify_records(
                 prev = prev2
                 break
     count = seq + (1 + len(rest) if problem else 0)
+    return _report(problem, cp_problem, anchors, cp_total, count, seq, prev)
+
+
+def _report(problem: Problem | None, cp_problem: Problem | None, anchors, cp_total: int, count: int,
+            seq: int, prev: str, unsealed: int = 0) -> Report:
+    """The verdict both verifiers give: a chain problem, else a checkpoint past the end, and
+    whichever problem comes first."""
     if problem is None:
         problem = anchors.beyond(seq)
     problem = _first(problem, cp_problem)
@@ -238,6 +245,7 @@ def verify_records(
         checkpoints_verified=anchors.verified,
         attested_seq=anchors.attested,
         problem=problem,
+        unsealed=unsealed,
     )
 
 
@@ -369,20 +377,8 @@ async def verify_redis(redis, public_keys: PublicKeyInput | None = None, batch: 
         problem = Problem(n_log + 1, "truncated",
                           f"the chain has {n_chain} hashes but the log only {n_log} records: "
                           "records were removed from the end")
-    if problem is None:
-        problem = anchors.beyond(seq)
-    problem = _first(problem, cp_problem)
-    return Report(
-        ok=problem is None,
-        count=n_log,
-        head_seq=seq,
-        head_hash=prev,
-        checkpoints=cp_total,
-        checkpoints_verified=anchors.verified,
-        attested_seq=anchors.attested,
-        problem=problem,
-        unsealed=max(n_log - n_chain, 0),
-    )
+    return _report(problem, cp_problem, anchors, cp_total, n_log, seq, prev,
+                   unsealed=max(n_log - n_chain, 0))
 
 
 async def _explain_redis(redis, p: int, prev: str, prev2: str, n_log: int, n_chain: int, batch: int,
