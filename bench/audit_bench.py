@@ -75,8 +75,7 @@ async def abest(fn, repeat: int = 3) -> tuple[float, object]:
 
 def sample_bodies(n: int) -> list[str]:
     """Realistic audit bodies: a request's created/approval/approved/denied events, varied ids and times."""
-    agent = Agent(id="agt_0123456789abcdef", name="etl-bot", owner="owner@example.com",
-                  created_at=datetime.now(UTC))
+    agent = Agent(id="agt_0123456789abcdef", name="etl-bot", owner="owner@example.com", created_at=datetime.now(UTC))
     human = Actor(kind="human", id="apr_fedcba9876543210", email="alice@example.com")
     policy = Policy.default().evaluate(BODY.action, BODY.resource, agent.name, BODY.params)
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -88,13 +87,20 @@ def sample_bodies(n: int) -> list[str]:
         actor = Actor(kind="agent", id=agent.id, email=agent.owner)
         out.append(audit_body(event_for(request, EventType.REQUESTED, actor, now, BODY.justification)))
         if i % 3 == 0:
-            out.append(audit_body(event_for(request, EventType.DENIED, human, now, "not in the freeze",
-                                            status="denied", callback=False)))
+            out.append(
+                audit_body(
+                    event_for(
+                        request, EventType.DENIED, human, now, "not in the freeze", status="denied", callback=False
+                    )
+                )
+            )
         else:
-            out.append(audit_body(event_for(request, EventType.APPROVAL_RECORDED, human, now, None,
-                                            approvals=1, required=1)))
-            out.append(audit_body(event_for(request, EventType.APPROVED, human, now, None,
-                                            status="approved", callback=False)))
+            out.append(
+                audit_body(event_for(request, EventType.APPROVAL_RECORDED, human, now, None, approvals=1, required=1))
+            )
+            out.append(
+                audit_body(event_for(request, EventType.APPROVED, human, now, None, status="approved", callback=False))
+            )
         i += 1
     return out[:n]
 
@@ -103,7 +109,7 @@ async def build_log(redis: Redis, service: ApprovalService, signer: Signer, n: i
     bodies = sample_bodies(n)
     started = time.perf_counter()
     for k in range(0, n, 5000):
-        await redis.rpush(keys.AUDIT_LOG, *bodies[k:k + 5000])
+        await redis.rpush(keys.AUDIT_LOG, *bodies[k : k + 5000])
     appended = time.perf_counter() - started
     started = time.perf_counter()
     await service.audit.seal()
@@ -111,8 +117,7 @@ async def build_log(redis: Redis, service: ApprovalService, signer: Signer, n: i
     started = time.perf_counter()
     await checkpoint(service.audit, signer)
     signed = time.perf_counter() - started
-    return {"append": appended, "seal": sealed, "checkpoint": signed,
-            "bytes": sum(len(b) for b in bodies) / n}
+    return {"append": appended, "seal": sealed, "checkpoint": signed, "bytes": sum(len(b) for b in bodies) / n}
 
 
 async def intake(redis: Redis, signer: Signer, per_round: int, rounds: int, concurrency: int) -> dict:
@@ -133,6 +138,7 @@ async def intake(redis: Redis, signer: Signer, per_round: int, rounds: int, conc
             done = await service.requests.commit(transition, 0, None)
             if seal:
                 await service.audit.seal(done.last_seq)
+
         return run
 
     modes = {
@@ -171,9 +177,13 @@ def grant_costs(signer: Signer, n: int = 2000) -> tuple[float, float]:
     policy = Policy.default().evaluate(BODY.action, BODY.resource, agent.name, BODY.params)
     now = datetime.now(UTC)
     request: ApprovalRequest = sm.create("req_bench", BODY, agent, policy, now).request
-    request = request.model_copy(update={
-        "status": Status.APPROVED, "decided_at": now,
-        "decisions": [Decision(approver="alice@example.com", decision="approve", at=now)]})
+    request = request.model_copy(
+        update={
+            "status": Status.APPROVED,
+            "decided_at": now,
+            "decisions": [Decision(approver="alice@example.com", decision="approve", at=now)],
+        }
+    )
     started = time.perf_counter()
     for _ in range(n):
         token = grants.issue(request, signer).grant
@@ -189,9 +199,11 @@ async def main(args) -> None:
     with redis_server() as url:
         redis = Redis.from_url(url, max_connections=200)
         if os.environ.get("REDIS_URL") and await redis.dbsize():
-            print("REDIS_URL names a database that is not empty; this benchmark writes and then flushes "
-                  "it. Point it at an empty one (e.g. redis://127.0.0.1:6379/15) or unset REDIS_URL.",
-                  file=sys.stderr)
+            print(
+                "REDIS_URL names a database that is not empty; this benchmark writes and then flushes "
+                "it. Point it at an empty one (e.g. redis://127.0.0.1:6379/15) or unset REDIS_URL.",
+                file=sys.stderr,
+            )
             await redis.aclose()
             raise SystemExit(2)
         try:
@@ -226,8 +238,9 @@ async def main(args) -> None:
     print(f"  append (pipelined RPUSH)          {n / built['append']:>10,.0f} records/s")
     print(f"  seal (AuditLog.seal)              {n / built['seal']:>10,.0f} records/s")
     print(f"  checkpoint (seal check + sign)    {built['checkpoint'] * 1000:>10.2f} ms")
-    print(f"  export jsonl                      {n / export_s:>10,.0f} records/s "
-          f"({export.stat().st_size / 1e6:.1f} MB)")
+    print(
+        f"  export jsonl                      {n / export_s:>10,.0f} records/s ({export.stat().st_size / 1e6:.1f} MB)"
+    )
     print(f"  verify server-side (Redis)        {n / server_s:>10,.0f} records/s  ({server_s:.2f} s, best of 3)")
     print(f"  verify offline (jsonl export)     {n / offline_s:>10,.0f} records/s  ({offline_s:.2f} s, best of 3)")
     print(f"\nintake: {args.rounds} interleaved rounds of {args.intake} creates per mode; medians")
@@ -236,8 +249,10 @@ async def main(args) -> None:
     for name, by in speeds.items():
         print(f"  {name:<34} {by[1]:>9,.0f}/s {by[args.concurrency]:>9,.0f}/s")
     full = speeds["service.create (record + seal)"]
-    print(f"  audit cost (no-audit / full), sequential: {base[1] / full[1]:.2f}x; "
-          f"concurrent: {base[args.concurrency] / full[args.concurrency]:.2f}x")
+    print(
+        f"  audit cost (no-audit / full), sequential: {base[1] / full[1]:.2f}x; "
+        f"concurrent: {base[args.concurrency] / full[args.concurrency]:.2f}x"
+    )
     print(f"\ngrants: issue {issue:,.0f}/s, verify_grant {verify:,.0f}/s (one core)")
 
 

@@ -61,8 +61,9 @@ def service_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "approvalbot", *args], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "approvalbot", *args], env=env, capture_output=True, text=True, check=True
+    )
     return out.stdout.strip()
 
 
@@ -106,8 +107,10 @@ class Result:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000 if ordered else float("nan")
 
     def line(self) -> str:
-        return (f"{self.name:<28} {self.rate:8.0f} req/s  p50 {self.pct(50):6.2f} ms  "
-                f"p99 {self.pct(99):6.2f} ms  ({self.count} ok, {self.errors} errors)")
+        return (
+            f"{self.name:<28} {self.rate:8.0f} req/s  p50 {self.pct(50):6.2f} ms  "
+            f"p99 {self.pct(99):6.2f} ms  ({self.count} ok, {self.errors} errors)"
+        )
 
 
 async def closed_loop(name: str, make_request, concurrency: int, seconds: float) -> Result:

@@ -36,8 +36,9 @@ async def run(base: str, agent: str, approver: str, rounds: int) -> tuple[Result
             waiter = asyncio.create_task(wait())
             await asyncio.sleep(0.01)  # let the long-poll reach the server and register
             started = time.perf_counter()
-            async with approver_http.post(f"{base}/v1/requests/{request_id}/decisions",
-                                          json={"decision": "approve"}, headers=auth_r) as r:
+            async with approver_http.post(
+                f"{base}/v1/requests/{request_id}/decisions", json={"decision": "approve"}, headers=auth_r
+            ) as r:
                 assert r.status == 200, await r.text()
             latencies.append(await arrived - started)
             await waiter
@@ -46,8 +47,10 @@ async def run(base: str, agent: str, approver: str, rounds: int) -> tuple[Result
                 await r.read()
             baseline.append(time.perf_counter() - started)
     total = sum(latencies)
-    return (Result("API approve -> agent wakes", rounds, 0, total, latencies),
-            Result("baseline GET /healthz", rounds, 0, sum(baseline), baseline))
+    return (
+        Result("API approve -> agent wakes", rounds, 0, total, latencies),
+        Result("baseline GET /healthz", rounds, 0, sum(baseline), baseline),
+    )
 
 
 def main() -> None:
@@ -60,8 +63,10 @@ def main() -> None:
         approver = cli(env, "approvers", "add", "reviewer@example.com")
         port = free_port()
         py = sys.executable
-        with process([py, "-m", "approvalbot", "web", "--port", str(port)], env, port), \
-             process([py, "-m", "approvalbot", "worker"], env):
+        with (
+            process([py, "-m", "approvalbot", "web", "--port", str(port)], env, port),
+            process([py, "-m", "approvalbot", "worker"], env),
+        ):
             ours, base = asyncio.run(run(f"http://127.0.0.1:{port}", agent, approver, args.rounds))
     print(f"machine: {machine()}")
     for r in (ours, base):

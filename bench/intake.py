@@ -15,8 +15,8 @@ import sys
 
 from common import (
     ROOT,
-    closed_loop,
     cli,
+    closed_loop,
     cpu_seconds,
     free_port,
     machine,
@@ -67,20 +67,30 @@ def main() -> None:
         token = cli(env, "agents", "add", "bench-bot", "--owner", "owner@example.com")
         web_port, base_port = free_port(), free_port()
         py = sys.executable
-        with process([py, "-m", "approvalbot", "web", "--port", str(web_port)], env, web_port) as web, \
-             process([py, "-m", "approvalbot", "worker"], env) as worker, \
-             process([py, str(ROOT / "bench" / "baseline_server.py"), str(base_port)], env, base_port) as baseline:
-            ours = asyncio.run(measure("approvalbot intake", f"http://127.0.0.1:{web_port}/v1/requests",
-                                       token, args, [web.pid, worker.pid]))
-            base = asyncio.run(measure("baseline (1 SET)", f"http://127.0.0.1:{base_port}/v1/requests",
-                                       None, args, [baseline.pid]))
-    print(f"machine: {machine()}; Redis: {'REDIS_URL' if 'REDIS_URL' in __import__('os').environ else 'embedded Valkey'}")
+        with (
+            process([py, "-m", "approvalbot", "web", "--port", str(web_port)], env, web_port) as web,
+            process([py, "-m", "approvalbot", "worker"], env) as worker,
+            process([py, str(ROOT / "bench" / "baseline_server.py"), str(base_port)], env, base_port) as baseline,
+        ):
+            ours = asyncio.run(
+                measure(
+                    "approvalbot intake", f"http://127.0.0.1:{web_port}/v1/requests", token, args, [web.pid, worker.pid]
+                )
+            )
+            base = asyncio.run(
+                measure("baseline (1 SET)", f"http://127.0.0.1:{base_port}/v1/requests", None, args, [baseline.pid])
+            )
+    print(
+        f"machine: {machine()}; Redis: {'REDIS_URL' if 'REDIS_URL' in __import__('os').environ else 'embedded Valkey'}"
+    )
     print(f"closed loop, {args.concurrency} connections, {args.seconds:g} s; open loop at {args.rate:g} req/s")
     for result in (*ours[:2], *base[:2]):
         print(result.line())
     print(f"throughput ratio approvalbot/baseline: {ours[0].rate / base[0].rate:.2f}")
-    print(f"server CPU per request: approvalbot {ours[2] * 1e6:.0f} us (web + worker), "
-          f"baseline {base[2] * 1e6:.0f} us; ratio baseline/approvalbot {base[2] / ours[2]:.2f}")
+    print(
+        f"server CPU per request: approvalbot {ours[2] * 1e6:.0f} us (web + worker), "
+        f"baseline {base[2] * 1e6:.0f} us; ratio baseline/approvalbot {base[2] / ours[2]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,13 @@ async def fill(redis_url: str, agent_name: str, n: int) -> float:
     redis = Redis.from_url(redis_url)
     service = ApprovalService(redis, Policy.default())
     agent = await service.identities.get_agent_by_name(agent_name)
-    body = RequestCreate(action="dataset.export", resource="s3://warehouse/customers",
-                         params={"rows": 120000, "format": "parquet"},
-                         justification="quarterly churn analysis",
-                         context={"code_path": "pipelines/export.py:88"})
+    body = RequestCreate(
+        action="dataset.export",
+        resource="s3://warehouse/customers",
+        params={"rows": 120000, "format": "parquet"},
+        justification="quarterly churn analysis",
+        context={"code_path": "pipelines/export.py:88"},
+    )
     started = time.perf_counter()
     for start in range(0, n, 50):
         await asyncio.gather(*(service.create(agent, body) for _ in range(min(50, n - start))))
@@ -77,7 +80,9 @@ def main() -> None:
             page = asyncio.run(timed_gets(f"{base}/v1/requests?status=pending&limit=50", auth))
             health = asyncio.run(timed_gets(f"{base}/healthz", {}))
     print(f"machine: {machine()}")
-    print(f"created {args.requests} pending requests in {seconds:.1f} s ({args.requests / seconds:.0f}/s via the service)")
+    print(
+        f"created {args.requests} pending requests in {seconds:.1f} s ({args.requests / seconds:.0f}/s via the service)"
+    )
     print(f"Redis memory per pending request (incl. its audit record): {(after - before) / args.requests:.0f} bytes")
     print(f"first page of GET /v1/requests (50 items): p50 {page[len(page) // 2]:.2f} ms, max {page[-1]:.2f} ms")
     print(f"baseline GET /healthz:                      p50 {health[len(health) // 2]:.2f} ms, max {health[-1]:.2f} ms")

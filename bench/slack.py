@@ -22,7 +22,7 @@ import aiohttp
 from common import ROOT, Result, cli, free_port, machine, open_loop, process, redis_server, service_env
 
 sys.path.insert(0, str(ROOT))
-from tests.slack.fake_slack import BOT_TOKEN, FakeSlack  # noqa: E402
+from tests.slack.fake_slack import BOT_TOKEN, FakeSlack
 
 SECRET = "bench-signing-secret"
 REVIEWER = "U0REVIEW"
@@ -32,8 +32,11 @@ CHANNEL = "C0APPROVALS"
 def signed(body: str) -> dict[str, str]:
     ts = str(int(time.time()))
     mac = hmac.new(SECRET.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"Content-Type": "application/x-www-form-urlencoded",
-            "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={mac}"}
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={mac}",
+    }
 
 
 def interaction(payload: dict) -> str:
@@ -41,23 +44,41 @@ def interaction(payload: dict) -> str:
 
 
 def click(request_id: str, n: int) -> str:
-    return interaction({
-        "type": "block_actions", "team": {"id": "T0FAKE"}, "api_app_id": "A0APP",
-        "user": {"id": REVIEWER, "team_id": "T0FAKE"}, "trigger_id": f"trig-{n}",
-        "actions": [{"type": "button", "action_id": "approve", "block_id": "decide",
-                     "value": request_id, "action_ts": str(time.time())}],
-        "container": {"type": "message", "message_ts": "1.0", "channel_id": CHANNEL},
-        "channel": {"id": CHANNEL}, "message": {"ts": "1.0", "text": "card", "blocks": []},
-    })
+    return interaction(
+        {
+            "type": "block_actions",
+            "team": {"id": "T0FAKE"},
+            "api_app_id": "A0APP",
+            "user": {"id": REVIEWER, "team_id": "T0FAKE"},
+            "trigger_id": f"trig-{n}",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": "approve",
+                    "block_id": "decide",
+                    "value": request_id,
+                    "action_ts": str(time.time()),
+                }
+            ],
+            "container": {"type": "message", "message_ts": "1.0", "channel_id": CHANNEL},
+            "channel": {"id": CHANNEL},
+            "message": {"ts": "1.0", "text": "card", "blocks": []},
+        }
+    )
 
 
 def submission(view: dict, n: int) -> str:
     state = {"values": {"reason": {"reason": {"type": "plain_text_input", "value": "bench"}}}}
-    return interaction({
-        "type": "view_submission", "team": {"id": "T0FAKE"}, "api_app_id": "A0APP",
-        "user": {"id": REVIEWER, "team_id": "T0FAKE"}, "trigger_id": f"sub-{n}",
-        "view": {**view, "id": f"V{n}", "state": state, "hash": "h"},
-    })
+    return interaction(
+        {
+            "type": "view_submission",
+            "team": {"id": "T0FAKE"},
+            "api_app_id": "A0APP",
+            "user": {"id": REVIEWER, "team_id": "T0FAKE"},
+            "trigger_id": f"sub-{n}",
+            "view": {**view, "id": f"V{n}", "state": state, "hash": "h"},
+        }
+    )
 
 
 async def run(base: str, agent: str, fake: FakeSlack, args) -> list[Result]:
@@ -131,14 +152,21 @@ def main() -> None:
         await fake.start()
         try:
             with redis_server() as redis_url:
-                env = service_env(redis_url, SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SECRET,
-                                  SLACK_CHANNEL="#approvals", SLACK_API_URL=fake.api_url)
+                env = service_env(
+                    redis_url,
+                    SLACK_BOT_TOKEN=BOT_TOKEN,
+                    SLACK_SIGNING_SECRET=SECRET,
+                    SLACK_CHANNEL="#approvals",
+                    SLACK_API_URL=fake.api_url,
+                )
                 agent = cli(env, "agents", "add", "bench-bot", "--owner", "owner@example.com")
                 cli(env, "approvers", "add", "reviewer@example.com")
                 port = free_port()
                 py = sys.executable
-                with process([py, "-m", "approvalbot", "web", "--port", str(port)], env, port), \
-                     process([py, "-m", "approvalbot", "worker"], env):
+                with (
+                    process([py, "-m", "approvalbot", "web", "--port", str(port)], env, port),
+                    process([py, "-m", "approvalbot", "worker"], env),
+                ):
                     # The fake runs on this event loop, so keep the loop free while processes start.
                     return await run(f"http://127.0.0.1:{port}", agent, fake, args)
         finally:

@@ -1,8 +1,8 @@
 """An agent that exports a dataset only when a human approved that exact export.
 
-    export APPROVALBOT_URL=http://127.0.0.1:3000
-    export APPROVALBOT_TOKEN=$(approvalbot agents add export-agent --owner you@example.com)
-    python examples/agent_export.py customers s3://analytics-drop/customers.parquet
+export APPROVALBOT_URL=http://127.0.0.1:3000
+export APPROVALBOT_TOKEN=$(approvalbot agents add export-agent --owner you@example.com)
+python examples/agent_export.py customers s3://analytics-drop/customers.parquet
 """
 
 import sys

@@ -17,14 +17,21 @@ from approvalbot.audit.grants import GrantError, verify_grant
 
 def perform_export(grant: str, public_pem: str, table: str, destination: str) -> None:
     try:
-        claims = verify_grant(grant, public_pem, action="dataset.export", resource=f"warehouse/{table}",
-                              params={"destination": destination, "format": "parquet"})
+        claims = verify_grant(
+            grant,
+            public_pem,
+            action="dataset.export",
+            resource=f"warehouse/{table}",
+            params={"destination": destination, "format": "parquet"},
+        )
     except GrantError as exc:
         sys.exit(f"refusing to export: {exc.code}")
     # Single use: redeem before acting (any approvalbot token of this deployment may redeem).
-    answer = httpx.post(f"{os.environ.get('APPROVALBOT_URL', 'http://127.0.0.1:3000')}/v1/grants/consume",
-                        json={"grant": grant},
-                        headers={"Authorization": f"Bearer {os.environ['APPROVALBOT_TOKEN']}"})
+    answer = httpx.post(
+        f"{os.environ.get('APPROVALBOT_URL', 'http://127.0.0.1:3000')}/v1/grants/consume",
+        json={"grant": grant},
+        headers={"Authorization": f"Bearer {os.environ['APPROVALBOT_TOKEN']}"},
+    )
     if answer.status_code != 200:
         sys.exit(f"grant not redeemable: {answer.json()['error']['code']}")
     print(f"exporting {table} to {destination}, approved by {', '.join(claims['approvers'])}")

@@ -53,8 +53,7 @@ class Client:
         return await self.call("POST", f"/v1/requests/{request_id}/decisions", token, json=payload)
 
     async def consume(self, grant: str, token: str | None = None, **extra):
-        return await self.call("POST", "/v1/grants/consume", token or self.agent_token,
-                               json={"grant": grant, **extra})
+        return await self.call("POST", "/v1/grants/consume", token or self.agent_token, json={"grant": grant, **extra})
 
 
 def wire(app, signer: Signer) -> None:

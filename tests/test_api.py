@@ -127,10 +127,7 @@ async def test_concurrent_approve_and_deny_have_exactly_one_outcome(api):
         tokens.append((await api.service.identities.add_approver(f"r{i}@example.com", []))[1])
     for _ in range(15):
         _, req = await api.ask()
-        calls = [
-            api.decide(req["id"], t, "approve" if i % 2 else "deny", "race")
-            for i, t in enumerate(tokens)
-        ]
+        calls = [api.decide(req["id"], t, "approve" if i % 2 else "deny", "race") for i, t in enumerate(tokens)]
         results = await asyncio.gather(*calls)
         winners = [body for status, body in results if status == 200]
         losers = [body for status, body in results if status != 200]
@@ -146,9 +143,7 @@ async def test_concurrent_approve_and_deny_have_exactly_one_outcome(api):
 async def test_two_approvers_racing_for_last_approval(api):
     api.service.policy = TWO_PERSON
     ids = api.service.identities
-    tokens = [api.approver_token] + [
-        (await ids.add_approver(f"s{i}@example.com", ["security"]))[1] for i in range(3)
-    ]
+    tokens = [api.approver_token] + [(await ids.add_approver(f"s{i}@example.com", ["security"]))[1] for i in range(3)]
     for _ in range(10):
         _, req = await api.ask(action="iam.key.rotate")
         results = await asyncio.gather(*(api.decide(req["id"], t) for t in tokens))
@@ -170,7 +165,10 @@ async def test_idempotency_key_returns_the_same_request(api):
     assert await api.service.redis.zcard("ab:pending") == 1
     # Same key, different body: refused rather than silently returning the other request.
     status, err = await api.call(
-        "POST", "/v1/requests", api.agent_token, json={"action": "model.deploy", "resource": "staging"},
+        "POST",
+        "/v1/requests",
+        api.agent_token,
+        json={"action": "model.deploy", "resource": "staging"},
         headers=dict(headers),
     )
     assert (status, err["error"]["code"]) == (422, "idempotency_key_reused")
@@ -257,9 +255,7 @@ async def test_expiry_with_no_traffic_wakes_the_waiting_agent(api, rt):
     from approvalbot.jobs.ticker import Ticker
 
     _, req = await api.ask(expires_in=10)
-    waiting = asyncio.create_task(
-        api.call("GET", f"/v1/requests/{req['id']}?wait=20", api.agent_token)
-    )
+    waiting = asyncio.create_task(api.call("GET", f"/v1/requests/{req['id']}?wait=20", api.agent_token))
     ticker = Ticker(api.service, Queue("t", connection=rt.sync_redis()), [], interval=0.05)
     stop = asyncio.Event()
     run = asyncio.create_task(ticker.run(stop))

@@ -65,8 +65,12 @@ async def build_history(service: ApprovalService, signer: Signer, n: int = 30, e
     owner, _ = await ids.add_approver("owner@example.com", ["security"])
     made = []
     for i in range(n):
-        body = RequestCreate(action="dataset.export", resource=f"s3://bucket/{i}",
-                             params={"rows": i, "note": "ünïcode ✓"}, justification=f"run {i}")
+        body = RequestCreate(
+            action="dataset.export",
+            resource=f"s3://bucket/{i}",
+            params={"rows": i, "note": "ünïcode ✓"},
+            justification=f"run {i}",
+        )
         req, _ = await service.create(agent, body)
         made.append(req.id)
         kind = i % 5
@@ -148,8 +152,15 @@ async def test_history_verifies_offline_and_server_side(redis, settings, signer)
     online = await verify_redis(redis, signer.keyring)
     assert online.ok and online.as_dict()["head"] == offline.as_dict()["head"]
     types = {r["type"] for r in records}
-    assert {"request.created", "request.approved", "request.denied", "request.cancelled",
-            "request.expired", "self_approval.blocked", "approval.recorded"} <= types
+    assert {
+        "request.created",
+        "request.approved",
+        "request.denied",
+        "request.cancelled",
+        "request.expired",
+        "self_approval.blocked",
+        "approval.recorded",
+    } <= types
 
 
 async def test_checkpoint_skips_an_unchanged_head_and_concurrent_checkpointers_agree(redis, signer):
@@ -162,8 +173,9 @@ async def test_checkpoint_skips_an_unchanged_head_and_concurrent_checkpointers_a
     assert await checkpoint(service.audit, signer) is None
     for _ in range(5):
         await service.create(agent, RequestCreate(action="x.y"))
-    made = await asyncio.gather(*(checkpoint(ApprovalService(redis, Policy.default()).audit, signer)
-                                  for _ in range(10)))
+    made = await asyncio.gather(
+        *(checkpoint(ApprovalService(redis, Policy.default()).audit, signer) for _ in range(10))
+    )
     assert sum(m is not None for m in made) == 1
     stored = await read_checkpoints(redis)
     assert [c.seq for c in stored] == [1, 6]
@@ -219,8 +231,9 @@ def test_offline_verifier_catches_every_single_tampering(redis_url, tmp_path):
     @given(st.data())
     def tampered(data):
         forged = copy.deepcopy(records)
-        op = data.draw(st.sampled_from(
-            ["modify", "delete", "insert", "insert_rehashed", "swap", "truncate", "rewrite", "seq"]))
+        op = data.draw(
+            st.sampled_from(["modify", "delete", "insert", "insert_rehashed", "swap", "truncate", "rewrite", "seq"])
+        )
         i = data.draw(st.integers(0, n - 1), label="i")
         kinds = None
         if op == "modify":
@@ -348,10 +361,24 @@ def test_server_side_verifier_catches_tampering_in_redis(redis_url, tmp_path):
     @given(st.data())
     def tampered(data):
         new_log, new_chain = list(log), list(chain)
-        op = data.draw(st.sampled_from([
-            "modify", "modify_hash", "delete_log", "delete_both", "insert_log", "insert_both",
-            "insert_both_linked", "swap_log", "swap_both", "truncate_both", "truncate_log", "rewrite",
-        ]))
+        op = data.draw(
+            st.sampled_from(
+                [
+                    "modify",
+                    "modify_hash",
+                    "delete_log",
+                    "delete_both",
+                    "insert_log",
+                    "insert_both",
+                    "insert_both_linked",
+                    "swap_log",
+                    "swap_both",
+                    "truncate_both",
+                    "truncate_log",
+                    "rewrite",
+                ]
+            )
+        )
         i = data.draw(st.integers(0, n - 1), label="i")
         if op == "modify":
             new_log[i] = changed_body(log[i], data.draw(st.sampled_from(BODY_FIELDS)))
@@ -401,8 +428,7 @@ def test_server_side_verifier_catches_tampering_in_redis(redis_url, tmp_path):
         finally:
             put(log, chain)
         assert not report.ok, (op, i)
-        assert (report.problem.seq, report.problem.kind in expected[1]) == (expected[0], True), \
-            (op, i, report.problem)
+        assert (report.problem.seq, report.problem.kind in expected[1]) == (expected[0], True), (op, i, report.problem)
 
     tampered()
     assert asyncio.run(run_verify()).ok
@@ -476,12 +502,18 @@ async def test_racing_writers_in_two_processes_and_many_tasks_keep_the_log_whole
     await ids.add_agent("race-bot", "owner@example.com")
     for k in range(3):
         await ids.add_approver(f"r{k}@example.com", [])
-    env = {**os.environ, "REDIS_URL": redis_url, "DATA_DIR": str(settings.data_dir),
-           "ROOT_DIR": str(Path(__file__).resolve().parents[1]), "PYTHONPATH": str(SRC)}
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "DATA_DIR": str(settings.data_dir),
+        "ROOT_DIR": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": str(SRC),
+    }
     per_process, procs = 300, []
     for _ in range(2):
-        procs.append(await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WORKER, str(per_process), "40", env=env))
+        procs.append(
+            await asyncio.create_subprocess_exec(sys.executable, "-c", WORKER, str(per_process), "40", env=env)
+        )
     for _ in range(600):
         if int(await redis.get("test:ready") or 0) == len(procs):
             break
@@ -523,14 +555,22 @@ async def test_racing_writers_in_two_processes_and_many_tasks_keep_the_log_whole
 async def _some_traffic(server, n: int = 6) -> list[str]:
     ids = []
     for i in range(n):
-        status, req = await server.call("POST", "/v1/requests", server.agent_token,
-                                        json={"action": "dataset.export", "resource": f"r{i}",
-                                              "justification": "=cmd|' /C calc'!A0" if i == 0 else None})
+        status, req = await server.call(
+            "POST",
+            "/v1/requests",
+            server.agent_token,
+            json={
+                "action": "dataset.export",
+                "resource": f"r{i}",
+                "justification": "=cmd|' /C calc'!A0" if i == 0 else None,
+            },
+        )
         assert status == 201
         ids.append(req["id"])
         decision = {"decision": "approve"} if i % 2 else {"decision": "deny", "reason": "@SUM(1+1)"}
-        status, _ = await server.call("POST", f"/v1/requests/{req['id']}/decisions",
-                                      server.approver_token, json=decision)
+        status, _ = await server.call(
+            "POST", f"/v1/requests/{req['id']}/decisions", server.approver_token, json=decision
+        )
         assert status == 200
     return ids
 
@@ -558,18 +598,38 @@ async def test_http_export_round_trips_into_offline_cli_verify(server, tmp_path)
     jwks.write_text(json.dumps(keys_doc))
     pem.write_text(key["pem"])
     for key_file in (jwks, pem):
-        assert audit_main(["audit", "verify", "--file", str(export), "--checkpoints", str(cp_file),
-                           "--public-key", str(key_file)]) == 0
+        assert (
+            audit_main(
+                ["audit", "verify", "--file", str(export), "--checkpoints", str(cp_file), "--public-key", str(key_file)]
+            )
+            == 0
+        )
 
     # In a separate process with no Redis anywhere: offline means offline.
-    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": str(SRC),
-           "APPROVALBOT_DATA_DIR": str(tmp_path / "nowhere")}
-    command = [sys.executable, "-m", "approvalbot.audit.cli", "audit", "verify", "--file", str(export),
-               "--checkpoints", str(cp_file), "--public-key", str(pem)]
+    env = {
+        **os.environ,
+        "REDIS_URL": "redis://127.0.0.1:1/0",
+        "PYTHONPATH": str(SRC),
+        "APPROVALBOT_DATA_DIR": str(tmp_path / "nowhere"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "approvalbot.audit.cli",
+        "audit",
+        "verify",
+        "--file",
+        str(export),
+        "--checkpoints",
+        str(cp_file),
+        "--public-key",
+        str(pem),
+    ]
 
     def offline_verify():
-        return asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True,
-                                 timeout=60, check=False)
+        return asyncio.to_thread(
+            subprocess.run, command, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
 
     done = await offline_verify()
     assert done.returncode == 0, done.stderr
@@ -583,7 +643,10 @@ async def test_http_export_round_trips_into_offline_cli_verify(server, tmp_path)
     done = await offline_verify()
     assert done.returncode == 1
     assert json.loads(done.stdout)["problem"] == {
-        "seq": 5, "kind": "changed", "detail": "the record's content does not match its recorded hash"}
+        "seq": 5,
+        "kind": "changed",
+        "detail": "the record's content does not match its recorded hash",
+    }
     assert "FAILED at seq 5" in done.stderr
 
 
@@ -593,12 +656,29 @@ async def test_csv_export_and_filters(server):
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(body.decode())))
     assert rows[0] == CSV_COLUMNS
-    assert rows[0] == ["seq", "at", "type", "request_id", "action", "resource", "actor_kind", "actor_id",
-                       "actor_email", "actor_channel", "reason", "policy", "hash"]
+    assert rows[0] == [
+        "seq",
+        "at",
+        "type",
+        "request_id",
+        "action",
+        "resource",
+        "actor_kind",
+        "actor_id",
+        "actor_email",
+        "actor_channel",
+        "reason",
+        "policy",
+        "hash",
+    ]
     assert len(rows) == 1 + 3 * 3 + 3 * 2
     first = dict(zip(rows[0], rows[1]))
     assert (first["seq"], first["type"], first["request_id"], first["actor_kind"]) == (
-        "1", "request.created", ids[0], "agent")
+        "1",
+        "request.created",
+        ids[0],
+        "agent",
+    )
     assert first["reason"].startswith("'=")  # a formula is never live in a spreadsheet
     denied = dict(zip(rows[0], rows[2]))
     assert denied["type"] == "request.denied" and denied["reason"] == "'@SUM(1+1)"
@@ -614,11 +694,9 @@ async def test_csv_export_and_filters(server):
     everything = [json.loads(line) for line in all_body.splitlines()]
     k = next(k for k in range(5, len(everything)) if everything[k]["at"] > everything[k - 1]["at"])
     cut = everything[k]["at"]
-    status, body, _ = await server.call("GET", "/v1/audit", server.approver_token, raw=True,
-                                        params={"since": cut})
+    status, body, _ = await server.call("GET", "/v1/audit", server.approver_token, raw=True, params={"since": cut})
     assert [json.loads(x)["seq"] for x in body.splitlines()] == [r["seq"] for r in everything[k:]]
-    status, body, _ = await server.call("GET", "/v1/audit", server.approver_token, raw=True,
-                                        params={"until": cut})
+    status, body, _ = await server.call("GET", "/v1/audit", server.approver_token, raw=True, params={"until": cut})
     assert [json.loads(x)["seq"] for x in body.splitlines()] == [r["seq"] for r in everything[:k]]
     status, err = await server.call("GET", "/v1/audit?format=xml", server.approver_token)
     assert (status, err["error"]["code"]) == (422, "invalid_query")
@@ -665,8 +743,7 @@ async def test_cli_export_checkpoint_and_server_verify(rt, redis, signer, tmp_pa
         return asyncio.get_running_loop().run_in_executor(None, audit_cli.COMMANDS[args.command], rt, args)
 
     export, cps = tmp_path / "e.jsonl", tmp_path / "c.jsonl"
-    assert await run("audit", "export", "--format", "jsonl", "--output", str(export),
-                     "--checkpoints", str(cps)) == 0
+    assert await run("audit", "export", "--format", "jsonl", "--output", str(export), "--checkpoints", str(cps)) == 0
     assert await run("audit", "checkpoint") == 0
     assert await run("audit", "verify") == 0
     out = capsys.readouterr().out
@@ -676,8 +753,9 @@ async def test_cli_export_checkpoint_and_server_verify(rt, redis, signer, tmp_pa
     pem.write_text(capsys.readouterr().out)
     report = audit_cli.verify_file(export, cps, pem.read_text())
     assert report.ok and report.checkpoints_verified == 2 and report.count == len(export.read_bytes().splitlines())
-    assert await run("audit", "export", "--format", "csv", "--output", str(tmp_path / "e.csv"),
-                     "--request", "nope") == 0
+    assert (
+        await run("audit", "export", "--format", "csv", "--output", str(tmp_path / "e.csv"), "--request", "nope") == 0
+    )
     assert (tmp_path / "e.csv").read_text().splitlines() == [",".join(CSV_COLUMNS)]
     await redis.lset(keys.AUDIT_CHAIN, 0, "0" * 64)
     assert await run("audit", "verify") == 1

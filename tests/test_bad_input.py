@@ -63,7 +63,10 @@ async def test_oversized_body_is_413(api):
 
 async def test_wrong_content_type_is_415(api):
     status, body = await api.call(
-        "POST", "/v1/requests", api.agent_token, data="action=x.y",
+        "POST",
+        "/v1/requests",
+        api.agent_token,
+        data="action=x.y",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert (status, body["error"]["code"]) == (415, "unsupported_media_type")
@@ -108,9 +111,7 @@ async def test_revoked_approver_cannot_decide(api):
 async def test_bad_decisions_change_nothing(api, payload, code):
     _, req = await api.ask()
     before = await audit_length(api)
-    status, body = await api.call(
-        "POST", f"/v1/requests/{req['id']}/decisions", api.approver_token, json=payload
-    )
+    status, body = await api.call("POST", f"/v1/requests/{req['id']}/decisions", api.approver_token, json=payload)
     assert status == 422 and body["error"]["code"] == code
     _, after = await api.call("GET", f"/v1/requests/{req['id']}", api.agent_token)
     assert after["status"] == "pending" and after["decisions"] == []
@@ -144,8 +145,14 @@ async def test_health_metrics_and_openapi(api):
     assert 'approvalbot_queue_depth{queue="pending_requests"} 1.0' in text
     status, doc = await api.call("GET", "/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
-    for path in ("/v1/requests", "/v1/requests/{id}", "/v1/requests/{id}/cancel",
-                 "/v1/requests/{id}/decisions", "/healthz", "/metrics"):
+    for path in (
+        "/v1/requests",
+        "/v1/requests/{id}",
+        "/v1/requests/{id}/cancel",
+        "/v1/requests/{id}/decisions",
+        "/healthz",
+        "/metrics",
+    ):
         assert path in doc["paths"]
     create = doc["components"]["schemas"]["RequestCreate"]
     assert create["additionalProperties"] is False and "action" in create["required"]

@@ -37,8 +37,9 @@ async def approve_when_asked(api, decision="approve", reason=None, timeout=10.0)
 
 async def test_async_client_request_get_wait_cancel(api):
     async with AsyncApprovalClient(api.base, api.agent_token) as client:
-        req = await client.request("dataset.export", resource="s3://b/k", params={"rows": 3},
-                                   context={"code_path": "x.py:1"})
+        req = await client.request(
+            "dataset.export", resource="s3://b/k", params={"rows": 3}, context={"code_path": "x.py:1"}
+        )
         assert req.status.value == "pending" and req.params == {"rows": 3}
         assert (await client.get(req.id)).id == req.id
         decider = asyncio.create_task(approve_when_asked(api))
@@ -125,8 +126,11 @@ async def test_retry_after_dropped_connection_creates_one_request(api):
 async def test_sync_client_and_decorator_on_sync_function(api):
     calls = []
 
-    @requires_approval("dataset.export", resource=lambda table, rows, **_: f"warehouse/{table}",
-                       params=lambda table, rows, **_: {"rows": rows})
+    @requires_approval(
+        "dataset.export",
+        resource=lambda table, rows, **_: f"warehouse/{table}",
+        params=lambda table, rows, **_: {"rows": rows},
+    )
     def export(table, rows, grant=None):
         calls.append((table, rows, grant))
         return "exported"
@@ -176,8 +180,13 @@ def test_sync_client_needs_a_token(monkeypatch):
 async def run_cli(api, *args, token=None):
     env = {**os.environ, "APPROVALBOT_URL": api.base, "APPROVALBOT_TOKEN": token or api.agent_token}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "approvalbot", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "approvalbot",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     return proc.returncode, out.decode(), err.decode()
@@ -186,8 +195,19 @@ async def run_cli(api, *args, token=None):
 @pytest.mark.parametrize("decision, code", [("approve", 0), ("deny", 1)])
 async def test_cli_request_wait_exit_codes(api, decision, code):
     decider = asyncio.create_task(approve_when_asked(api, decision, "because", timeout=30))
-    rc, out, err = await run_cli(api, "request", "deploy.production", "--resource", "web",
-                                 "--param", "replicas=3", "--param", "canary=true", "--wait", "--json")
+    rc, out, err = await run_cli(
+        api,
+        "request",
+        "deploy.production",
+        "--resource",
+        "web",
+        "--param",
+        "replicas=3",
+        "--param",
+        "canary=true",
+        "--wait",
+        "--json",
+    )
     decided = await decider
     assert rc == code, err
     assert f'"id":"{decided["id"]}"' in out

@@ -34,9 +34,7 @@ from approvalbot.embedded import (
     socket_path_for,
 )
 
-pytestmark = pytest.mark.skipif(
-    not Path("/proc/self/cwd").exists(), reason="process checks need Linux /proc"
-)
+pytestmark = pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="process checks need Linux /proc")
 
 SRC_DIR = Path(__file__).resolve().parents[1] / "src"
 BINARY = get_binary_path().resolve()
@@ -219,9 +217,7 @@ def test_data_survives_restart(data_dir: Path) -> None:
         assert h2.release()
 
 
-def test_second_process_attaches_to_same_server(
-    data_dir: Path, holders: list[subprocess.Popen[bytes]]
-) -> None:
+def test_second_process_attaches_to_same_server(data_dir: Path, holders: list[subprocess.Popen[bytes]]) -> None:
     h = acquire(data_dir)
     try:
         own_pid = h._lease.info("server")["process_id"]
@@ -371,8 +367,10 @@ def test_recovers_after_server_was_killed(data_dir: Path) -> None:
     h._lease.set(b"k", b"v")
     h._lease.execute_command("BGREWRITEAOF")  # make the write durable before SIGKILL
     wait_until(
-        lambda: h._lease.info("persistence")["aof_rewrite_in_progress"] == 0
-        and h._lease.info("persistence")["aof_rewrite_scheduled"] == 0,
+        lambda: (
+            h._lease.info("persistence")["aof_rewrite_in_progress"] == 0
+            and h._lease.info("persistence")["aof_rewrite_scheduled"] == 0
+        ),
         what="AOF rewrite",
     )
     (pid,) = server_pids(data_dir)
@@ -404,9 +402,7 @@ def test_startup_failure_reports_log_tail(data_dir: Path) -> None:
     assert h.release()
 
 
-def test_concurrent_acquires_start_exactly_one_server(
-    data_dir: Path, holders: list[subprocess.Popen[bytes]]
-) -> None:
+def test_concurrent_acquires_start_exactly_one_server(data_dir: Path, holders: list[subprocess.Popen[bytes]]) -> None:
     go = data_dir / "go"
     for _ in range(4):
         holders.append(spawn_holder(data_dir, go))

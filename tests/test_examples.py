@@ -36,15 +36,18 @@ async def test_agent_export_then_executor_verifies_and_redeems_once(api, agent_e
 
     status, keys = await api.call("GET", "/v1/keys")
     pem = keys["keys"][0]["pem"]
-    await asyncio.to_thread(executor.perform_export, approved["grant"], pem, "customers",
-                            "s3://analytics-drop/customers.parquet")
+    await asyncio.to_thread(
+        executor.perform_export, approved["grant"], pem, "customers", "s3://analytics-drop/customers.parquet"
+    )
     assert "approved by alice@example.com" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="grant_used"):
-        await asyncio.to_thread(executor.perform_export, approved["grant"], pem, "customers",
-                                "s3://analytics-drop/customers.parquet")
+        await asyncio.to_thread(
+            executor.perform_export, approved["grant"], pem, "customers", "s3://analytics-drop/customers.parquet"
+        )
     with pytest.raises(SystemExit, match="resource_mismatch"):
-        await asyncio.to_thread(executor.perform_export, approved["grant"], pem, "payroll",
-                                "s3://analytics-drop/customers.parquet")
+        await asyncio.to_thread(
+            executor.perform_export, approved["grant"], pem, "payroll", "s3://analytics-drop/customers.parquet"
+        )
 
 
 async def test_agent_export_denied_raises_with_reason_and_never_exports(api, agent_env, capsys):

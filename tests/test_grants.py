@@ -62,8 +62,7 @@ rules:
 
 
 async def approved(server, **body) -> dict:
-    body = {"action": "dataset.export", "resource": "s3://exports/q3", "params": {"rows": 5000, "pii": False},
-            **body}
+    body = {"action": "dataset.export", "resource": "s3://exports/q3", "params": {"rows": 5000, "pii": False}, **body}
     status, req = await server.ask(**body)
     assert status == 201, req
     status, done = await server.decide(req["id"], server.approver_token, "approve", "fine")
@@ -89,8 +88,13 @@ async def test_grant_verifies_offline_with_only_the_public_key(server):
     _, keys_doc = await server.call("GET", "/v1/keys")
     (key,) = keys_doc["keys"]
     for public in (key["pem"], json.dumps(key), json.dumps(keys_doc), load_public_keys(key["pem"])):
-        claims = verify_grant(done["grant"], public, action="dataset.export", resource="s3://exports/q3",
-                              params={"pii": False, "rows": 5000})
+        claims = verify_grant(
+            done["grant"],
+            public,
+            action="dataset.export",
+            resource="s3://exports/q3",
+            params={"pii": False, "rows": 5000},
+        )
         assert claims["jti"] == done["id"] and claims["sub"] == done["agent_id"]
         assert claims["agent"] == "etl-bot" and claims["approvers"] == ["alice@example.com"]
         assert claims["params_sha256"] == params_digest({"rows": 5000, "pii": False})
@@ -134,9 +138,12 @@ async def test_tampered_foreign_expired_and_mismatched_grants_are_rejected(serve
     assert code(token, params={"rows": 5001, "pii": False}) == "params_mismatch"
     assert verify_grant(token, pem, params={"pii": False, "rows": 5000})  # key order is irrelevant
 
-    expired = jwt.encode({**claims, "iat": claims["iat"] - 900, "nbf": claims["nbf"] - 900,
-                          "exp": claims["iat"] - 600}, other.jwt_key, algorithm="EdDSA",
-                         headers={"kid": other.key_id})
+    expired = jwt.encode(
+        {**claims, "iat": claims["iat"] - 900, "nbf": claims["nbf"] - 900, "exp": claims["iat"] - 600},
+        other.jwt_key,
+        algorithm="EdDSA",
+        headers={"kid": other.key_id},
+    )
     with pytest.raises(GrantError) as err:
         verify_grant(expired, other.public_key)
     assert err.value.code == "grant_expired"
@@ -165,8 +172,11 @@ async def test_receipts_for_denied_expired_and_cancelled_requests(server):
     server.service.clock = lambda: datetime.now(UTC)
     expired = (await server.service.expire(req["id"])).model_dump(mode="json")  # ...expired now
 
-    for doc, status, deciders in ((denied, "denied", ["alice@example.com"]), (cancelled, "cancelled", []),
-                                  (expired, "expired", [])):
+    for doc, status, deciders in (
+        (denied, "denied", ["alice@example.com"]),
+        (cancelled, "cancelled", []),
+        (expired, "expired", []),
+    ):
         assert doc["status"] == status and doc["grant"] is None and doc["receipt"]
         claims = verify_receipt(doc["receipt"], pem)
         assert (claims["typ"], claims["status"], claims["jti"]) == ("receipt", status, doc["id"])
@@ -178,7 +188,7 @@ async def test_receipts_for_denied_expired_and_cancelled_requests(server):
         assert err.value.code == "not_a_grant"
         status_code, body = await server.consume(doc["receipt"])
         assert (status_code, body["error"]["code"]) == (422, "not_a_grant")
-    assert denied["receipt"] and "no exports in freeze" == verify_receipt(denied["receipt"], pem)["reason"]
+    assert denied["receipt"] and verify_receipt(denied["receipt"], pem)["reason"] == "no exports in freeze"
     with pytest.raises(GrantError):
         verify_receipt(forge(denied["receipt"], status="approved"), pem)
     approved_grant = (await approved(server))["grant"]
@@ -202,15 +212,20 @@ async def test_policy_allow_and_deny_get_a_grant_and_a_receipt_at_once(server):
 
 async def test_consume_once_then_409_and_it_is_audited(server, redis):
     done = await approved(server)
-    status, body = await server.consume(done["grant"], action="dataset.export", resource="s3://exports/q3",
-                                        params={"rows": 5000, "pii": False})
+    status, body = await server.consume(
+        done["grant"], action="dataset.export", resource="s3://exports/q3", params={"rows": 5000, "pii": False}
+    )
     assert status == 200 and body["claims"]["jti"] == done["id"]
     status, err = await server.consume(done["grant"])
     assert (status, err["error"]["code"]) == (409, "grant_used")
     assert err["error"]["details"]["used_at"]
     records = [r.as_dict() for r in await server.service.audit.for_request(done["id"])]
-    assert [r["type"] for r in records] == ["request.created", "approval.recorded", "request.approved",
-                                            "grant.consumed"]
+    assert [r["type"] for r in records] == [
+        "request.created",
+        "approval.recorded",
+        "request.approved",
+        "grant.consumed",
+    ]
     consumed = records[-1]
     assert consumed["seq"] == body["audit_seq"] and consumed["actor"]["kind"] == "agent"
     assert consumed["data"]["grant_sha256"] and done["grant"] not in json.dumps(records)
@@ -247,8 +262,12 @@ async def test_consume_rules(server):
     status, _ = await server.consume(done["grant"], server.approver_token)
     assert status == 200
     records = [r.as_dict() for r in await server.service.audit.for_request(done["id"])]
-    assert records[-1]["actor"] == {"kind": "human", "id": records[-1]["actor"]["id"],
-                                    "email": "alice@example.com", "channel": "api"}
+    assert records[-1]["actor"] == {
+        "kind": "human",
+        "id": records[-1]["actor"]["id"],
+        "email": "alice@example.com",
+        "channel": "api",
+    }
 
 
 # --- the executor snippet in docs/audit.md actually works ---------------------
@@ -267,19 +286,26 @@ async def test_documented_executor_snippet(server):
     done = await approved(server)
     _, keys_doc = await server.call("GET", "/v1/keys")
     namespace: dict = {}
-    exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 (our own doc, under test)
+    exec(compile(code, str(DOC), "exec"), namespace)
     check = namespace["check_grant"]
     pem = keys_doc["keys"][0]["pem"]
     claims = check(done["grant"], pem, "dataset.export", "s3://exports/q3", {"rows": 5000, "pii": False})
     assert claims["jti"] == done["id"]
-    for bad in (("dataset.delete", "s3://exports/q3", {"rows": 5000, "pii": False}),
-                ("dataset.export", "s3://other", {"rows": 5000, "pii": False}),
-                ("dataset.export", "s3://exports/q3", {"rows": 1})):
+    for bad in (
+        ("dataset.delete", "s3://exports/q3", {"rows": 5000, "pii": False}),
+        ("dataset.export", "s3://other", {"rows": 5000, "pii": False}),
+        ("dataset.export", "s3://exports/q3", {"rows": 1}),
+    ):
         with pytest.raises(REFUSED):
             check(done["grant"], pem, *bad)
     with pytest.raises(REFUSED):
-        check(forge(done["grant"], resource="s3://other"), pem, "dataset.export", "s3://other",
-              {"rows": 5000, "pii": False})
+        check(
+            forge(done["grant"], resource="s3://other"),
+            pem,
+            "dataset.export",
+            "s3://other",
+            {"rows": 5000, "pii": False},
+        )
     _, denied = await server.ask()
     _, denied = await server.decide(denied["id"], server.approver_token, "deny", "no")
     with pytest.raises(REFUSED):
@@ -291,15 +317,19 @@ async def test_documented_executor_snippet(server):
 
 def test_signing_key_from_env_pem_base64_and_generated(tmp_path):
     key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     expected = Signer(key).key_id
-    for value in (pem, pem.replace("\n", "\\n"), base64.b64encode(seed).decode(),
-                  base64.urlsafe_b64encode(seed).decode().rstrip("="), base64.b64encode(der).decode()):
+    for value in (
+        pem,
+        pem.replace("\n", "\\n"),
+        base64.b64encode(seed).decode(),
+        base64.urlsafe_b64encode(seed).decode().rstrip("="),
+        base64.b64encode(der).decode(),
+    ):
         got = load_signer(Settings(APPROVALBOT_SIGNING_KEY=value, APPROVALBOT_DATA_DIR=tmp_path / "unused"))
         assert got.key_id == expected
     assert not (tmp_path / "unused").exists()  # a configured key is never written anywhere
@@ -322,12 +352,16 @@ def test_signing_key_from_env_pem_base64_and_generated(tmp_path):
 
 def test_processes_starting_together_agree_on_the_generated_key(tmp_path):
     data = tmp_path / "shared"
-    code = ("import sys; from pathlib import Path; from approvalbot.config import Settings; "
-            "from approvalbot.audit.signing import load_signer; "
-            "print(load_signer(Settings(APPROVALBOT_DATA_DIR=Path(sys.argv[1]))).key_id)")
+    code = (
+        "import sys; from pathlib import Path; from approvalbot.config import Settings; "
+        "from approvalbot.audit.signing import load_signer; "
+        "print(load_signer(Settings(APPROVALBOT_DATA_DIR=Path(sys.argv[1]))).key_id)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "APPROVALBOT_SIGNING_KEY"}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(data)], stdout=subprocess.PIPE, text=True, env=env)
-             for _ in range(6)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(data)], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(6)
+    ]
     ids = {p.communicate(timeout=60)[0].strip() for p in procs}
     assert len(ids) == 1 and len(ids.pop()) == 16
 
@@ -342,14 +376,21 @@ async def test_private_key_never_leaves_the_service(rt, redis, tmp_path, caplog,
     from tests.audit_support import Client, wire
 
     key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    forms = {base64.b64encode(seed).decode(), base64.urlsafe_b64encode(seed).decode().rstrip("="), seed.hex(),
-             "".join(pem.splitlines()[1:-1])}
-    settings = Settings(REDIS_URL=rt.redis_url, APPROVALBOT_DATA_DIR=tmp_path / "d",
-                        APPROVALBOT_SIGNING_KEY=base64.b64encode(seed).decode())
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    forms = {
+        base64.b64encode(seed).decode(),
+        base64.urlsafe_b64encode(seed).decode().rstrip("="),
+        seed.hex(),
+        "".join(pem.splitlines()[1:-1]),
+    }
+    settings = Settings(
+        REDIS_URL=rt.redis_url,
+        APPROVALBOT_DATA_DIR=tmp_path / "d",
+        APPROVALBOT_SIGNING_KEY=base64.b64encode(seed).decode(),
+    )
     signer = signer_for(settings)
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
@@ -372,20 +413,24 @@ async def test_private_key_never_leaves_the_service(rt, redis, tmp_path, caplog,
             await checkpoint(service.audit, signer)
             await api.consume(done["grant"])
             for method, path, token in (
-                ("GET", "/v1/keys", None), ("GET", "/v1/audit", api.approver_token),
+                ("GET", "/v1/keys", None),
+                ("GET", "/v1/audit", api.approver_token),
                 ("GET", "/v1/audit?format=csv", api.approver_token),
                 ("GET", "/v1/audit/checkpoints", api.approver_token),
                 ("GET", "/v1/audit/verify", api.approver_token),
                 ("GET", f"/v1/requests/{done['id']}", api.agent_token),
-                ("GET", "/openapi.json", None), ("GET", "/metrics", None),
+                ("GET", "/openapi.json", None),
+                ("GET", "/metrics", None),
             ):
                 _, body, headers = await api.call(method, path, token, raw=True)
                 seen.append(body.decode(errors="replace") + str(dict(headers)))
-            _, body, _ = await api.call("POST", "/v1/grants/consume", api.agent_token, raw=True,
-                                        json={"grant": done["grant"]})
+            _, body, _ = await api.call(
+                "POST", "/v1/grants/consume", api.agent_token, raw=True, json={"grant": done["grant"]}
+            )
             seen.append(body.decode())
-            _, body, _ = await api.call("POST", "/v1/grants/consume", api.agent_token, raw=True,
-                                        json={"grant": "x" * 50})
+            _, body, _ = await api.call(
+                "POST", "/v1/grants/consume", api.agent_token, raw=True, json={"grant": "x" * 50}
+            )
             seen.append(body.decode())
     finally:
         await srv.close()
@@ -395,8 +440,13 @@ async def test_private_key_never_leaves_the_service(rt, redis, tmp_path, caplog,
 
     cli_rt = Runtime(settings=settings, redis_url=rt.redis_url, policy=POLICY)
     parser = audit_cli.parser()
-    for argv in (["keys", "show"], ["keys", "show", "--format", "jwks"], ["audit", "verify"],
-                 ["audit", "checkpoint"], ["audit", "export", "--format", "jsonl"]):
+    for argv in (
+        ["keys", "show"],
+        ["keys", "show", "--format", "jwks"],
+        ["audit", "verify"],
+        ["audit", "checkpoint"],
+        ["audit", "export", "--format", "jsonl"],
+    ):
         args = parser.parse_args(argv)
         await asyncio.get_running_loop().run_in_executor(None, audit_cli.COMMANDS[args.command], cli_rt, args)
     captured = capsys.readouterr()

@@ -232,9 +232,7 @@ def test_defaults_fill_in_what_a_rule_does_not_say() -> None:
     assert policy.evaluate("read.thing", None, "bot", {}).grant_ttl == 60
 
 
-@pytest.mark.parametrize(
-    "action,rule,effect", [("read.x", "fourth", "allow"), ("db.x.drop", "fifth", "deny")]
-)
+@pytest.mark.parametrize("action,rule,effect", [("read.x", "fourth", "allow"), ("db.x.drop", "fifth", "deny")])
 def test_allow_and_deny_need_no_approvers(action: str, rule: str, effect: str) -> None:
     applied = Policy.from_yaml(TWO_RULES).evaluate(action, None, "bot", {})
     assert (applied.rule, applied.effect) == (rule, effect)
@@ -514,9 +512,7 @@ ERRORS = [
     pytest.param("defaults: {expires_in: 1h}\n", 1, "rules: Field required", id="missing-rules"),
     pytest.param("", 1, "the policy is empty", id="empty-file"),
     pytest.param("# only a comment\n", 1, "the policy is empty", id="comment-only-file"),
-    pytest.param(
-        "- name: a\n  effect: allow\n", 1, "Input should be a valid dictionary", id="root-is-a-list"
-    ),
+    pytest.param("- name: a\n  effect: allow\n", 1, "Input should be a valid dictionary", id="root-is-a-list"),
     pytest.param(
         """\
         rules:
@@ -751,14 +747,12 @@ EXAMPLE_ROUTES = [
     ("kms.key.rotate", None, "keybot", {"environment": "staging"}, "key-rotation-nonprod", "allow"),
     ("kms.key.rotate", None, "keybot", PROD, "key-rotation", ASK),
     ("kms.key.rotate", None, "keybot", {}, "key-rotation", ASK),
-    ("service.scale", "svc/api", "autoscaler-main", {"limits": {"max_replicas": 8}},
-     "scale-within-limits", "allow"),
+    ("service.scale", "svc/api", "autoscaler-main", {"limits": {"max_replicas": 8}}, "scale-within-limits", "allow"),
     ("service.scale", "svc/api", "autoscaler-main", {"limits": {"max_replicas": 50}}, "scale", ASK),
     ("service.scale", "svc/api", "chatops", {"limits": {"max_replicas": 8}}, "scale", ASK),
     ("model.deploy", None, "ml-bot", {"environment": "staging"}, "model-deploy-staging", "allow"),
     ("model.deploy", None, "ml-bot", {**PROD, "eval": {"passed": True}}, "model-deploy-prod", ASK),
-    ("model.deploy", None, "ml-bot", {**PROD, "eval": {"passed": False}},
-     "model-deploy-prod-unevaluated", "deny"),
+    ("model.deploy", None, "ml-bot", {**PROD, "eval": {"passed": False}}, "model-deploy-prod-unevaluated", "deny"),
     ("model.deploy", None, "ml-bot", PROD, "model-deploy-prod-unevaluated", "deny"),
     ("billing.invoice.create", None, "finbot", {}, "everything-else", ASK),
 ]
@@ -801,8 +795,7 @@ def test_example_prod_model_deploy_accepts_an_email_approver() -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=20,
 )
 PARAM_KEYS = st.sampled_from(["rows", "pii", "environment", "limits", "eval", "x"])

@@ -113,8 +113,9 @@ async def test_serve_embedded_restart_keeps_everything_and_cli_works_alongside(s
         approver = cli(env, "approvers", "add", "alice@example.com").stdout.strip()
         status, req = await call("POST", f"{base}/v1/requests", agent, {"action": "model.deploy"})
         assert status == 201
-        status, _ = await call("POST", f"{base}/v1/requests/{req['id']}/decisions", approver,
-                               {"decision": "deny", "reason": "freeze"})
+        status, _ = await call(
+            "POST", f"{base}/v1/requests/{req['id']}/decisions", approver, {"decision": "deny", "reason": "freeze"}
+        )
         assert status == 200
         status, req2 = await call("POST", f"{base}/v1/requests", agent, {"action": "model.deploy"})
     finally:
@@ -160,8 +161,12 @@ async def test_web_and_worker_processes_deliver_a_signed_callback(redis_url, tmp
     try:
         wait_http(port, web_proc)
         base = f"http://127.0.0.1:{port}"
-        _, req = await call("POST", f"{base}/v1/requests", agent,
-                            {"action": "infra.scale", "callback_url": f"http://127.0.0.1:{hook_port}/hook"})
+        _, req = await call(
+            "POST",
+            f"{base}/v1/requests",
+            agent,
+            {"action": "infra.scale", "callback_url": f"http://127.0.0.1:{hook_port}/hook"},
+        )
         await call("POST", f"{base}/v1/requests/{req['id']}/decisions", approver, {"decision": "approve"})
         deadline = time.monotonic() + 20
         while not received and time.monotonic() < deadline:

@@ -40,8 +40,10 @@ async def serve_http(rt: Runtime, host: str, port: int) -> None:
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    say(f"approvalbot listening on http://{host}:{port} (state: {rt.mode}; "
-        f"policy: {rt.settings.policy_file or 'default, one approval for everything'})")
+    say(
+        f"approvalbot listening on http://{host}:{port} (state: {rt.mode}; "
+        f"policy: {rt.settings.policy_file or 'default, one approval for everything'})"
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,8 +126,7 @@ async def cmd_agents(service, args) -> int:
     ids = service.identities
     if args.action == "add":
         agent, token = await ids.add_agent(args.name, args.owner)
-        say(f"agent {agent.name} ({agent.id}) created, owned by {agent.owner}; "
-            "the token below is shown once")
+        say(f"agent {agent.name} ({agent.id}) created, owned by {agent.owner}; the token below is shown once")
         print(token)
     elif args.action == "revoke":
         agent = await ids.revoke_agent(args.name)
@@ -141,8 +142,9 @@ async def cmd_approvers(service, args) -> int:
     ids = service.identities
     if args.action == "add":
         approver, token = await ids.add_approver(args.email, args.group or [])
-        say(f"approver {approver.email} (groups: {', '.join(approver.groups) or 'none'}); "
-            "the token below is shown once")
+        say(
+            f"approver {approver.email} (groups: {', '.join(approver.groups) or 'none'}); the token below is shown once"
+        )
         print(token)
     elif args.action == "revoke":
         approver = await ids.revoke_approver(args.email)

@@ -205,8 +205,15 @@ TIMEOUT = httpx.Timeout(10.0, read=MAX_WAIT_SLICE + 15)
 class ApprovalClient:
     """Blocking client. Methods mirror the API; `request_and_wait` is the one-liner."""
 
-    def __init__(self, base_url: str | None = None, token: str | None = None, *,
-                 retries: int = 3, backoff: float = 0.5, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        retries: int = 3,
+        backoff: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self._ops = _Protocol(base_url, token, retries, backoff)
         self._http = httpx.Client(timeout=TIMEOUT, transport=transport)
 
@@ -261,8 +268,15 @@ class ApprovalClient:
 class AsyncApprovalClient:
     """The same API for asyncio code."""
 
-    def __init__(self, base_url: str | None = None, token: str | None = None, *,
-                 retries: int = 3, backoff: float = 0.5, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        retries: int = 3,
+        backoff: float = 0.5,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self._ops = _Protocol(base_url, token, retries, backoff)
         self._http = httpx.AsyncClient(timeout=TIMEOUT, transport=transport)
 

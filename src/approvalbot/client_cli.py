@@ -115,15 +115,19 @@ def _dispatch(client: ApprovalClient, args: argparse.Namespace) -> int:
     if args.command == "request":
         request = client.request(
             args.action,
-            **{k: v for k, v in {
-                "resource": args.resource,
-                "params": _pairs(args.param, "--param") or None,
-                "context": _pairs(args.context, "--context") or None,
-                "justification": args.justification,
-                "on_behalf_of": args.on_behalf_of,
-                "expires_in": args.expires_in,
-                "idempotency_key": args.idempotency_key,
-            }.items() if v is not None},
+            **{
+                k: v
+                for k, v in {
+                    "resource": args.resource,
+                    "params": _pairs(args.param, "--param") or None,
+                    "context": _pairs(args.context, "--context") or None,
+                    "justification": args.justification,
+                    "on_behalf_of": args.on_behalf_of,
+                    "expires_in": args.expires_in,
+                    "idempotency_key": args.idempotency_key,
+                }.items()
+                if v is not None
+            },
         )
         if args.wait and not request.status.final:
             print(f"waiting for a decision on {request.id} ...", file=sys.stderr)
@@ -142,7 +146,9 @@ def _dispatch(client: ApprovalClient, args: argparse.Namespace) -> int:
         if args.json:
             print(page.model_dump_json())
         for item in [] if args.json else page.items:
-            print(f"{item.id}\t{item.created_at:%Y-%m-%d %H:%M}\t{item.agent_name}\t{item.action}\t{item.resource or ''}")
+            print(
+                f"{item.id}\t{item.created_at:%Y-%m-%d %H:%M}\t{item.agent_name}\t{item.action}\t{item.resource or ''}"
+            )
         return 0
     decided = client.decide(args.id, "approve" if args.command == "approve" else "deny", args.reason)
     _show(decided, args.json)

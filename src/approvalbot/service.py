@@ -29,10 +29,10 @@ from approvalbot.core.models import (
 )
 from approvalbot.core.policy import Policy
 from approvalbot.core.rules import may_decide, pending_targets
+from approvalbot.store import keys
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.identities import IdentityStore
 from approvalbot.store.requests import Conflict, Duplicate, RequestStore, digest
-from approvalbot.store import keys
 
 MAX_RACE_RETRIES = 50
 
@@ -92,9 +92,7 @@ class ApprovalService:
 
     async def _replay(self, request_id: str, stored: str, sent: str) -> ApprovalRequest:
         if stored != sent:
-            raise IdempotencyMismatch(
-                "this Idempotency-Key was already used with a different request body"
-            )
+            raise IdempotencyMismatch("this Idempotency-Key was already used with a different request body")
         return await self.get(request_id)
 
     async def get(self, request_id: str) -> ApprovalRequest:
@@ -111,9 +109,7 @@ class ApprovalService:
         decision: str,
         reason: str | None,
     ) -> ApprovalRequest:
-        return await self._apply(
-            request_id, lambda r, now: machine.decide(r, actor, approver, decision, reason, now)
-        )
+        return await self._apply(request_id, lambda r, now: machine.decide(r, actor, approver, decision, reason, now))
 
     async def cancel(self, request_id: str, agent: Agent) -> ApprovalRequest:
         actor = Actor(kind="agent", id=agent.id, email=agent.owner)
@@ -131,9 +127,11 @@ class ApprovalService:
         request = await self.requests.get(request_id)
         if request is None or request.status is not Status.PENDING:
             return
-        await self.audit.seal_committed(await self.requests.record(
-            request, [event_for(request, type, SYSTEM, self.clock(), escalate_to=request.policy.escalate_to)]
-        ))
+        await self.audit.seal_committed(
+            await self.requests.record(
+                request, [event_for(request, type, SYSTEM, self.clock(), escalate_to=request.policy.escalate_to)]
+            )
+        )
 
     async def _apply(self, request_id: str, step) -> ApprovalRequest:
         for _ in range(MAX_RACE_RETRIES):

@@ -27,8 +27,12 @@ from tests.teams.conftest import FakeConnector, Person, Teams
 
 REQUEST_ID = re.compile(r"req_[a-z2-7]{16}")
 
-USERS = {"U0ALICE": "alice@example.com", "U0BOB": "bob@example.com", "U0OWNER": "owner@example.com",
-         "U0MALLORY": "mallory@example.com"}
+USERS = {
+    "U0ALICE": "alice@example.com",
+    "U0BOB": "bob@example.com",
+    "U0OWNER": "owner@example.com",
+    "U0MALLORY": "mallory@example.com",
+}
 
 POLICY = """
 rules:
@@ -104,8 +108,11 @@ class WatchedSlack(FakeSlack):
         return out
 
     def thread_seqs(self, channel: str, ts: str) -> list[int]:
-        return [m["metadata"]["event_payload"]["seq"] for m in self.replies(channel, ts)
-                if (m.get("metadata") or {}).get("event_type") == "approvalbot_audit"]
+        return [
+            m["metadata"]["event_payload"]["seq"]
+            for m in self.replies(channel, ts)
+            if (m.get("metadata") or {}).get("event_type") == "approvalbot_audit"
+        ]
 
     def outcome_dms(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -204,8 +211,9 @@ def chat_env(fake_slack: FakeSlack, policy: Path, **extra: str) -> dict[str, str
 
 def slack_client(fake: FakeSlack, base: str, http, triggers: itertools.count) -> SlackHarness:
     """Acts as Slack towards one web process (signed requests); trigger ids unique across all."""
-    return SlackHarness(api=None, fake=fake, base=base, http=http, queue=None, outbox=None, app=None,
-                        _triggers=triggers)
+    return SlackHarness(
+        api=None, fake=fake, base=base, http=http, queue=None, outbox=None, app=None, _triggers=triggers
+    )
 
 
 def teams_client(fake: FakeConnector, base: str, http) -> Teams:

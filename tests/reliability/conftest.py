@@ -38,8 +38,13 @@ class Proc:
         self.popen: subprocess.Popen | None = None
 
     def start(self) -> Proc:
-        self.popen = subprocess.Popen([sys.executable, "-m", "approvalbot", *self.args], env=self.env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "approvalbot", *self.args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if self.port:
             deadline = time.monotonic() + 20
             while True:

@@ -111,8 +111,9 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
                 assert status in (200, 201)
 
             async def api(i: int, method: str, path: str, token: str, body=None):
-                async with http.request(method, webs[i % 2].base + path, json=body,
-                                        headers={"Authorization": f"Bearer {token}"}) as resp:
+                async with http.request(
+                    method, webs[i % 2].base + path, json=body, headers={"Authorization": f"Bearer {token}"}
+                ) as resp:
                     return resp.status, await resp.json(content_type=None)
 
             # --- the first fault bursts, while cards are being posted -----------------------------
@@ -123,9 +124,12 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
             connector.fail_next(6, 429, retry_after=1)
             connector.fail_next(6, 500)
 
-            created = await asyncio.gather(*(
-                api(i, "POST", "/v1/requests", ids.agent, {"action": "infra.scale", "resource": f"svc-{i}"})
-                for i in range(N)))
+            created = await asyncio.gather(
+                *(
+                    api(i, "POST", "/v1/requests", ids.agent, {"action": "infra.scale", "resource": f"svc-{i}"})
+                    for i in range(N)
+                )
+            )
             assert {s for s, _ in created} == {201}
             rids = [body["id"] for _, body in created]
 
@@ -155,8 +159,7 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
             async def via_teams(i, rid, who, decision):
                 inputs = {"deny_reason": "teams says no"} if decision == "deny" else {}
                 for _ in range(10):
-                    status, body = await teams[i % 2].click(people[who], conversations[i % 2], decision, rid,
-                                                            **inputs)
+                    status, body = await teams[i % 2].click(people[who], conversations[i % 2], decision, rid, **inputs)
                     assert status == 200, body
                     if "Too many people acted at once" not in json.dumps(body):
                         return teams_outcome(body)
@@ -213,7 +216,10 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
                 channel, who, decision = winners[0]
                 made = docs[rid]["decisions"][0]
                 assert (made["channel"], made["approver"], made["decision"]) == (
-                    channel, f"{who}@example.com", decision), (rid, outcome, made)
+                    channel,
+                    f"{who}@example.com",
+                    decision,
+                ), (rid, outcome, made)
             finals = [ApprovalRequest.model_validate(docs[rid]) for rid in rids]
             assert {r.status.value for r in finals} == {"approved", "denied"}
 
@@ -233,8 +239,12 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
                     last = next(answers)[0]
                     shown = blocks.card(request)
                     card = fake.message(CHANNEL, (slack_state.get(b"ts") or b"").decode())
-                    if (card is None or card["text"] != shown.text or slack_state.get(b"mirrored") != last
-                            or slack_state.get(b"dm") != b"sent"):
+                    if (
+                        card is None
+                        or card["text"] != shown.text
+                        or slack_state.get(b"mirrored") != last
+                        or slack_state.get(b"dm") != b"sent"
+                    ):
                         behind.append(f"slack {request.id}")
                     want = content_hash(cards.request_card(request)).encode()
                     for state in teams_states:
@@ -245,8 +255,9 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
             decided_at = time.monotonic()
             deadline = time.monotonic() + SETTLE_TIMEOUT
             while behind := delivered():
-                assert time.monotonic() < deadline, (f"{len(behind)} deliveries behind, e.g. {behind[:3]}; "
-                                                     f"{rq_state(redis_url)}")
+                assert time.monotonic() < deadline, (
+                    f"{len(behind)} deliveries behind, e.g. {behind[:3]}; {rq_state(redis_url)}"
+                )
                 await asyncio.sleep(0.5)
 
             settled_at = time.monotonic()
@@ -261,9 +272,14 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
     client = sync_redis.Redis.from_url(redis_url)
     assert check_audit(client) == expected_records(docs)  # so no delivery.failed either
     seqs = {rid: [int(s) for s in client.lrange(f"ab:audit:req:{rid}", 0, -1)] for rid in rids}
-    teams_states = {(rid, conv): {k.decode(): v.decode() for k, v in client.hgetall(
-        f"ab:delivery:{rid}:{delivery_channel(conversation_hash(conv))}").items()}
-        for rid in rids for conv in conversations}
+    teams_states = {
+        (rid, conv): {
+            k.decode(): v.decode()
+            for k, v in client.hgetall(f"ab:delivery:{rid}:{delivery_channel(conversation_hash(conv))}").items()
+        }
+        for rid in rids
+        for conv in conversations
+    }
     client.close()
 
     # --- Slack: one card each, in its final state, thread in order, one DM -------------------------
@@ -314,6 +330,8 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
 
     for log in logs[:2]:  # the web processes: no handler failed (workers log RQ's retries of 5xx)
         assert "Traceback" not in log.text() and " ERROR " not in log.text(), log.text()[-3000:]
-    print(f"chat load and faults: {N} requests decided after {decided_at - started:.1f} s, "
-          f"settled after {settled_at - started:.1f} s; slack failures {len(fake.failed_statuses)}, "
-          f"teams failures {len(connector.failed())}, teams duplicates {duplicates} of {unknown} allowed")
+    print(
+        f"chat load and faults: {N} requests decided after {decided_at - started:.1f} s, "
+        f"settled after {settled_at - started:.1f} s; slack failures {len(fake.failed_statuses)}, "
+        f"teams failures {len(connector.failed())}, teams duplicates {duplicates} of {unknown} allowed"
+    )

@@ -60,23 +60,43 @@ REAL, CONNECTOR, RESPONSE_URL, CLOSED = "@real-request@", "@connector@", "@respo
 
 text = st.text(max_size=30)
 scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | text
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
-                           max_leaves=10)
+json_values = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4), max_leaves=10
+)
 request_ids = st.sampled_from([REAL, REAL, "req_aaaaaaaaaaaaaaaa", "req_", ""]) | text
 slack_users = st.sampled_from(["U0MALLORY", "U0MALLORY", "U0NOBODY", "", "B0BOT", "W0123"]) | text
 slack_user = st.fixed_dictionaries({"id": slack_users}, optional={"username": text, "name": text, "team_id": text})
 channels = st.sampled_from([CHANNEL, "C0NOWHERE", "D0MALLORY", ""]) | text
-actions = st.lists(st.fixed_dictionaries(
-    {"action_id": st.sampled_from(["approve", "deny", "more"]) | text, "value": request_ids | json_values},
-    optional={"block_id": text, "type": st.just("button"), "action_ts": text}), min_size=1, max_size=2)
-private_metadata = st.fixed_dictionaries(
-    {"r": request_ids, "d": st.sampled_from(["approve", "deny"]) | text},
-    optional={"c": channels | json_values, "h": json_values}).map(json.dumps) | text
+actions = st.lists(
+    st.fixed_dictionaries(
+        {"action_id": st.sampled_from(["approve", "deny", "more"]) | text, "value": request_ids | json_values},
+        optional={"block_id": text, "type": st.just("button"), "action_ts": text},
+    ),
+    min_size=1,
+    max_size=2,
+)
+private_metadata = (
+    st.fixed_dictionaries(
+        {"r": request_ids, "d": st.sampled_from(["approve", "deny"]) | text},
+        optional={"c": channels | json_values, "h": json_values},
+    ).map(json.dumps)
+    | text
+)
 views = st.fixed_dictionaries(
     {"callback_id": st.sampled_from(["decision"]) | text, "private_metadata": private_metadata},
-    optional={"id": text, "hash": text, "state": st.fixed_dictionaries({"values": st.fixed_dictionaries(
-        {"reason": st.fixed_dictionaries({"reason": st.fixed_dictionaries({"value": text | json_values})})})})
-        | json_values})
+    optional={
+        "id": text,
+        "hash": text,
+        "state": st.fixed_dictionaries(
+            {
+                "values": st.fixed_dictionaries(
+                    {"reason": st.fixed_dictionaries({"reason": st.fixed_dictionaries({"value": text | json_values})})}
+                )
+            }
+        )
+        | json_values,
+    },
+)
 
 
 def slack_shapes(signed: bool) -> dict[str, st.SearchStrategy]:
@@ -90,28 +110,53 @@ def slack_shapes(signed: bool) -> dict[str, st.SearchStrategy]:
     channel = st.fixed_dictionaries({"id": channels}, optional={"name": text})
     always = {"trigger_id": text, "response_url": st.just(RESPONSE_URL)} if signed else {}
     maybe = {} if signed else {"trigger_id": text, "response_url": st.just(RESPONSE_URL)}
-    event = st.fixed_dictionaries({"type": st.sampled_from(["app_home_opened", "message"]) | text,
-                                   "user": slack_users}, optional={"tab": text})
+    event = st.fixed_dictionaries(
+        {"type": st.sampled_from(["app_home_opened", "message"]) | text, "user": slack_users}, optional={"tab": text}
+    )
     return {
         "block_actions": st.fixed_dictionaries(
-            {"type": st.just("block_actions"), "user": user, "actions": actions if signed else actions | json_values,
-             **always},
-            optional={"api_app_id": text, "team": json_values, "message": json_values, **maybe,
-                      "channel": channel if signed else channel | json_values,
-                      "container": st.fixed_dictionaries({"type": st.sampled_from(["message", "view"]) | text},
-                                                         optional={"channel_id": channels, "message_ts": text}),
-                      "view": st.fixed_dictionaries({"type": st.sampled_from(["home", "modal"]) | text})}),
+            {
+                "type": st.just("block_actions"),
+                "user": user,
+                "actions": actions if signed else actions | json_values,
+                **always,
+            },
+            optional={
+                "api_app_id": text,
+                "team": json_values,
+                "message": json_values,
+                **maybe,
+                "channel": channel if signed else channel | json_values,
+                "container": st.fixed_dictionaries(
+                    {"type": st.sampled_from(["message", "view"]) | text},
+                    optional={"channel_id": channels, "message_ts": text},
+                ),
+                "view": st.fixed_dictionaries({"type": st.sampled_from(["home", "modal"]) | text}),
+            },
+        ),
         "view_submission": st.fixed_dictionaries(
             {"type": st.just("view_submission"), "user": user, "view": views if signed else views | json_values},
-            optional={"trigger_id": text, "api_app_id": text, "team": json_values}),
+            optional={"trigger_id": text, "api_app_id": text, "team": json_values},
+        ),
         "command": st.fixed_dictionaries(
-            {"command": st.sampled_from(["/pending", "/approval"]) | text,
-             "text": st.sampled_from([REAL, ""]) | text, "user_id": slack_users, **always},
-            optional={"channel_id": channels, "team_id": text, "user_name": text, **maybe}),
+            {
+                "command": st.sampled_from(["/pending", "/approval"]) | text,
+                "text": st.sampled_from([REAL, ""]) | text,
+                "user_id": slack_users,
+                **always,
+            },
+            optional={"channel_id": channels, "team_id": text, "user_name": text, **maybe},
+        ),
         "event": st.fixed_dictionaries(
             {"type": st.sampled_from(["event_callback", "url_verification"]) | text},
-            optional={"event": event if signed else event | json_values,
-                      "challenge": text, "token": text, "team_id": text, "event_id": text}),
+            optional={
+                "event": event if signed else event | json_values,
+                "challenge": text,
+                "token": text,
+                "team_id": text,
+                "event_id": text,
+            },
+        ),
     }
 
 
@@ -125,16 +170,26 @@ def slack_requests(draw) -> tuple[bytes, str, str]:
     shapes = SIGNED if mode == "valid" else UNSIGNED
     kind = draw(st.sampled_from(["payload"] * 4 + ["command", "json", "form", "bytes"]))
     if kind == "payload":
-        payload = draw(st.sampled_from([shapes["block_actions"], shapes["block_actions"], shapes["view_submission"],
-                                        shapes["view_submission"], json_values]).flatmap(lambda shape: shape))
+        payload = draw(
+            st.sampled_from(
+                [
+                    shapes["block_actions"],
+                    shapes["block_actions"],
+                    shapes["view_submission"],
+                    shapes["view_submission"],
+                    json_values,
+                ]
+            ).flatmap(lambda shape: shape)
+        )
         body = urlencode({"payload": json.dumps(payload)}).encode()
     elif kind == "command":
         body = urlencode(draw(shapes["command"])).encode()
     elif kind == "json":
         body = json.dumps(draw(shapes["event"] | json_values)).encode()
     elif kind == "form":
-        body = urlencode(draw(st.dictionaries(st.sampled_from(["payload", "command", "type"]) | text, text,
-                                              max_size=4))).encode()
+        body = urlencode(
+            draw(st.dictionaries(st.sampled_from(["payload", "command", "type"]) | text, text, max_size=4))
+        ).encode()
     else:
         body = draw(st.binary(max_size=200))
     default = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
@@ -145,29 +200,54 @@ def slack_requests(draw) -> tuple[bytes, str, str]:
 service_urls = st.sampled_from([CONNECTOR] * 8 + [CLOSED, "", "not a url", "ftp://127.0.0.1:1/"])
 from_ids = st.sampled_from(["29:mallory", "29:mallory", "29:nobody", "", BOT_ID]) | text
 invoke_values = st.fixed_dictionaries(
-    {"action": st.fixed_dictionaries(
-        {"type": st.sampled_from(["Action.Execute"]) | text,
-         "verb": st.sampled_from(["approve", "deny", "refresh"]) | text},
-        optional={"data": st.fixed_dictionaries(
-            {"request_id": request_ids | json_values},
-            optional={"reason": text | json_values, "deny_reason": text | json_values}) | json_values,
-            "id": text}) | json_values},
-    optional={"trigger": st.sampled_from(["manual", "automatic"]) | text})
-activity_types = st.sampled_from(["message", "invoke", "conversationUpdate", "installationUpdate", "event",
-                                  "messageReaction", "typing"]) | text
+    {
+        "action": st.fixed_dictionaries(
+            {
+                "type": st.sampled_from(["Action.Execute"]) | text,
+                "verb": st.sampled_from(["approve", "deny", "refresh"]) | text,
+            },
+            optional={
+                "data": st.fixed_dictionaries(
+                    {"request_id": request_ids | json_values},
+                    optional={"reason": text | json_values, "deny_reason": text | json_values},
+                )
+                | json_values,
+                "id": text,
+            },
+        )
+        | json_values
+    },
+    optional={"trigger": st.sampled_from(["manual", "automatic"]) | text},
+)
+activity_types = (
+    st.sampled_from(
+        ["message", "invoke", "conversationUpdate", "installationUpdate", "event", "messageReaction", "typing"]
+    )
+    | text
+)
 conversations = st.fixed_dictionaries(
     {"id": st.sampled_from(["19:fuzz@thread.tacv2", "a:1"]) | text},
-    optional={"conversationType": st.sampled_from(["channel", "groupChat", "personal"]) | text,
-              "tenantId": text, "isGroup": st.booleans()})
-senders = st.fixed_dictionaries({"id": from_ids}, optional={"aadObjectId": st.just("aad-mallory") | text,
-                                                           "name": text})
+    optional={
+        "conversationType": st.sampled_from(["channel", "groupChat", "personal"]) | text,
+        "tenantId": text,
+        "isGroup": st.booleans(),
+    },
+)
+senders = st.fixed_dictionaries({"id": from_ids}, optional={"aadObjectId": st.just("aad-mallory") | text, "name": text})
 contents = {
     "id": text,
-    "channelData": st.fixed_dictionaries({}, optional={
-        "tenant": st.fixed_dictionaries({"id": st.sampled_from([TENANT]) | text}),
-        "team": json_values, "channel": json_values, "eventType": text}) | json_values,
-    "name": st.sampled_from(["adaptiveCard/action", "adaptiveCard/action", "composeExtension/query",
-                             "task/fetch"]) | text,
+    "channelData": st.fixed_dictionaries(
+        {},
+        optional={
+            "tenant": st.fixed_dictionaries({"id": st.sampled_from([TENANT]) | text}),
+            "team": json_values,
+            "channel": json_values,
+            "eventType": text,
+        },
+    )
+    | json_values,
+    "name": st.sampled_from(["adaptiveCard/action", "adaptiveCard/action", "composeExtension/query", "task/fetch"])
+    | text,
     "value": invoke_values | json_values,
     "text": st.sampled_from(["pending", f"approval {REAL}", "help"]) | text,
     "membersAdded": st.lists(st.fixed_dictionaries({"id": st.sampled_from([BOT_ID]) | text}), max_size=2),
@@ -178,20 +258,42 @@ contents = {
 }
 # Mostly a well-addressed envelope (so the bot itself gets to read the content), sometimes anything.
 envelopes = st.fixed_dictionaries(
-    {"type": activity_types, "serviceUrl": service_urls, "channelId": st.just("msteams"), "from": senders,
-     "recipient": st.fixed_dictionaries({"id": st.sampled_from([BOT_ID]) | text}), "conversation": conversations},
-    optional=contents)
+    {
+        "type": activity_types,
+        "serviceUrl": service_urls,
+        "channelId": st.just("msteams"),
+        "from": senders,
+        "recipient": st.fixed_dictionaries({"id": st.sampled_from([BOT_ID]) | text}),
+        "conversation": conversations,
+    },
+    optional=contents,
+)
 loose = st.fixed_dictionaries(
     {"type": activity_types},
-    optional={"serviceUrl": service_urls, "from": senders | json_values, "conversation": conversations | json_values,
-              "recipient": json_values, "channelId": text, **contents})
+    optional={
+        "serviceUrl": service_urls,
+        "from": senders | json_values,
+        "conversation": conversations | json_values,
+        "recipient": json_values,
+        "channelId": text,
+        **contents,
+    },
+)
 
 
 invokes = st.fixed_dictionaries(
-    {"type": st.just("invoke"), "name": st.sampled_from(["adaptiveCard/action"] * 4 + ["task/fetch"]) | text,
-     "value": invoke_values, "serviceUrl": service_urls, "channelId": st.just("msteams"), "from": senders,
-     "recipient": st.fixed_dictionaries({"id": st.just(BOT_ID)}), "conversation": conversations},
-    optional={"channelData": contents["channelData"], "replyToId": text, "id": text})
+    {
+        "type": st.just("invoke"),
+        "name": st.sampled_from(["adaptiveCard/action"] * 4 + ["task/fetch"]) | text,
+        "value": invoke_values,
+        "serviceUrl": service_urls,
+        "channelId": st.just("msteams"),
+        "from": senders,
+        "recipient": st.fixed_dictionaries({"id": st.just(BOT_ID)}),
+        "conversation": conversations,
+    },
+    optional={"channelData": contents["channelData"], "replyToId": text, "id": text},
+)
 
 
 @st.composite
@@ -217,8 +319,13 @@ def forged_token(audience: str) -> str:
     the internet; the tests talk to loopback only.)
     """
     now = int(time.time())
-    claims = {"iss": "https://login.attacker.example/", "aud": audience, "serviceurl": "http://127.0.0.1/",
-              "nbf": now - 10, "exp": now + 3600}
+    claims = {
+        "iss": "https://login.attacker.example/",
+        "aud": audience,
+        "serviceurl": "http://127.0.0.1/",
+        "nbf": now - 10,
+        "exp": now + 3600,
+    }
     return jwt.encode(claims, "not-microsofts-key-" * 3, algorithm="HS256", headers={"kid": "forged"})
 
 
@@ -280,14 +387,30 @@ async def make_rig(redis_url, spawn, tmp_path, http, **extra) -> tuple[Rig, Any]
     policy.write_text(POLICY)
     web = spawn(redis_url, "web", web=True, **chat_env(fake, policy, **extra))
     ids = await make_identities(redis_url)
-    async with http.post(web.base + "/v1/requests", json={"action": "db.migrate", "resource": "prod"},
-                         headers={"Authorization": f"Bearer {ids.agent}"}) as resp:
+    async with http.post(
+        web.base + "/v1/requests",
+        json={"action": "db.migrate", "resource": "prod"},
+        headers={"Authorization": f"Bearer {ids.agent}"},
+    ) as resp:
         assert resp.status == 201
         request_id = (await resp.json())["id"]
-    table = {REAL: request_id, CONNECTOR: connector.url, RESPONSE_URL: fake.response_url("fuzz"),
-             CLOSED: f"http://127.0.0.1:{free_port()}/"}
-    rig = Rig(web.base, http, fake, connector, sync_redis.Redis.from_url(redis_url), request_id, ids.agent,
-              Drained(web), table)
+    table = {
+        REAL: request_id,
+        CONNECTOR: connector.url,
+        RESPONSE_URL: fake.response_url("fuzz"),
+        CLOSED: f"http://127.0.0.1:{free_port()}/",
+    }
+    rig = Rig(
+        web.base,
+        http,
+        fake,
+        connector,
+        sync_redis.Redis.from_url(redis_url),
+        request_id,
+        ids.agent,
+        Drained(web),
+        table,
+    )
 
     async def close():
         rig.client.close()
@@ -308,8 +431,9 @@ async def rig(redis_url, spawn, tmp_path):
 @pytest.fixture
 async def authenticated_rig(redis_url, spawn, tmp_path):
     async with aiohttp.ClientSession() as http:
-        made, close = await make_rig(redis_url, spawn, tmp_path, http, MICROSOFT_APP_ID=APP_ID,
-                                     MICROSOFT_APP_PASSWORD=APP_PASSWORD)
+        made, close = await make_rig(
+            redis_url, spawn, tmp_path, http, MICROSOFT_APP_ID=APP_ID, MICROSOFT_APP_PASSWORD=APP_PASSWORD
+        )
         yield made
         await close()
 
@@ -327,8 +451,9 @@ def slack_headers(body: bytes, content_type: str, mode: str, age: int, garbage: 
     if mode == "valid":
         headers.update({"X-Slack-Request-Timestamp": str(now), "X-Slack-Signature": sign(raw, now)})
     elif mode == "wrong-secret":
-        headers.update({"X-Slack-Request-Timestamp": str(now),
-                        "X-Slack-Signature": sign(raw, now, secret=SIGNING_SECRET[::-1])})
+        headers.update(
+            {"X-Slack-Request-Timestamp": str(now), "X-Slack-Signature": sign(raw, now, secret=SIGNING_SECRET[::-1])}
+        )
     elif mode in ("stale", "future"):
         ts = now - age if mode == "stale" else now + age
         headers.update({"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sign(raw, ts)})
@@ -370,12 +495,18 @@ async def test_random_slack_traffic_never_breaks_or_changes_anything(rig):
     assert rig.state() == initial
     rig.alive()
     # Still working: a genuine signed click by an approver opens the reason modal.
-    payload = {"type": "block_actions", "user": {"id": "U0ALICE"}, "trigger_id": "after-the-fuzz",
-               "channel": {"id": CHANNEL}, "container": {"type": "message", "channel_id": CHANNEL},
-               "actions": [{"action_id": "approve", "value": rig.request_id, "type": "button"}]}
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U0ALICE"},
+        "trigger_id": "after-the-fuzz",
+        "channel": {"id": CHANNEL},
+        "container": {"type": "message", "channel_id": CHANNEL},
+        "actions": [{"action_id": "approve", "value": rig.request_id, "type": "button"}],
+    }
     raw = urlencode({"payload": json.dumps(payload)}).encode()
-    status, _ = await rig.post("/slack/events", raw, slack_headers(raw, "application/x-www-form-urlencoded",
-                                                                   "valid", 0, ""))
+    status, _ = await rig.post(
+        "/slack/events", raw, slack_headers(raw, "application/x-www-form-urlencoded", "valid", 0, "")
+    )
     assert status == 200
     _, view = await rig.fake.first([("view", "after-the-fuzz")], timeout=10)
     assert rig.request_id in view["private_metadata"]
@@ -398,18 +529,25 @@ async def teams_example(rig: Rig, body, authorization=None) -> None:
 
 async def test_random_teams_activities_in_dev_mode_never_break_or_decide(rig):
     initial = rig.state()
-    await asyncio.to_thread(fuzz, asyncio.get_running_loop(), st.tuples(teams_bodies()),
-                            lambda *a: teams_example(rig, *a))
+    await asyncio.to_thread(
+        fuzz, asyncio.get_running_loop(), st.tuples(teams_bodies()), lambda *a: teams_example(rig, *a)
+    )
     await rig.quiet()
     assert rig.state() == initial
     rig.alive()
     # Still working: a real approver's Action.Execute decides the request.
     alice = rig.connector.add(Person("29:alice", "aad-alice", "alice@example.com", "Alice"))
-    click = {"type": "invoke", "name": "adaptiveCard/action", "serviceUrl": rig.connector.url,
-             "channelId": "msteams", "from": {"id": alice.user_id, "aadObjectId": alice.aad},
-             "recipient": {"id": BOT_ID}, "conversation": {"id": "19:after@thread.tacv2", "conversationType": "channel"},
-             "channelData": {"tenant": {"id": TENANT}},
-             "value": {"action": {"type": "Action.Execute", "verb": "approve", "data": {"request_id": rig.request_id}}}}
+    click = {
+        "type": "invoke",
+        "name": "adaptiveCard/action",
+        "serviceUrl": rig.connector.url,
+        "channelId": "msteams",
+        "from": {"id": alice.user_id, "aadObjectId": alice.aad},
+        "recipient": {"id": BOT_ID},
+        "conversation": {"id": "19:after@thread.tacv2", "conversationType": "channel"},
+        "channelData": {"tenant": {"id": TENANT}},
+        "value": {"action": {"type": "Action.Execute", "verb": "approve", "data": {"request_id": rig.request_id}}},
+    }
     status, answer = await rig.post("/api/messages", json.dumps(click).encode(), {"Content-Type": "application/json"})
     assert status == 200 and "You approved this request." in answer, answer
     assert rig.state()[0] == initial[0] + 2  # approval.recorded, request.approved
@@ -426,20 +564,35 @@ async def authenticated_example(rig: Rig, body, authorization) -> None:
 async def test_unsigned_teams_activities_are_refused_when_an_app_id_is_set(authenticated_rig):
     rig = authenticated_rig
     initial = rig.state()
-    await asyncio.to_thread(fuzz, asyncio.get_running_loop(), st.tuples(teams_bodies(), authorizations),
-                            lambda *a: authenticated_example(rig, *a))
+    await asyncio.to_thread(
+        fuzz,
+        asyncio.get_running_loop(),
+        st.tuples(teams_bodies(), authorizations),
+        lambda *a: authenticated_example(rig, *a),
+    )
     await rig.quiet()
     assert rig.state() == initial
     rig.alive()
-    async with rig.http.get(f"{rig.base}/v1/requests/{rig.request_id}",
-                            headers={"Authorization": f"Bearer {rig.agent}"}) as resp:
+    async with rig.http.get(
+        f"{rig.base}/v1/requests/{rig.request_id}", headers={"Authorization": f"Bearer {rig.agent}"}
+    ) as resp:
         assert resp.status == 200 and (await resp.json())["status"] == "pending"
     # Pinned: a bearer token that is not a JWT was a 500 (the SDK let PyJWT's error escape).
     for junk in ("Bearer junk", "Bearer x.y.z", f"Bearer {APP_PASSWORD}"):
-        status, _ = await rig.post("/api/messages", json.dumps({
-            "type": "message", "serviceUrl": rig.connector.url, "channelId": "msteams", "from": {"id": "29:x"},
-            "recipient": {"id": BOT_ID}, "conversation": {"id": "19:x"}}).encode(),
-            {"Content-Type": "application/json", "Authorization": junk})
+        status, _ = await rig.post(
+            "/api/messages",
+            json.dumps(
+                {
+                    "type": "message",
+                    "serviceUrl": rig.connector.url,
+                    "channelId": "msteams",
+                    "from": {"id": "29:x"},
+                    "recipient": {"id": BOT_ID},
+                    "conversation": {"id": "19:x"},
+                }
+            ).encode(),
+            {"Content-Type": "application/json", "Authorization": junk},
+        )
         assert status == 401, junk
     assert "unhandled error" not in rig.log.text(), rig.log.text()[-3000:]
     assert APP_PASSWORD not in rig.log.text()
@@ -465,25 +618,37 @@ async def test_what_the_fuzz_found_stays_fixed(rig):
     assert await slack(encoded_payload({"type": "block_actions", "user": [], "actions": [None]})) == 400
     assert await slack(b"payload=%7B%7D", mode="garbage") == 401  # a timestamp that is not a number
     # A stranger Slack will not let us DM: the click is still acknowledged, at once.
-    click = {"type": "block_actions", "user": {"id": "U0NOBODY"}, "trigger_id": "t", "response_url": RESPONSE_URL,
-             "actions": [{"action_id": "approve", "value": rig.request_id}]}
+    click = {
+        "type": "block_actions",
+        "user": {"id": "U0NOBODY"},
+        "trigger_id": "t",
+        "response_url": RESPONSE_URL,
+        "actions": [{"action_id": "approve", "value": rig.request_id}],
+    }
     started = time.monotonic()
     assert await slack(rig.fill_bytes(encoded_payload(click))) == 200
     assert time.monotonic() - started < 2
 
     async def teams(activity: dict) -> int:
-        status, _ = await rig.post("/api/messages", rig.fill_bytes(json.dumps(activity).encode()),
-                                   {"Content-Type": "application/json"})
+        status, _ = await rig.post(
+            "/api/messages", rig.fill_bytes(json.dumps(activity).encode()), {"Content-Type": "application/json"}
+        )
         return status
 
     assert await teams({"type": "message"}) == 400  # nowhere to answer
-    envelope = {"serviceUrl": CLOSED, "channelId": "msteams", "from": {"id": "29:mallory"},
-                "recipient": {"id": BOT_ID}, "conversation": {"id": "19:fuzz@thread.tacv2"}}
+    envelope = {
+        "serviceUrl": CLOSED,
+        "channelId": "msteams",
+        "from": {"id": "29:mallory"},
+        "recipient": {"id": BOT_ID},
+        "conversation": {"id": "19:fuzz@thread.tacv2"},
+    }
     started = time.monotonic()
     assert await teams({"type": "message", "text": "help", **envelope}) == 201  # the reply fails: logged
     assert time.monotonic() - started < 3  # our connector timeout and no hidden retries, not msrest's
-    assert await teams({"type": "invoke", "name": "composeExtension/query", **envelope,
-                        "serviceUrl": CONNECTOR}) == 400  # an invoke the app never offered (was 501)
+    assert (
+        await teams({"type": "invoke", "name": "composeExtension/query", **envelope, "serviceUrl": CONNECTOR}) == 400
+    )  # an invoke the app never offered (was 501)
     await rig.quiet()
     assert rig.state() == initial
     assert "unhandled error" not in rig.log.text(), rig.log.text()[-3000:]

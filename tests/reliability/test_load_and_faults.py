@@ -60,7 +60,7 @@ async def post(http: aiohttp.ClientSession, url: str, token: str, body: dict, re
         try:
             async with http.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
                 return r.status, await r.json(content_type=None)
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientConnectionError):
             await asyncio.sleep(0.1 * (attempt + 1))
     raise AssertionError(f"gave up on {url}")
 
@@ -81,8 +81,10 @@ def check_requests(client: sync_redis.Redis, ids: list[str]) -> dict[str, dict]:
         assert doc["status"] in ("approved", "denied"), doc["status"]
         assert len(doc["decisions"]) == 1
         assert doc["decisions"][0]["decision"] == ("approve" if doc["status"] == "approved" else "deny")
-        finals = [json.loads(client.lindex("ab:audit:log", int(s) - 1))["type"]
-                  for s in client.lrange(f"ab:audit:req:{rid}", 0, -1)]
+        finals = [
+            json.loads(client.lindex("ab:audit:log", int(s) - 1))["type"]
+            for s in client.lrange(f"ab:audit:req:{rid}", 0, -1)
+        ]
         assert sum(t in ("request.approved", "request.denied") for t in finals) == 1, finals
         docs[rid] = doc
     return docs
@@ -96,9 +98,11 @@ def rq_state(redis_url: str) -> str:
     """What the job queue looks like, for a failure message."""
     client = sync_redis.Redis.from_url(redis_url)
     queue = Queue("approvalbot", connection=client)
-    state = (f"queued={queue.count} started={queue.started_job_registry.count} "
-             f"scheduled={queue.scheduled_job_registry.count} failed={queue.failed_job_registry.count} "
-             f"outbox cursor={client.get('ab:outbox:cursor')} audit={client.llen('ab:audit:log')}")
+    state = (
+        f"queued={queue.count} started={queue.started_job_registry.count} "
+        f"scheduled={queue.scheduled_job_registry.count} failed={queue.failed_job_registry.count} "
+        f"outbox cursor={client.get('ab:outbox:cursor')} audit={client.llen('ab:audit:log')}"
+    )
     client.close()
     return state
 
@@ -121,19 +125,29 @@ async def test_thousands_of_racing_decisions_across_processes(redis_url, spawn):
     async with receiver as hook:
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector) as http:
-            created = await asyncio.gather(*(
-                post(http, f"{webs[i % 2].base}/v1/requests", agent,
-                     {"action": "infra.scale", "resource": f"svc-{i}", "callback_url": hook})
-                for i in range(n)))
+            created = await asyncio.gather(
+                *(
+                    post(
+                        http,
+                        f"{webs[i % 2].base}/v1/requests",
+                        agent,
+                        {"action": "infra.scale", "resource": f"svc-{i}", "callback_url": hook},
+                    )
+                    for i in range(n)
+                )
+            )
             assert {s for s, _ in created} == {201}
             ids = [body["id"] for _, body in created]
 
             async def race(i: int, rid: str):
                 return await asyncio.gather(
-                    post(http, f"{webs[i % 2].base}/v1/requests/{rid}/decisions", alice,
-                         {"decision": "approve"}),
-                    post(http, f"{webs[(i + 1) % 2].base}/v1/requests/{rid}/decisions", bob,
-                         {"decision": "deny", "reason": "race"}),
+                    post(http, f"{webs[i % 2].base}/v1/requests/{rid}/decisions", alice, {"decision": "approve"}),
+                    post(
+                        http,
+                        f"{webs[(i + 1) % 2].base}/v1/requests/{rid}/decisions",
+                        bob,
+                        {"decision": "deny", "reason": "race"},
+                    ),
                 )
 
             outcomes = await asyncio.gather(*(race(i, rid) for i, rid in enumerate(ids)))
@@ -155,8 +169,9 @@ def persistent_valkey():
     sock = data / "v.sock"
 
     def start() -> ValkeyServer:
-        server = ValkeyServer(port=0, unix_socket_path=sock, data_dir=data, persist=True,
-                              appendonly="yes", appendfsync="always")
+        server = ValkeyServer(
+            port=0, unix_socket_path=sock, data_dir=data, persist=True, appendonly="yes", appendfsync="always"
+        )
         server.start()
         return server
 
@@ -181,26 +196,35 @@ async def test_kill_9_workers_and_web_restart_redis_and_failing_callbacks(persis
     receiver = CallbackReceiver(fail_first=60)  # a burst of 500s: RQ must retry them
     async with receiver as hook:
         async with aiohttp.ClientSession() as http:
+
             async def ask(i: int) -> str:
                 base = (web_a if i % 2 else web_b).base
-                status, body = await post(http, f"{base}/v1/requests", agent,
-                                          {"action": "key.rotate", "resource": f"k{i}", "callback_url": hook})
+                status, body = await post(
+                    http,
+                    f"{base}/v1/requests",
+                    agent,
+                    {"action": "key.rotate", "resource": f"k{i}", "callback_url": hook},
+                )
                 assert status == 201, body
                 return body["id"]
 
             async def decide(i: int, rid: str) -> None:
                 base = (web_a if i % 2 else web_b).base
-                status, body = await post(http, f"{base}/v1/requests/{rid}/decisions", alice,
-                                          {"decision": "approve" if i % 3 else "deny", "reason": "ok"})
+                status, body = await post(
+                    http,
+                    f"{base}/v1/requests/{rid}/decisions",
+                    alice,
+                    {"decision": "approve" if i % 3 else "deny", "reason": "ok"},
+                )
                 assert status in (200, 409), body  # 409: a retry after a lost answer
 
             ids = list(await asyncio.gather(*(ask(i) for i in range(n // 2))))
-            workers[0].kill()                      # kill -9 a worker mid-run
-            web_a.kill()                           # and a web process
+            workers[0].kill()  # kill -9 a worker mid-run
+            web_a.kill()  # and a web process
             web_a.popen = None
             web_a.start()
             await asyncio.gather(*(decide(i, rid) for i, rid in enumerate(ids)))
-            valkey["restart"]()                    # Redis goes away and comes back from its AOF
+            valkey["restart"]()  # Redis goes away and comes back from its AOF
             more = list(await asyncio.gather(*(ask(i) for i in range(n // 2, n))))
             await asyncio.gather(*(decide(i, rid) for i, rid in enumerate(more, start=n // 2)))
             ids += more

@@ -38,11 +38,13 @@ async def test_a_killed_scheduler_lock_holder_delays_retries_by_seconds_not_a_mi
         spawn(redis_url, "worker", APPROVALBOT_JOB_TIMEOUT="3")
         receiver = CallbackReceiver(fail_first=1)  # the first delivery fails: RQ schedules a retry
         async with receiver as hook, aiohttp.ClientSession() as http:
-            status, created = await post(http, f"{web.base}/v1/requests", agent,
-                                         {"action": "db.migrate", "callback_url": hook})
+            status, created = await post(
+                http, f"{web.base}/v1/requests", agent, {"action": "db.migrate", "callback_url": hook}
+            )
             assert status == 201, created
-            status, decided = await post(http, f"{web.base}/v1/requests/{created['id']}/decisions", alice,
-                                         {"decision": "approve"})
+            status, decided = await post(
+                http, f"{web.base}/v1/requests/{created['id']}/decisions", alice, {"decision": "approve"}
+            )
             assert status == 200, decided
             await wait_for(lambda: receiver.delivered, 30, lambda: rq_state(redis_url))
         recovered = time.monotonic() - killed_at

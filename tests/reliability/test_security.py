@@ -59,8 +59,12 @@ APP_ID = "5b1f0a5e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 
 def secured_operations() -> list[tuple[str, str]]:
     """Every operation of the OpenAPI document that takes a bearer token."""
-    return [(method.upper(), path) for path, item in document()["paths"].items()
-            for method, op in item.items() if op.get("security")]
+    return [
+        (method.upper(), path)
+        for path, item in document()["paths"].items()
+        for method, op in item.items()
+        if op.get("security")
+    ]
 
 
 def state(client: sync_redis.Redis, request_id: str) -> tuple:
@@ -72,8 +76,14 @@ def state(client: sync_redis.Redis, request_id: str) -> tuple:
 
 
 def cli(redis_url: str, data_dir, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "approvalbot", *args], env=service_env(redis_url, data_dir),
-                          capture_output=True, text=True, timeout=60, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "approvalbot", *args],
+        env=service_env(redis_url, data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
 
 
 class Cluster:
@@ -111,8 +121,9 @@ class Cluster:
                 return resp.status, text
 
     async def ask(self, token: str | None = None, **body) -> dict:
-        status, created = await self.call("POST", "/v1/requests", token or self.ids.agent,
-                                          json={"action": "db.migrate", "resource": "prod", **body})
+        status, created = await self.call(
+            "POST", "/v1/requests", token or self.ids.agent, json={"action": "db.migrate", "resource": "prod", **body}
+        )
         assert status == 201, created
         return created
 
@@ -121,9 +132,21 @@ def submission(user: dict, request_id: str, decision: str = "approve", reason: s
     """A view_submission of the reason modal, as Slack would send it for `user`."""
     meta = json.dumps({"r": request_id, "d": decision, "c": CHANNEL, "h": False})
     values = {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}
-    return {"type": "view_submission", "team": {"id": "T0FAKE"}, "user": user, "api_app_id": "A0APP",
-            "trigger_id": "t-sub", "view": {"id": "V0MODAL", "type": "modal", "callback_id": "decision",
-                                            "private_metadata": meta, "state": {"values": values}, "hash": "h"}}
+    return {
+        "type": "view_submission",
+        "team": {"id": "T0FAKE"},
+        "user": user,
+        "api_app_id": "A0APP",
+        "trigger_id": "t-sub",
+        "view": {
+            "id": "V0MODAL",
+            "type": "modal",
+            "callback_id": "decision",
+            "private_metadata": meta,
+            "state": {"values": values},
+            "hash": "h",
+        },
+    }
 
 
 def encoded(payload: dict) -> str:
@@ -168,8 +191,13 @@ async def test_the_owner_is_refused_in_slack_whatever_name_the_payload_claims(re
     """Signed by Slack for the owner's user id, the payload calls them alice: the id decides who it is."""
     async with Cluster(redis_url, spawn, tmp_path) as c:
         rid = (await c.ask())["id"]  # etl-bot is owned by owner@example.com, also a registered approver
-        disguised = {"id": "U0OWNER", "username": "alice", "name": "alice", "team_id": "T0FAKE",
-                     "email": "alice@example.com"}
+        disguised = {
+            "id": "U0OWNER",
+            "username": "alice",
+            "name": "alice",
+            "team_id": "T0FAKE",
+            "email": "alice@example.com",
+        }
         payload = c.slack.click_payload("U0OWNER", rid)
         payload["user"] = disguised
         status, _ = await c.slack.interact(payload)
@@ -184,8 +212,10 @@ async def test_the_owner_is_refused_in_slack_whatever_name_the_payload_claims(re
         assert "cannot approve your own request" in c.fake.seen[("note", "U0OWNER", rid)][1]
         _, doc = await c.call("GET", f"/v1/requests/{rid}", c.ids.agent)
         assert doc["status"] == "pending" and doc["decisions"] == []
-        records = [json.loads(c.client.lindex("ab:audit:log", int(s) - 1))
-                   for s in c.client.lrange(f"ab:audit:req:{rid}", 0, -1)]
+        records = [
+            json.loads(c.client.lindex("ab:audit:log", int(s) - 1))
+            for s in c.client.lrange(f"ab:audit:req:{rid}", 0, -1)
+        ]
         assert [r["type"] for r in records] == ["request.created", "self_approval.blocked", "self_approval.blocked"]
         for blocked in records[1:]:
             assert blocked["actor"]["email"] == "owner@example.com"
@@ -196,8 +226,9 @@ async def test_the_owner_is_refused_in_slack_whatever_name_the_payload_claims(re
 async def test_revoked_tokens_are_refused_on_every_endpoint(redis_url, spawn, tmp_path):
     async with Cluster(redis_url, spawn, tmp_path) as c:
         rid = (await c.ask())["id"]
-        status, approved = await c.call("POST", f"/v1/requests/{(await c.ask())['id']}/decisions", c.ids.bob,
-                                        json={"decision": "approve"})
+        status, approved = await c.call(
+            "POST", f"/v1/requests/{(await c.ask())['id']}/decisions", c.ids.bob, json={"decision": "approve"}
+        )
         assert status == 200
         data_dir = tmp_path / "data"
         assert "revoked" in cli(redis_url, data_dir, "agents", "revoke", "etl-bot").stderr
@@ -207,9 +238,15 @@ async def test_revoked_tokens_are_refused_on_every_endpoint(redis_url, spawn, tm
         assert len(operations) >= 10
         for token in (c.ids.agent, c.ids.alice):
             for method, path in operations:
-                body = {"decision": "approve"} if path.endswith("decisions") else \
-                    {"grant": approved["grant"]} if path.endswith("consume") else \
-                    {"action": "db.migrate"} if method == "POST" else None
+                body = (
+                    {"decision": "approve"}
+                    if path.endswith("decisions")
+                    else {"grant": approved["grant"]}
+                    if path.endswith("consume")
+                    else {"action": "db.migrate"}
+                    if method == "POST"
+                    else None
+                )
                 status, answer = await c.call(method, path.replace("{id}", rid), token, json=body)
                 assert (status, answer["error"]["code"]) == (401, "unauthorized"), (method, path, answer)
         assert state(c.client, rid) == before
@@ -240,8 +277,9 @@ async def test_agent_tokens_are_refused_on_approver_endpoints(redis_url, spawn, 
 async def test_agents_cannot_see_or_touch_each_others_requests(redis_url, spawn, tmp_path):
     async with Cluster(redis_url, spawn, tmp_path) as c:
         rid = (await c.ask())["id"]
-        other = cli(redis_url, tmp_path / "data", "agents", "add", "other-bot", "--owner",
-                    "mallory@example.com").stdout.strip()
+        other = cli(
+            redis_url, tmp_path / "data", "agents", "add", "other-bot", "--owner", "mallory@example.com"
+        ).stdout.strip()
         before = state(c.client, rid)
         for method, suffix in (("GET", ""), ("GET", "?wait=1"), ("POST", "/cancel"), ("GET", "/deliveries")):
             mine = await c.call(method, f"/v1/requests/{rid}{suffix}", other)
@@ -258,12 +296,16 @@ async def test_agents_cannot_see_or_touch_each_others_requests(redis_url, spawn,
 def signing_key() -> tuple[str, list[str]]:
     """An Ed25519 private key as PEM, and every form of it that must never be seen."""
     key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                             serialization.NoEncryption())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    return pem, ["".join(pem.splitlines()[1:-1]), seed.hex(), base64.b64encode(seed).decode(),
-                 base64.urlsafe_b64encode(seed).decode().rstrip("=")]
+    seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return pem, [
+        "".join(pem.splitlines()[1:-1]),
+        seed.hex(),
+        base64.b64encode(seed).decode(),
+        base64.urlsafe_b64encode(seed).decode().rstrip("="),
+    ]
 
 
 def assert_nowhere(secrets: dict[str, str], places: dict[str, str]) -> None:
@@ -291,9 +333,15 @@ async def test_secrets_never_leave_the_processes(redis_url, spawn, tmp_path):
     await fake.start()
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    env = chat_env(fake, policy, MICROSOFT_APP_ID=APP_ID, MICROSOFT_APP_PASSWORD=app_password,
-                   APPROVALBOT_CALLBACK_SECRET=callback_secret, APPROVALBOT_SIGNING_KEY=pem,
-                   APPROVALBOT_JOB_TIMEOUT="5")
+    env = chat_env(
+        fake,
+        policy,
+        MICROSOFT_APP_ID=APP_ID,
+        MICROSOFT_APP_PASSWORD=app_password,
+        APPROVALBOT_CALLBACK_SECRET=callback_secret,
+        APPROVALBOT_SIGNING_KEY=pem,
+        APPROVALBOT_JOB_TIMEOUT="5",
+    )
     del env["APPROVALBOT_TEAMS_DEV"]
     web = spawn(redis_url, "web", web=True, **env)
     worker = spawn(redis_url, "worker", **env)
@@ -304,6 +352,7 @@ async def test_secrets_never_leave_the_processes(redis_url, spawn, tmp_path):
     receiver = CallbackReceiver(fail_first=2)  # failing callbacks: RQ retries, and logs why
     try:
         async with receiver as hook, aiohttp.ClientSession() as http:
+
             async def call(method, path, token=None, raw_auth=None, **kwargs):
                 headers = kwargs.pop("headers", {})
                 if token:
@@ -319,39 +368,72 @@ async def test_secrets_never_leave_the_processes(redis_url, spawn, tmp_path):
             fake.fail("chat.postMessage", 1, error="invalid_auth")  # Slack refuses "our token" once
             rids = []
             for i in range(4):
-                status, text = await call("POST", "/v1/requests", ids.agent,
-                                          json={"action": "db.migrate", "resource": f"db{i}", "callback_url": hook})
+                status, text = await call(
+                    "POST",
+                    "/v1/requests",
+                    ids.agent,
+                    json={"action": "db.migrate", "resource": f"db{i}", "callback_url": hook},
+                )
                 assert status == 201
                 rids.append(json.loads(text)["id"])
             # failures of every kind, carrying secrets where a careless server might echo them
-            for raw_auth in (f"Bearer {revoked}", f"Bearer {SIGNING_SECRET}", f"Bearer {BOT_TOKEN}",
-                             f"Basic {callback_secret}", f"Bearer {ids.agent}x", "Bearer"):
+            for raw_auth in (
+                f"Bearer {revoked}",
+                f"Bearer {SIGNING_SECRET}",
+                f"Bearer {BOT_TOKEN}",
+                f"Basic {callback_secret}",
+                f"Bearer {ids.agent}x",
+                "Bearer",
+            ):
                 status, _ = await call("POST", "/v1/requests", raw_auth=raw_auth, json={"action": "db.migrate"})
                 assert status == 401
             status, _ = await call("POST", "/v1/requests", ids.agent, json={"action": app_password + " !"})
             assert status == 422
             status, _ = await call("GET", f"/v1/requests?cursor={callback_secret}", ids.alice)
             assert status == 422
-            status, _ = await call("POST", f"/v1/requests/{rids[0]}/decisions", ids.agent,
-                                   json={"decision": "approve"})
+            status, _ = await call("POST", f"/v1/requests/{rids[0]}/decisions", ids.agent, json={"decision": "approve"})
             assert status == 403
             status, _ = await call("POST", "/v1/grants/consume", ids.agent, json={"grant": pem})
             assert status in (400, 422)
             for headers in ({}, {"Authorization": f"Bearer {app_password}"}, {"Authorization": "Bearer a.b.c"}):
-                status, _ = await call("POST", "/api/messages", headers=headers, json={
-                    "type": "message", "serviceUrl": "http://127.0.0.1:9/", "channelId": "msteams",
-                    "from": {"id": "29:alice"}, "recipient": {"id": "28:bot"}, "conversation": {"id": "19:x"},
-                    "text": "pending"})
+                status, _ = await call(
+                    "POST",
+                    "/api/messages",
+                    headers=headers,
+                    json={
+                        "type": "message",
+                        "serviceUrl": "http://127.0.0.1:9/",
+                        "channelId": "msteams",
+                        "from": {"id": "29:alice"},
+                        "recipient": {"id": "28:bot"},
+                        "conversation": {"id": "19:x"},
+                        "text": "pending",
+                    },
+                )
                 assert status == 401
-            status, _ = await call("POST", "/slack/events", data=encoded({"type": "block_actions"}),
-                                   headers={"Content-Type": "application/x-www-form-urlencoded",
-                                            "X-Slack-Request-Timestamp": "1", "X-Slack-Signature": "v0=00"})
+            status, _ = await call(
+                "POST",
+                "/slack/events",
+                data=encoded({"type": "block_actions"}),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Slack-Request-Timestamp": "1",
+                    "X-Slack-Signature": "v0=00",
+                },
+            )
             assert status == 401
             # and successes: API decisions, and a signed Slack click and modal
-            assert (await call("POST", f"/v1/requests/{rids[0]}/decisions", ids.alice,
-                               json={"decision": "approve"}))[0] == 200
-            assert (await call("POST", f"/v1/requests/{rids[1]}/decisions", ids.bob,
-                               json={"decision": "deny", "reason": "not today"}))[0] == 200
+            assert (await call("POST", f"/v1/requests/{rids[0]}/decisions", ids.alice, json={"decision": "approve"}))[
+                0
+            ] == 200
+            assert (
+                await call(
+                    "POST",
+                    f"/v1/requests/{rids[1]}/decisions",
+                    ids.bob,
+                    json={"decision": "deny", "reason": "not today"},
+                )
+            )[0] == 200
             slack = slack_client(fake, web.base, http, iter(range(1, 100)))
             payload = slack.click_payload("U0ALICE", rids[2])
             assert (await slack.interact(payload))[0] == 200
@@ -363,8 +445,13 @@ async def test_secrets_never_leave_the_processes(redis_url, spawn, tmp_path):
             for path in ("/v1/audit", "/v1/audit?format=csv", "/v1/audit/verify", "/v1/audit/checkpoints"):
                 status, _ = await call("GET", path, ids.alice)
                 assert status == 200
-            for path in ("/v1/keys", "/metrics", "/openapi.json", f"/v1/requests/{rids[0]}",
-                         f"/v1/requests/{rids[0]}/deliveries"):
+            for path in (
+                "/v1/keys",
+                "/metrics",
+                "/openapi.json",
+                f"/v1/requests/{rids[0]}",
+                f"/v1/requests/{rids[0]}/deliveries",
+            ):
                 await call("GET", path, ids.agent)
     finally:
         await fake.close()
@@ -381,10 +468,16 @@ async def test_secrets_never_leave_the_processes(redis_url, spawn, tmp_path):
     assert "Traceback" in places["worker"]  # the failures above were logged, with their tracebacks
     places["API answers"] = "\n".join(seen)
     places["Slack payloads"] = json.dumps([c.args for c in fake.calls] + fake.responses, default=str)
-    secrets = {"agent token": ids.agent, "approver token": ids.alice, "revoked token": revoked,
-               "Slack signing secret": SIGNING_SECRET, "Slack bot token": BOT_TOKEN,
-               "Teams app password": app_password, "callback secret": callback_secret,
-               **{f"signing key ({i})": form for i, form in enumerate(key_forms)}}
+    secrets = {
+        "agent token": ids.agent,
+        "approver token": ids.alice,
+        "revoked token": revoked,
+        "Slack signing secret": SIGNING_SECRET,
+        "Slack bot token": BOT_TOKEN,
+        "Teams app password": app_password,
+        "callback secret": callback_secret,
+        **{f"signing key ({i})": form for i, form in enumerate(key_forms)},
+    }
     assert_nowhere(secrets, places)
 
 
@@ -395,10 +488,18 @@ async def test_secrets_never_reach_logs_in_process_at_debug(redis_url, tmp_path,
     app_password = "teams-app-password-" + "a1" * 10
     fake = WatchedSlack(users=dict(USERS), channels={"approvals": CHANNEL})
     await fake.start()
-    env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_CHANNEL": "#approvals",
-           "SLACK_API_URL": fake.api_url, "MICROSOFT_APP_ID": APP_ID, "MICROSOFT_APP_PASSWORD": app_password,
-           "APPROVALBOT_CALLBACK_SECRET": callback_secret, "APPROVALBOT_SIGNING_KEY": pem,
-           "REDIS_URL": redis_url, "APPROVALBOT_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_CHANNEL": "#approvals",
+        "SLACK_API_URL": fake.api_url,
+        "MICROSOFT_APP_ID": APP_ID,
+        "MICROSOFT_APP_PASSWORD": app_password,
+        "APPROVALBOT_CALLBACK_SECRET": callback_secret,
+        "APPROVALBOT_SIGNING_KEY": pem,
+        "REDIS_URL": redis_url,
+        "APPROVALBOT_DATA_DIR": str(tmp_path / "data"),
+    }
     for key, value in env.items():  # jobs read their settings from the environment, as in a worker
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("SLACK_APP_TOKEN", raising=False)
@@ -430,10 +531,16 @@ async def test_secrets_never_reach_logs_in_process_at_debug(redis_url, tmp_path,
             await harness.run_until_settled()  # the cards are up, so the decisions below update them
             for header in (f"Bearer {api.agent_token}!", f"Bearer {SIGNING_SECRET}", "Bearer junk"):
                 seen.append(repr(await api.call("GET", "/v1/requests", headers={"Authorization": header})))
-            seen.append(repr(await api.call("POST", "/v1/requests", api.agent_token,
-                                            json={"action": callback_secret + " x"})))
-            seen.append(repr(await api.call("POST", "/api/messages", json={"type": "message"},
-                                            headers={"Authorization": "Bearer x.y.z"})))
+            seen.append(
+                repr(await api.call("POST", "/v1/requests", api.agent_token, json={"action": callback_secret + " x"}))
+            )
+            seen.append(
+                repr(
+                    await api.call(
+                        "POST", "/api/messages", json={"type": "message"}, headers={"Authorization": "Bearer x.y.z"}
+                    )
+                )
+            )
             payload = harness.click_payload("U0ALICE", rids[0])
             assert (await harness.interact(payload))[0] == 200
             _, view = await fake.first([("view", payload["trigger_id"])])
@@ -451,11 +558,18 @@ async def test_secrets_never_reach_logs_in_process_at_debug(redis_url, tmp_path,
         await fake.close()
     assert receiver.failures == 1
     assert "invalid_auth" in caplog.text and any(r.levelno == logging.DEBUG for r in caplog.records)
-    places = {"logs": caplog.text + "\n".join(str(r.__dict__) for r in caplog.records),
-              "API answers": "\n".join(seen),
-              "Slack payloads": json.dumps([c.args for c in fake.calls] + fake.responses, default=str)}
-    secrets = {"agent token": api.agent_token, "approver token": api.approver_token,
-               "Slack signing secret": SIGNING_SECRET, "Slack bot token": BOT_TOKEN,
-               "Teams app password": app_password, "callback secret": callback_secret,
-               **{f"signing key ({i})": form for i, form in enumerate(key_forms)}}
+    places = {
+        "logs": caplog.text + "\n".join(str(r.__dict__) for r in caplog.records),
+        "API answers": "\n".join(seen),
+        "Slack payloads": json.dumps([c.args for c in fake.calls] + fake.responses, default=str),
+    }
+    secrets = {
+        "agent token": api.agent_token,
+        "approver token": api.approver_token,
+        "Slack signing secret": SIGNING_SECRET,
+        "Slack bot token": BOT_TOKEN,
+        "Teams app password": app_password,
+        "callback secret": callback_secret,
+        **{f"signing key ({i})": form for i, form in enumerate(key_forms)},
+    }
     assert_nowhere(secrets, places)

@@ -140,8 +140,13 @@ class SlackHarness:
 
     # --- acting as Slack ---------------------------------------------------------
 
-    async def post(self, body: str, content_type: str = "application/x-www-form-urlencoded",
-                   timestamp: int | None = None, signature: str | None = None) -> tuple[int, str]:
+    async def post(
+        self,
+        body: str,
+        content_type: str = "application/x-www-form-urlencoded",
+        timestamp: int | None = None,
+        signature: str | None = None,
+    ) -> tuple[int, str]:
         ts = int(time.time()) if timestamp is None else timestamp
         headers = {
             "Content-Type": content_type,
@@ -154,8 +159,15 @@ class SlackHarness:
     async def interact(self, payload: dict[str, Any], **kwargs) -> tuple[int, str]:
         return await self.post(urlencode({"payload": json.dumps(payload)}), **kwargs)
 
-    def click_payload(self, user: str, request_id: str, action: str = "approve",
-                      channel: str | None = CHANNEL, ts: str = "1.000001", home: bool = False) -> dict:
+    def click_payload(
+        self,
+        user: str,
+        request_id: str,
+        action: str = "approve",
+        channel: str | None = CHANNEL,
+        ts: str = "1.000001",
+        home: bool = False,
+    ) -> dict:
         payload: dict[str, Any] = {
             "type": "block_actions",
             "team": {"id": TEAM, "domain": "fake"},
@@ -163,15 +175,22 @@ class SlackHarness:
             "api_app_id": "A0APP",
             "token": "legacy-verification-token",
             "trigger_id": f"trigger-{next(self._triggers)}",
-            "actions": [{"type": "button", "action_id": action, "block_id": "decide", "value": request_id,
-                         "action_ts": str(time.time()), "text": {"type": "plain_text", "text": action}}],
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": action,
+                    "block_id": "decide",
+                    "value": request_id,
+                    "action_ts": str(time.time()),
+                    "text": {"type": "plain_text", "text": action},
+                }
+            ],
         }
         if home:
             payload["container"] = {"type": "view", "view_id": "V0HOME"}
             payload["view"] = {"id": "V0HOME", "type": "home", "blocks": []}
         else:
-            payload["container"] = {"type": "message", "message_ts": ts, "channel_id": channel,
-                                    "is_ephemeral": False}
+            payload["container"] = {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False}
             payload["channel"] = {"id": channel, "name": "approvals"}
             payload["message"] = {"type": "message", "ts": ts, "text": "card", "blocks": []}
             payload["response_url"] = self.fake.response_url("click")
@@ -197,29 +216,44 @@ class SlackHarness:
 
     async def command(self, command: str, text: str, user: str, channel: str = CHANNEL) -> tuple[int, str]:
         form = {
-            "token": "legacy-verification-token", "team_id": TEAM, "team_domain": "fake",
-            "channel_id": channel, "channel_name": "approvals", "user_id": user, "user_name": user.lower(),
-            "command": command, "text": text, "api_app_id": "A0APP",
+            "token": "legacy-verification-token",
+            "team_id": TEAM,
+            "team_domain": "fake",
+            "channel_id": channel,
+            "channel_name": "approvals",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": "A0APP",
             "response_url": self.fake.response_url(command.strip("/")),
             "trigger_id": f"trigger-{next(self._triggers)}",
         }
         return await self.post(urlencode(form))
 
     async def event(self, event: dict[str, Any]) -> tuple[int, str]:
-        body = {"token": "legacy-verification-token", "team_id": TEAM, "api_app_id": "A0APP",
-                "event": event, "type": "event_callback", "event_id": f"Ev{next(self._triggers)}",
-                "event_time": int(time.time())}
+        body = {
+            "token": "legacy-verification-token",
+            "team_id": TEAM,
+            "api_app_id": "A0APP",
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev{next(self._triggers)}",
+            "event_time": int(time.time()),
+        }
         return await self.post(json.dumps(body), content_type="application/json")
 
     # --- waiting on the fake -----------------------------------------------------
 
     async def opened_view(self, count: int = 1) -> dict[str, Any]:
         """The modal views.open showed (the count-th one), once it arrives."""
+
         async def check():
             views = self.fake.calls_of("views.open")
             return views[count - 1] if len(views) >= count else None
 
         from tests.conftest import eventually
+
         return (await eventually(check))["view"]
 
     async def ephemerals_to(self, user: str, count: int = 1) -> list[dict[str, Any]]:
@@ -276,12 +310,14 @@ class SlackHarness:
     # --- reading what was posted -------------------------------------------------
 
     def cards(self, channel: str = CHANNEL) -> list[dict[str, Any]]:
-        return [m for m in self.fake.top_level(channel)
-                if (m.get("metadata") or {}).get("event_type") == "approvalbot_request"]
+        return [
+            m
+            for m in self.fake.top_level(channel)
+            if (m.get("metadata") or {}).get("event_type") == "approvalbot_request"
+        ]
 
     def card_for(self, request_id: str, channel: str = CHANNEL) -> dict[str, Any]:
-        found = [m for m in self.cards(channel)
-                 if m["metadata"]["event_payload"]["request_id"] == request_id]
+        found = [m for m in self.cards(channel) if m["metadata"]["event_payload"]["request_id"] == request_id]
         assert len(found) == 1, f"expected one card for {request_id}, found {len(found)}"
         return found[0]
 

@@ -156,8 +156,9 @@ class FakeSlack:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.sockets.append(ws)
-        await ws.send_json({"type": "hello", "num_connections": 1,
-                            "connection_info": {"app_id": "A0APP"}, "debug_info": {}})
+        await ws.send_json(
+            {"type": "hello", "num_connections": 1, "connection_info": {"app_id": "A0APP"}, "debug_info": {}}
+        )
         self.socket_connected.set()
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -183,8 +184,15 @@ class FakeSlack:
         return None
 
     def m_auth_test(self, args):
-        return {"ok": True, "url": "https://fake.slack.test/", "team": "Fake", "user": "approvalbot",
-                "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID}
+        return {
+            "ok": True,
+            "url": "https://fake.slack.test/",
+            "team": "Fake",
+            "user": "approvalbot",
+            "team_id": TEAM,
+            "user_id": BOT_USER,
+            "bot_id": BOT_ID,
+        }
 
     def m_apps_connections_open(self, args):
         return {"ok": True, "url": self.base.replace("http://", "ws://") + "/socket"}
@@ -194,8 +202,15 @@ class FakeSlack:
         if channel is None:
             return {"ok": False, "error": "channel_not_found"}
         ts = self._next_ts()
-        message = {"type": "message", "ts": ts, "text": args.get("text"), "blocks": args.get("blocks"),
-                   "bot_id": BOT_ID, "user": BOT_USER, "metadata": args.get("metadata")}
+        message = {
+            "type": "message",
+            "ts": ts,
+            "text": args.get("text"),
+            "blocks": args.get("blocks"),
+            "bot_id": BOT_ID,
+            "user": BOT_USER,
+            "metadata": args.get("metadata"),
+        }
         if args.get("thread_ts"):
             if not self.message(channel, args["thread_ts"]):
                 return {"ok": False, "error": "thread_not_found"}
@@ -227,8 +242,16 @@ class FakeSlack:
         uid = args.get("user")
         if uid not in self.users:
             return {"ok": False, "error": "user_not_found"}
-        return {"ok": True, "user": {"id": uid, "name": uid.lower(), "deleted": False, "is_bot": False,
-                                     "profile": {"email": self.users[uid]}}}
+        return {
+            "ok": True,
+            "user": {
+                "id": uid,
+                "name": uid.lower(),
+                "deleted": False,
+                "is_bot": False,
+                "profile": {"email": self.users[uid]},
+            },
+        }
 
     def m_users_lookupByEmail(self, args):
         for uid, email in self.users.items():
@@ -239,10 +262,14 @@ class FakeSlack:
     def _page(self, items, args, key="messages"):
         start = int(args.get("cursor") or 0)
         limit = int(args.get("limit") or 100)
-        page = items[start: start + limit]
+        page = items[start : start + limit]
         more = start + limit < len(items)
-        body = {"ok": True, key: page, "has_more": more,
-                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+        body = {
+            "ok": True,
+            key: page,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
         return body
 
     def _shown(self, messages, args):

@@ -25,9 +25,17 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 def request(**changes) -> ApprovalRequest:
     base = {
-        "id": "req_abcdefghijklmnop", "status": "pending", "action": "dataset.export", "resource": "s3://b/k",
-        "params": {"rows": 5000}, "justification": "weekly", "context": {"code_path": "etl/x.py:1"},
-        "agent_id": "agt_1", "agent_name": "etl-bot", "owner": "owner@example.com", "created_at": NOW,
+        "id": "req_abcdefghijklmnop",
+        "status": "pending",
+        "action": "dataset.export",
+        "resource": "s3://b/k",
+        "params": {"rows": 5000},
+        "justification": "weekly",
+        "context": {"code_path": "etl/x.py:1"},
+        "agent_id": "agt_1",
+        "agent_name": "etl-bot",
+        "owner": "owner@example.com",
+        "created_at": NOW,
         "expires_at": NOW + timedelta(hours=1),
         "policy": AppliedPolicy(rule="default", effect="require_approval", approvers=["security"], min_approvals=2),
         "approvals_needed": 2,
@@ -64,18 +72,32 @@ def test_pending_card_has_approve_and_deny_carrying_only_the_id():
     rendered = blocks.card(request())
     (actions,) = [b for b in rendered.blocks if b["type"] == "actions"]
     assert [(e["action_id"], e["value"]) for e in actions["elements"]] == [
-        ("approve", "req_abcdefghijklmnop"), ("deny", "req_abcdefghijklmnop")]
+        ("approve", "req_abcdefghijklmnop"),
+        ("deny", "req_abcdefghijklmnop"),
+    ]
     text = json.dumps(rendered.blocks)
-    for shown in ("dataset.export", "s3://b/k", "etl-bot", "owner@example.com", "etl/x.py:1", "default",
-                  "0 of 2", "rows = 5000", "weekly", "security (group)", "<!date^"):
+    for shown in (
+        "dataset.export",
+        "s3://b/k",
+        "etl-bot",
+        "owner@example.com",
+        "etl/x.py:1",
+        "default",
+        "0 of 2",
+        "rows = 5000",
+        "weekly",
+        "security (group)",
+        "<!date^",
+    ):
         assert shown in text, shown
 
 
 def test_final_card_shows_outcome_and_has_no_buttons():
     decided = request(
-        status="denied", decided_at=NOW, outcome_reason="not now",
-        decisions=[Decision(approver="alice@example.com", decision="deny", reason="not now", at=NOW,
-                            channel="slack")],
+        status="denied",
+        decided_at=NOW,
+        outcome_reason="not now",
+        decisions=[Decision(approver="alice@example.com", decision="deny", reason="not now", at=NOW, channel="slack")],
     )
     rendered = blocks.card(decided)
     assert not [b for b in rendered.blocks if b["type"] == "actions"]
@@ -86,11 +108,13 @@ def test_final_card_shows_outcome_and_has_no_buttons():
 
 def test_huge_request_still_renders_within_slack_limits():
     huge = request(
-        resource="r" * 1000, justification="j" * 4000,
+        resource="r" * 1000,
+        justification="j" * 4000,
         params={f"p{i}": "v" * 3000 for i in range(100)},
         context={f"c{i}": "x" * 2000 for i in range(50)} | {"impact": "i" * 2000},
-        decisions=[Decision(approver=f"a{i}@example.com", decision="approve", reason="r" * 4000, at=NOW)
-                   for i in range(30)],
+        decisions=[
+            Decision(approver=f"a{i}@example.com", decision="approve", reason="r" * 4000, at=NOW) for i in range(30)
+        ],
     )
     rendered = blocks.card(huge)  # to_dict() would raise on any block over Slack's limits
     assert len(rendered.blocks) <= 50
@@ -98,9 +122,12 @@ def test_huge_request_still_renders_within_slack_limits():
 
 
 def test_audit_reply_shows_seq_and_hash_prefix():
-    record = {"type": "approval.recorded", "actor": {"kind": "human", "email": "bob@example.com",
-                                                     "channel": "slack"},
-              "data": {"approvals": 1, "required": 2}, "reason": "<@U1> ok"}
+    record = {
+        "type": "approval.recorded",
+        "actor": {"kind": "human", "email": "bob@example.com", "channel": "slack"},
+        "data": {"approvals": 1, "required": 2},
+        "reason": "<@U1> ok",
+    }
     reply = blocks.audit_reply(12, "ab" * 32, record)
     assert reply.text.startswith("#12 abababababab ")
     assert "1 of 2" in reply.text and "bob@example.com" in reply.text

@@ -17,8 +17,7 @@ async def _responses(slack, key, n=1):
 
 
 def _request_ids(blocks):
-    return [e["value"] for b in blocks if b["type"] == "actions" for e in b["elements"]
-            if e["action_id"] == "approve"]
+    return [e["value"] for b in blocks if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "approve"]
 
 
 async def test_pending_lists_what_the_caller_may_decide_oldest_first_with_paging(slack):
@@ -35,12 +34,20 @@ async def test_pending_lists_what_the_caller_may_decide_oldest_first_with_paging
     (first,) = await _responses(slack, "pending")
     assert first["response_type"] == "ephemeral"
     assert _request_ids(first["blocks"]) == ids[:5]
-    (more,) = [e for b in first["blocks"] if b["type"] == "actions" for e in b["elements"]
-               if e["action_id"] == "pending_more"]
+    (more,) = [
+        e for b in first["blocks"] if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "pending_more"
+    ]
 
     payload = slack.click_payload("U0ALICE", "", "approve")
-    payload["actions"] = [{"type": "button", "action_id": "pending_more", "block_id": "more",
-                           "value": more["value"], "action_ts": str(time.time())}]
+    payload["actions"] = [
+        {
+            "type": "button",
+            "action_id": "pending_more",
+            "block_id": "more",
+            "value": more["value"],
+            "action_ts": str(time.time()),
+        }
+    ]
     payload["container"]["is_ephemeral"] = True
     payload["response_url"] = slack.fake.response_url("more")
     status, _ = await slack.interact(payload)
@@ -49,8 +56,9 @@ async def test_pending_lists_what_the_caller_may_decide_oldest_first_with_paging
     assert second["replace_original"] is True
     assert _request_ids(second["blocks"]) == ids[5:]
     assert own["id"] not in _request_ids(first["blocks"]) + _request_ids(second["blocks"])
-    assert not [e for b in second["blocks"] if b["type"] == "actions" for e in b["elements"]
-                if e["action_id"] == "pending_more"]
+    assert not [
+        e for b in second["blocks"] if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "pending_more"
+    ]
 
     # The buttons in the list work like the card's.
     await slack.click("U0ALICE", ids[0], "approve")
@@ -100,8 +108,9 @@ async def test_requester_may_look_at_their_own_request(slack):
 async def test_app_home_shows_the_callers_queue(slack):
     _, first = await slack.api.ask(resource="one")
     _, second = await slack.api.ask(resource="two")
-    status, _ = await slack.event({"type": "app_home_opened", "user": "U0BOB", "channel": "D0BOB",
-                                   "tab": "home", "event_ts": str(time.time())})
+    status, _ = await slack.event(
+        {"type": "app_home_opened", "user": "U0BOB", "channel": "D0BOB", "tab": "home", "event_ts": str(time.time())}
+    )
     assert status == 200
 
     async def published():
@@ -111,8 +120,15 @@ async def test_app_home_shows_the_callers_queue(slack):
     assert call["user_id"] == "U0BOB" and call["view"]["type"] == "home"
     assert _request_ids(call["view"]["blocks"]) == [first["id"], second["id"]]
 
-    await slack.event({"type": "app_home_opened", "user": "U0MALLORY", "channel": "D0MALLORY",
-                       "tab": "home", "event_ts": str(time.time())})
+    await slack.event(
+        {
+            "type": "app_home_opened",
+            "user": "U0MALLORY",
+            "channel": "D0MALLORY",
+            "tab": "home",
+            "event_ts": str(time.time()),
+        }
+    )
 
     async def two():
         found = slack.fake.calls_of("views.publish")

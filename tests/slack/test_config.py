@@ -55,16 +55,27 @@ async def test_mount_without_token_adds_nothing(monkeypatch, rt, redis):
     ("env", "message"),
     [
         ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_CHANNEL": "#a"}, "SLACK_SIGNING_SECRET is required"),
-        ({"SLACK_BOT_TOKEN": "xoxp-user", "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_CHANNEL": "#a"},
-         "must be a bot token"),
+        (
+            {"SLACK_BOT_TOKEN": "xoxp-user", "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_CHANNEL": "#a"},
+            "must be a bot token",
+        ),
         ({"SLACK_SIGNING_SECRET": SIGNING_SECRET}, "SLACK_BOT_TOKEN is not"),
         ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": SIGNING_SECRET}, "SLACK_CHANNEL is required"),
-        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_CHANNEL": "general chat"},
-         "neither a channel ID"),
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_CHANNEL": "general chat"},
+            "neither a channel ID",
+        ),
         ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xoxb-2", "SLACK_CHANNEL": "#a"}, "must be an app-level"),
         ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "short", "SLACK_CHANNEL": "#a"}, "does not look like"),
-        ({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_CHANNEL": "#a",
-          "SLACK_API_URL": "ftp://x"}, "SLACK_API_URL"),
+        (
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_CHANNEL": "#a",
+                "SLACK_API_URL": "ftp://x",
+            },
+            "SLACK_API_URL",
+        ),
     ],
 )
 def test_incomplete_settings_fail_at_start_up_with_a_clear_message(monkeypatch, env, message):
@@ -77,8 +88,13 @@ def test_incomplete_settings_fail_at_start_up_with_a_clear_message(monkeypatch, 
 
 
 def test_valid_settings_and_what_they_say(monkeypatch):
-    settings = make(monkeypatch, SLACK_BOT_TOKEN="xoxb-123", SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                    SLACK_CHANNEL="C0APPROVALS", SLACK_API_URL="http://127.0.0.1:9/api")
+    settings = make(
+        monkeypatch,
+        SLACK_BOT_TOKEN="xoxb-123",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_CHANNEL="C0APPROVALS",
+        SLACK_API_URL="http://127.0.0.1:9/api",
+    )
     config = SlackConfig.from_settings(settings)
     assert config.api_url == "http://127.0.0.1:9/api/" and config.http_events and not config.socket_mode
     assert "xoxb-123" not in repr(config) and SIGNING_SECRET not in repr(config)
@@ -89,8 +105,7 @@ def test_valid_settings_and_what_they_say(monkeypatch):
 
 
 def test_subscriber_makes_one_deterministic_job_per_record(monkeypatch):
-    settings = make(monkeypatch, SLACK_BOT_TOKEN="xoxb-123", SLACK_SIGNING_SECRET=SIGNING_SECRET,
-                    SLACK_CHANNEL="#a")
+    settings = make(monkeypatch, SLACK_BOT_TOKEN="xoxb-123", SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_CHANNEL="#a")
     (sub,) = subscribers(settings)
     record = {"type": "request.created", "request_id": "req_abc"}
     assert sub.wants(record) and not sub.wants({"type": "audit.checkpoint"})

@@ -14,8 +14,10 @@ from approvalbot.slack.escape import ZWSP
 from approvalbot.slack.settings import SlackConfig
 from tests.slack.conftest import CHANNEL
 
-NASTY = ("<!channel> <!here> <@U0ALICE> <#C0APPROVALS> <http://evil.example|click me> <!subteam^S0OPS> "
-         "*bold* _it_ ~gone~ `code` & more\n> quoted")
+NASTY = (
+    "<!channel> <!here> <@U0ALICE> <#C0APPROVALS> <http://evil.example|click me> <!subteam^S0OPS> "
+    "*bold* _it_ ~gone~ `code` & more\n> quoted"
+)
 FORBIDDEN = ("<!channel>", "<!here>", "<@U0ALICE>", "<#C0", "<http", "<!subteam")
 
 
@@ -39,8 +41,11 @@ def assert_inert(texts: list[str]) -> None:
 
 async def test_agent_markup_is_shown_as_data_everywhere(slack):
     _, req = await slack.api.ask(
-        action="dataset.export", resource=NASTY, justification=NASTY,
-        params={"query": NASTY, "<@U0BOB>": "*x*"}, context={"impact": NASTY, "note": NASTY},
+        action="dataset.export",
+        resource=NASTY,
+        justification=NASTY,
+        params={"query": NASTY, "<@U0BOB>": "*x*"},
+        context={"impact": NASTY, "note": NASTY},
     )
     await slack.run_jobs()
     await slack.click("U0ALICE", req["id"], "deny")
@@ -228,8 +233,9 @@ async def test_delivery_recovers_once_slack_accepts_again(slack):
     assert body["slack"]["errors"] == {} and body["slack"]["ts"] == card["ts"]
     assert len(body["slack"]["failures"]) == 1
     replies = slack.fake.replies(CHANNEL, card["ts"])
-    assert [json.loads(json.dumps(r["metadata"]))["event_payload"]["seq"] for r in replies] == \
-        [r.seq for r in await slack.service.audit.for_request(req["id"])]
+    assert [json.loads(json.dumps(r["metadata"]))["event_payload"]["seq"] for r in replies] == [
+        r.seq for r in await slack.service.audit.for_request(req["id"])
+    ]
     assert "Delivery failed" in replies[-1]["text"] and "not_in_channel" in replies[-1]["text"]
 
 

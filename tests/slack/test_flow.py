@@ -21,12 +21,14 @@ def _texts(blocks) -> str:
 
 async def test_full_flow_from_agent_request_to_unblocked_agent(slack):
     status, req = await slack.api.ask(
-        action="dataset.export", resource="s3://exports/customers", params={"rows": 5000},
-        justification="weekly report", context={"code_path": "etl/export.py:42", "model": "gpt-x"},
+        action="dataset.export",
+        resource="s3://exports/customers",
+        params={"rows": 5000},
+        justification="weekly report",
+        context={"code_path": "etl/export.py:42", "model": "gpt-x"},
     )
     assert status == 201
-    waiting = asyncio.create_task(
-        slack.api.call("GET", f"/v1/requests/{req['id']}?wait=30", slack.api.agent_token))
+    waiting = asyncio.create_task(slack.api.call("GET", f"/v1/requests/{req['id']}?wait=30", slack.api.agent_token))
 
     await slack.run_jobs()
     card = slack.card_for(req["id"])
@@ -99,8 +101,10 @@ async def test_deny_needs_a_reason_in_the_modal(slack):
     assert view["blocks"][1]["optional"] is False
     status, body = await slack.submit("U0BOB", view, "   ")
     assert status == 200
-    assert json.loads(body) == {"response_action": "errors",
-                                "errors": {"reason": "Say why: the agent and the audit log will show it."}}
+    assert json.loads(body) == {
+        "response_action": "errors",
+        "errors": {"reason": "Say why: the agent and the audit log will show it."},
+    }
     assert (await slack.service.get(req["id"])).status == "pending"
     status, _ = await slack.submit("U0BOB", view, "not during the freeze")
     decided = await eventually(lambda: _final(slack, req["id"]))

@@ -45,38 +45,67 @@ async def test_socket_mode_runs_the_same_app(socket_settings, rt, redis, fake_sl
         assert [c.token for c in fake_slack.calls if c.method == "apps.connections.open"] == [APP_TOKEN]
 
         async with aiohttp.ClientSession() as http:
-            harness = SlackHarness(api=None, fake=fake_slack, base=str(server.make_url("")).rstrip("/"),
-                                   http=http, queue=None, outbox=None, app=app)
+            harness = SlackHarness(
+                api=None,
+                fake=fake_slack,
+                base=str(server.make_url("")).rstrip("/"),
+                http=http,
+                queue=None,
+                outbox=None,
+                app=app,
+            )
             async with http.post(harness.base + "/slack/events", data="payload={}") as resp:
                 assert resp.status == 404  # no signing secret: no HTTP endpoint to forge requests to
-            async with http.post(harness.base + "/v1/requests", json={"action": "dataset.export"},
-                                 headers={"Authorization": f"Bearer {agent_token}"}) as resp:
+            async with http.post(
+                harness.base + "/v1/requests",
+                json={"action": "dataset.export"},
+                headers={"Authorization": f"Bearer {agent_token}"},
+            ) as resp:
                 req = await resp.json()
 
-            await fake_slack.send_envelope({
-                "envelope_id": "env-click-1", "type": "interactive", "accepts_response_payload": False,
-                "payload": harness.click_payload("U0ALICE", req["id"], "approve"),
-            })
+            await fake_slack.send_envelope(
+                {
+                    "envelope_id": "env-click-1",
+                    "type": "interactive",
+                    "accepts_response_payload": False,
+                    "payload": harness.click_payload("U0ALICE", req["id"], "approve"),
+                }
+            )
             ack = await _ack(fake_slack, "env-click-1")
             assert ack == {"envelope_id": "env-click-1"}
             view = await harness.opened_view()
             assert json.loads(view["private_metadata"])["r"] == req["id"]
 
-            await fake_slack.send_envelope({
-                "envelope_id": "env-submit-1", "type": "interactive", "accepts_response_payload": True,
-                "payload": harness.submission("U0ALICE", view, "fine over the socket"),
-            })
+            await fake_slack.send_envelope(
+                {
+                    "envelope_id": "env-submit-1",
+                    "type": "interactive",
+                    "accepts_response_payload": True,
+                    "payload": harness.submission("U0ALICE", view, "fine over the socket"),
+                }
+            )
             await _ack(fake_slack, "env-submit-1")
             await harness.ephemerals_to("U0ALICE")
             decided = await service.get(req["id"])
             assert decided.status == "approved" and decided.decisions[0].channel == "slack"
 
-            await fake_slack.send_envelope({
-                "envelope_id": "env-cmd-1", "type": "slash_commands", "accepts_response_payload": True,
-                "payload": {"command": "/pending", "text": "", "user_id": "U0ALICE", "team_id": "T0FAKE",
-                            "channel_id": "C0APPROVALS", "response_url": fake_slack.response_url("sock"),
-                            "api_app_id": "A0APP", "trigger_id": "t-1"},
-            })
+            await fake_slack.send_envelope(
+                {
+                    "envelope_id": "env-cmd-1",
+                    "type": "slash_commands",
+                    "accepts_response_payload": True,
+                    "payload": {
+                        "command": "/pending",
+                        "text": "",
+                        "user_id": "U0ALICE",
+                        "team_id": "T0FAKE",
+                        "channel_id": "C0APPROVALS",
+                        "response_url": fake_slack.response_url("sock"),
+                        "api_app_id": "A0APP",
+                        "trigger_id": "t-1",
+                    },
+                }
+            )
             assert (await _ack(fake_slack, "env-cmd-1"))["envelope_id"] == "env-cmd-1"
     finally:
         await server.close()

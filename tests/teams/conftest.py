@@ -71,8 +71,14 @@ class Person:
     name: str
 
     def member(self) -> dict[str, Any]:
-        return {"id": self.user_id, "name": self.name, "aadObjectId": self.aad, "email": self.email,
-                "userPrincipalName": self.email, "tenantId": TENANT}
+        return {
+            "id": self.user_id,
+            "name": self.name,
+            "aadObjectId": self.aad,
+            "email": self.email,
+            "userPrincipalName": self.email,
+            "tenantId": TENANT,
+        }
 
 
 @dataclass
@@ -92,8 +98,13 @@ class FakeConnector:
         self.members[person.user_id] = person.member()
         return person
 
-    def fail_next(self, n: int, status: int, retry_after: int | None = None,
-                  kinds: tuple[str, ...] = ("create", "reply", "update")) -> None:
+    def fail_next(
+        self,
+        n: int,
+        status: int,
+        retry_after: int | None = None,
+        kinds: tuple[str, ...] = ("create", "reply", "update"),
+    ) -> None:
         for _ in range(n):
             self._failures.append((status, retry_after, kinds))
 
@@ -154,15 +165,23 @@ class FakeConnector:
                 status, retry_after, _ = failure
                 self.calls.append(Call(kind, conv, activity_id, body, status))
                 headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-                return web.json_response({"error": {"code": "Throttled" if status == 429 else "ServiceError",
-                                                    "message": f"failing on purpose ({status})"}},
-                                         status=status, headers=headers)
+                return web.json_response(
+                    {
+                        "error": {
+                            "code": "Throttled" if status == 429 else "ServiceError",
+                            "message": f"failing on purpose ({status})",
+                        }
+                    },
+                    status=status,
+                    headers=headers,
+                )
             if kind == "member":
                 member = self.members.get(rest[1])
                 self.calls.append(Call(kind, conv, rest[1], None, 200 if member else 404))
                 if member is None:
-                    return web.json_response({"error": {"code": "MemberNotFoundInConversation",
-                                                        "message": "no such member"}}, status=404)
+                    return web.json_response(
+                        {"error": {"code": "MemberNotFoundInConversation", "message": "no such member"}}, status=404
+                    )
                 return web.json_response(member)
             new_id = activity_id if kind == "update" else f"1700000000{next(self._ids):06d}"
             self.calls.append(Call(kind, conv, activity_id, body, 200 if kind == "update" else 201, new_id))
@@ -240,8 +259,15 @@ class Teams:
         return created
 
     # activities from "Teams" ------------------------------------------------------------------
-    def activity(self, type: str, person: Person | None, conversation: str, kind: str = "channel",
-                 conversation_name: str | None = None, **extra: Any) -> dict[str, Any]:
+    def activity(
+        self,
+        type: str,
+        person: Person | None,
+        conversation: str,
+        kind: str = "channel",
+        conversation_name: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         channel_data: dict[str, Any] = {"tenant": {"id": TENANT}}
         if kind == "channel":
             channel_data.update(team={"id": TEAM_ID, "name": "Platform"}, channel={"id": conversation})
@@ -251,12 +277,17 @@ class Teams:
             "timestamp": "2026-11-22T10:00:00.000Z",
             "serviceUrl": self.fake.url,
             "channelId": "msteams",
-            "from": {"id": person.user_id, "name": person.name, "aadObjectId": person.aad} if person
+            "from": {"id": person.user_id, "name": person.name, "aadObjectId": person.aad}
+            if person
             else {"id": "29:system"},
             "recipient": {"id": BOT_ID, "name": "approvalbot"},
-            "conversation": {"id": conversation, "conversationType": kind, "tenantId": TENANT,
-                             "isGroup": kind != "personal",
-                             **({"name": conversation_name} if conversation_name else {})},
+            "conversation": {
+                "id": conversation,
+                "conversationType": kind,
+                "tenantId": TENANT,
+                "isGroup": kind != "personal",
+                **({"name": conversation_name} if conversation_name else {}),
+            },
             "channelData": channel_data,
         }
         for key, value in extra.items():
@@ -274,26 +305,57 @@ class Teams:
             except ValueError:
                 return resp.status, text
 
-    async def add_bot(self, conversation: str, name: str | None = None, kind: str = "channel",
-                      by: Person | None = None):
+    async def add_bot(
+        self, conversation: str, name: str | None = None, kind: str = "channel", by: Person | None = None
+    ):
         extra: dict[str, Any] = {"membersAdded": [{"id": BOT_ID}]}
         if kind == "channel":
-            extra["channelData"] = {"eventType": "teamMemberAdded",
-                                    "channel": {"id": conversation, **({"name": name} if name else {})}}
-        return await self.post(self.activity("conversationUpdate", by, conversation, kind,
-                                             conversation_name=name if kind != "channel" else None, **extra))
+            extra["channelData"] = {
+                "eventType": "teamMemberAdded",
+                "channel": {"id": conversation, **({"name": name} if name else {})},
+            }
+        return await self.post(
+            self.activity(
+                "conversationUpdate",
+                by,
+                conversation,
+                kind,
+                conversation_name=name if kind != "channel" else None,
+                **extra,
+            )
+        )
 
     async def say(self, person: Person, conversation: str, text: str, kind: str = "channel"):
-        mention = {"type": "mention", "text": "<at>approvalbot</at>",
-                   "mentioned": {"id": BOT_ID, "name": "approvalbot"}}
-        return await self.post(self.activity("message", person, conversation, kind,
-                                             text=f"<at>approvalbot</at> {text}", entities=[mention]))
+        mention = {
+            "type": "mention",
+            "text": "<at>approvalbot</at>",
+            "mentioned": {"id": BOT_ID, "name": "approvalbot"},
+        }
+        return await self.post(
+            self.activity(
+                "message", person, conversation, kind, text=f"<at>approvalbot</at> {text}", entities=[mention]
+            )
+        )
 
-    async def click(self, person: Person, conversation: str, verb: str, request_id: str,
-                    kind: str = "channel", reply_to: str | None = None, **inputs: Any):
-        value = {"action": {"type": "Action.Execute", "verb": verb, "id": verb,
-                            "data": {"request_id": request_id, **inputs}},
-                 "trigger": "manual" if verb != "refresh" else "automatic"}
+    async def click(
+        self,
+        person: Person,
+        conversation: str,
+        verb: str,
+        request_id: str,
+        kind: str = "channel",
+        reply_to: str | None = None,
+        **inputs: Any,
+    ):
+        value = {
+            "action": {
+                "type": "Action.Execute",
+                "verb": verb,
+                "id": verb,
+                "data": {"request_id": request_id, **inputs},
+            },
+            "trigger": "manual" if verb != "refresh" else "automatic",
+        }
         extra: dict[str, Any] = {"name": "adaptiveCard/action", "value": value}
         if reply_to:
             extra["replyToId"] = reply_to
@@ -313,8 +375,7 @@ class Teams:
                 pass
             if queue.count:
                 worker = BurstWorker([queue], connection=self.sync)
-                await asyncio.to_thread(worker.work, burst=True, logging_level="WARNING",
-                                        with_scheduler=False)
+                await asyncio.to_thread(worker.work, burst=True, logging_level="WARNING", with_scheduler=False)
                 continue
             registry = queue.scheduled_job_registry
             if not registry.count:
@@ -330,8 +391,7 @@ class Teams:
 
 
 @pytest.fixture
-async def teams(teams_settings: Settings, rt, redis, connector: FakeConnector, redis_url: str
-                ) -> AsyncIterator[Teams]:
+async def teams(teams_settings: Settings, rt, redis, connector: FakeConnector, redis_url: str) -> AsyncIterator[Teams]:
     rt.settings = teams_settings
     service = rt.service(redis)
     app = build_app(teams_settings, service)
@@ -340,8 +400,14 @@ async def teams(teams_settings: Settings, rt, redis, connector: FakeConnector, r
     await server.start_server()
     sync = sync_redis.Redis.from_url(redis_url)
     async with aiohttp.ClientSession() as http:
-        t = Teams(base=str(server.make_url("")).rstrip("/"), http=http, service=service, fake=connector,
-                  settings=teams_settings, sync=sync)
+        t = Teams(
+            base=str(server.make_url("")).rstrip("/"),
+            http=http,
+            service=service,
+            fake=connector,
+            settings=teams_settings,
+            sync=sync,
+        )
         _, t.agent_token = await service.identities.add_agent("etl-bot", "owner@example.com")
         yield t
     sync.close()

@@ -21,10 +21,15 @@ from .conftest import new_conversation
 APP_ID = "5b1f0a5e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 
 
-async def test_with_an_app_id_unauthenticated_activities_are_rejected(rt, redis, redis_url, data_dir, connector,
-                                                                       people):
-    settings = Settings(REDIS_URL=redis_url, APPROVALBOT_DATA_DIR=data_dir, MICROSOFT_APP_ID=APP_ID,
-                        MICROSOFT_APP_PASSWORD="not-a-real-secret")
+async def test_with_an_app_id_unauthenticated_activities_are_rejected(
+    rt, redis, redis_url, data_dir, connector, people
+):
+    settings = Settings(
+        REDIS_URL=redis_url,
+        APPROVALBOT_DATA_DIR=data_dir,
+        MICROSOFT_APP_ID=APP_ID,
+        MICROSOFT_APP_PASSWORD="not-a-real-secret",
+    )
     service = rt.service(redis)
     app = build_app(settings, service)
     assert "teams" in app[SERVICES].extras  # build_app mounted Teams
@@ -36,18 +41,25 @@ async def test_with_an_app_id_unauthenticated_activities_are_rejected(rt, redis,
     try:
         async with aiohttp.ClientSession() as http:
             base = str(server.make_url("")).rstrip("/")
-            async with http.post(base + "/v1/requests", json={"action": "dataset.export"},
-                                 headers={"Authorization": f"Bearer {agent}"}) as resp:
+            async with http.post(
+                base + "/v1/requests", json={"action": "dataset.export"}, headers={"Authorization": f"Bearer {agent}"}
+            ) as resp:
                 request_id = (await resp.json())["id"]
-            common = {"serviceUrl": connector.url, "channelId": "msteams",
-                      "recipient": {"id": "28:approvalbot-bot"},
-                      "from": {"id": "29:alice", "aadObjectId": "aad-alice"},
-                      "conversation": {"id": channel, "conversationType": "channel"},
-                      "channelData": {"team": {"id": channel}, "tenant": {"id": "t"}}}
+            common = {
+                "serviceUrl": connector.url,
+                "channelId": "msteams",
+                "recipient": {"id": "28:approvalbot-bot"},
+                "from": {"id": "29:alice", "aadObjectId": "aad-alice"},
+                "conversation": {"id": channel, "conversationType": "channel"},
+                "channelData": {"team": {"id": channel}, "tenant": {"id": "t"}},
+            }
             install = {"type": "conversationUpdate", "membersAdded": [{"id": "28:approvalbot-bot"}], **common}
-            click = {"type": "invoke", "name": "adaptiveCard/action", **common,
-                     "value": {"action": {"type": "Action.Execute", "verb": "approve",
-                                          "data": {"request_id": request_id}}}}
+            click = {
+                "type": "invoke",
+                "name": "adaptiveCard/action",
+                **common,
+                "value": {"action": {"type": "Action.Execute", "verb": "approve", "data": {"request_id": request_id}}},
+            }
             for activity in (install, click):
                 async with http.post(base + "/api/messages", json=activity) as resp:
                     assert resp.status == 401
@@ -86,19 +98,23 @@ def test_dev_mode_says_so_loudly(redis_url, data_dir, caplog):
     assert [s.name for s in subscribers(settings)] == ["teams"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"MICROSOFT_APP_TYPE": "SingleTenant", "MICROSOFT_APP_PASSWORD": "x"}, "MICROSOFT_APP_TENANT_ID"),
-    ({}, "MICROSOFT_APP_PASSWORD"),
-    ({"MICROSOFT_APP_TYPE": "Sideways", "MICROSOFT_APP_PASSWORD": "x"}, "MICROSOFT_APP_TYPE"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"MICROSOFT_APP_TYPE": "SingleTenant", "MICROSOFT_APP_PASSWORD": "x"}, "MICROSOFT_APP_TENANT_ID"),
+        ({}, "MICROSOFT_APP_PASSWORD"),
+        ({"MICROSOFT_APP_TYPE": "Sideways", "MICROSOFT_APP_PASSWORD": "x"}, "MICROSOFT_APP_TYPE"),
+    ],
+)
 def test_incomplete_registration_fails_at_start_up(redis_url, data_dir, extra, message):
     settings = Settings(REDIS_URL=redis_url, APPROVALBOT_DATA_DIR=data_dir, MICROSOFT_APP_ID=APP_ID, **extra)
     with pytest.raises(TeamsConfigError, match=message):
         teams_settings(settings).validate()
     with pytest.raises(TeamsConfigError, match=message):
         status_line(settings)  # the start-up line validates too, before any traffic
-    assert status_line(Settings(REDIS_URL=redis_url, MICROSOFT_APP_ID=APP_ID,
-                                MICROSOFT_APP_PASSWORD="x")).startswith("Teams: on")
+    assert status_line(Settings(REDIS_URL=redis_url, MICROSOFT_APP_ID=APP_ID, MICROSOFT_APP_PASSWORD="x")).startswith(
+        "Teams: on"
+    )
 
 
 def test_stray_teams_settings_without_an_app_id_are_an_error(redis_url, data_dir):

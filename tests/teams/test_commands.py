@@ -7,8 +7,11 @@ from .test_flow import texts
 
 
 def replies_in(teams, conversation: str, since: int):
-    return [c for c in teams.fake.calls[since:] if c.kind in ("reply", "create") and c.conversation == conversation
-            and c.status < 300]
+    return [
+        c
+        for c in teams.fake.calls[since:]
+        if c.kind in ("reply", "create") and c.conversation == conversation and c.status < 300
+    ]
 
 
 def reply_cards(calls):
@@ -83,8 +86,10 @@ async def test_approval_of_an_unknown_or_invisible_id(teams, people):
     await teams.service.identities.add_approver("alice@example.com", [])
     created = await teams.ask()
     channel = new_conversation("approvals")
-    for person, text in ((people["alice"], "approval req_doesnotexist"),
-                         (people["mallory"], f"approval {created['id']}")):
+    for person, text in (
+        (people["alice"], "approval req_doesnotexist"),
+        (people["mallory"], f"approval {created['id']}"),
+    ):
         since = len(teams.fake.calls)
         await teams.say(person, channel, text)
         cards = reply_cards(replies_in(teams, channel, since))
@@ -134,6 +139,7 @@ async def test_bad_invokes_get_an_error_answer(teams, people):
     for junk in ({"type": 5}, {"text": "hi"}, [1, 2]):
         status, body = await teams.post(junk)
         assert status == 400 and body["error"]["code"] == "invalid_activity"
-    async with teams.http.post(teams.base + "/api/messages", data=b"{not json", headers={
-            "Content-Type": "application/json"}) as resp:
+    async with teams.http.post(
+        teams.base + "/api/messages", data=b"{not json", headers={"Content-Type": "application/json"}
+    ) as resp:
         assert resp.status == 400

@@ -46,7 +46,9 @@ def cards_per_request(fake, conversation: str) -> dict[str, int]:
 
 
 async def state_of(teams, request_id: str, conversation: str) -> dict[str, str]:
-    raw = await teams.service.redis.hgetall(keys.delivery(request_id, delivery_channel(conversation_hash(conversation))))
+    raw = await teams.service.redis.hgetall(
+        keys.delivery(request_id, delivery_channel(conversation_hash(conversation)))
+    )
     return {k.decode(): v.decode() for k, v in raw.items()}
 
 
@@ -93,8 +95,9 @@ async def test_failure_storm_many_requests_two_channels_one_card_each(teams, peo
     for _ in range(6):
         teams.fake.fail_next(1, rng.choice([429, 500]), retry_after=1, kinds=("reply", "update"))
     await teams.click(people["alice"], channels[0], "approve", requests[0]["id"])
-    await teams.call("POST", f"/v1/requests/{requests[1]['id']}/decisions", bob,
-                     json={"decision": "deny", "reason": "no"})
+    await teams.call(
+        "POST", f"/v1/requests/{requests[1]['id']}/decisions", bob, json={"decision": "deny", "reason": "no"}
+    )
     await teams.run_jobs(timeout=60)
 
     assert any(c.status >= 429 for c in teams.fake.calls)
@@ -105,13 +108,16 @@ async def test_failure_storm_many_requests_two_channels_one_card_each(teams, peo
             records = await teams.service.audit.for_request(request["id"])
             assert int(state["mirrored_seq"]) == records[-1].seq
             root = state["activity_id"]
-            chain = [texts(teams.fake.cards("reply", channel)[i])[0]
-                     for i, c in enumerate(c for c in teams.fake.ok("reply") if c.conversation == channel)
-                     if c.activity_id == root]
+            chain = [
+                texts(teams.fake.cards("reply", channel)[i])[0]
+                for i, c in enumerate(c for c in teams.fake.ok("reply") if c.conversation == channel)
+                if c.activity_id == root
+            ]
             assert chain == [f"#{r.seq}" for r in records]  # each record once, in order
     updates = [c for c in teams.fake.ok("update")]
     assert {c.activity_id for c in updates} <= {
-        (await state_of(teams, r["id"], ch))["activity_id"] for r in requests[:2] for ch in channels}
+        (await state_of(teams, r["id"], ch))["activity_id"] for r in requests[:2] for ch in channels
+    }
 
 
 async def test_permanent_failure_is_recorded_and_the_request_stays_decidable(teams):
@@ -127,15 +133,21 @@ async def test_permanent_failure_is_recorded_and_the_request_stays_decidable(tea
     records = [r.as_dict() for r in await teams.service.audit.for_request(created["id"])]
     failed = [r for r in records if r["type"] == "delivery.failed"]
     assert len(failed) == 1
-    assert failed[0]["data"] == {"channel": "teams", "conversation": "Platform/b-gone",
-                                 "target": conversation_hash(bad), "error": "http_403", "stage": "post"}
+    assert failed[0]["data"] == {
+        "channel": "teams",
+        "conversation": "Platform/b-gone",
+        "target": conversation_hash(bad),
+        "error": "http_403",
+        "stage": "post",
+    }
     assert "secret" not in str(failed[0]).lower()
     # The failure is visible in the other conversation's reply chain.
     assert any("Delivery failed" in t for c in teams.fake.cards("reply", good) for t in texts(c))
     # No more attempts at the failed conversation, and the request is still decidable.
     calls_before = len([c for c in teams.fake.calls if c.conversation == bad])
-    status, body = await teams.call("POST", f"/v1/requests/{created['id']}/decisions", token,
-                                    json={"decision": "approve"})
+    status, body = await teams.call(
+        "POST", f"/v1/requests/{created['id']}/decisions", token, json={"decision": "approve"}
+    )
     assert (status, body["status"]) == (200, "approved")
     await teams.run_jobs()
     assert len([c for c in teams.fake.calls if c.conversation == bad]) == calls_before
@@ -151,8 +163,11 @@ async def test_transient_failures_that_never_end_become_a_permanent_failure(team
     teams.fake.fail_next(3, 503)
     await teams.run_jobs()
     assert [c.status for c in teams.fake.calls if c.kind == "create" and c.body.get("attachments")] == [503] * 3
-    failed = [r.as_dict() for r in await teams.service.audit.for_request(created["id"])
-              if r.as_dict()["type"] == "delivery.failed"]
+    failed = [
+        r.as_dict()
+        for r in await teams.service.audit.for_request(created["id"])
+        if r.as_dict()["type"] == "delivery.failed"
+    ]
     assert [f["data"]["error"] for f in failed] == ["http_503_retries_exhausted"]
     _, still = await teams.call("GET", f"/v1/requests/{created['id']}", teams.agent_token)
     assert still["status"] == "pending"
@@ -239,8 +254,11 @@ async def test_unmatched_routing_hint_is_a_visible_failure(teams):
     await teams.run_jobs()
     await teams.run_jobs()
     assert cards_per_request(teams.fake, channel) == {}
-    failed = [r.as_dict() for r in await teams.service.audit.for_request(iam["id"])
-              if r.as_dict()["type"] == "delivery.failed"]
+    failed = [
+        r.as_dict()
+        for r in await teams.service.audit.for_request(iam["id"])
+        if r.as_dict()["type"] == "delivery.failed"
+    ]
     assert len(failed) == 1 and failed[0]["data"]["error"] == "no_matching_conversation"
     assert failed[0]["data"]["conversation"] == "#nowhere"
 
@@ -286,9 +304,13 @@ async def test_a_slow_connector_makes_the_job_hand_over_within_its_timeout(teams
     records = await teams.service.audit.for_request(created["id"])
     assert len(records) == 7
     root = teams.fake.root(channel)
-    chain = [texts(c)[0] for c, call in zip(teams.fake.cards("reply", channel),
-                                            [c for c in teams.fake.ok("reply") if c.conversation == channel])
-             if call.activity_id == root]
+    chain = [
+        texts(c)[0]
+        for c, call in zip(
+            teams.fake.cards("reply", channel), [c for c in teams.fake.ok("reply") if c.conversation == channel]
+        )
+        if call.activity_id == root
+    ]
     assert chain == [f"#{r.seq}" for r in records]
     assert cards_per_request(teams.fake, channel) == {created["id"]: 1}
     assert asyncio.get_running_loop().time() - started < 30

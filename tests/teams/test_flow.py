@@ -39,13 +39,21 @@ async def test_full_flow_card_approve_update_reply_chain_long_poll(teams, people
     assert status in (200, 201)
     stored = await references.ReferenceStore(teams.service.redis).all()
     assert [(r.id, r.kind, r.name, r.team, r.tenant_id) for r in stored] == [
-        (channel, "channel", "approvals", "Platform", TENANT)]
+        (channel, "channel", "approvals", "Platform", TENANT)
+    ]
     await teams.service.identities.add_approver("alice@example.com", ["security"])
 
-    created = await teams.ask(resource="s3://exports/customers", params={"rows": 5000, "pii": True},
-                              justification="weekly report",
-                              context={"code_path": "etl/export.py:42", "run_url": "https://ci.example.com/r/7",
-                                       "model": "gpt-x", "impact": "read-only export"})
+    created = await teams.ask(
+        resource="s3://exports/customers",
+        params={"rows": 5000, "pii": True},
+        justification="weekly report",
+        context={
+            "code_path": "etl/export.py:42",
+            "run_url": "https://ci.example.com/r/7",
+            "model": "gpt-x",
+            "impact": "read-only export",
+        },
+    )
     waiter = asyncio.create_task(teams.call("GET", f"/v1/requests/{created['id']}?wait=30", teams.agent_token))
 
     await teams.run_jobs()
@@ -53,9 +61,19 @@ async def test_full_flow_card_approve_update_reply_chain_long_poll(teams, people
     assert len(posted) == 1, "exactly one card posted proactively"
     card = posted[0]
     shown = texts(card)
-    for expected in ("dataset.export", "s3://exports/customers", "weekly report", "etl-bot", "owner@example.com",
-                     "etl/export.py:42", "https://ci.example.com/r/7", "gpt-x", "read-only export", "default",
-                     "0 of 1"):
+    for expected in (
+        "dataset.export",
+        "s3://exports/customers",
+        "weekly report",
+        "etl-bot",
+        "owner@example.com",
+        "etl/export.py:42",
+        "https://ci.example.com/r/7",
+        "gpt-x",
+        "read-only export",
+        "default",
+        "0 of 1",
+    ):
         assert any(expected in t for t in shown), expected
     assert actions_of(card) == ["approve", "Deny\u2026"]
     assert card["refresh"]["action"]["verb"] == "refresh"
@@ -91,8 +109,11 @@ async def test_full_flow_card_approve_update_reply_chain_long_poll(teams, people
     assert [texts(c)[0] for c in chain] == [f"#{r['seq']}" for r in records]
     for card_json, record in zip(chain, records):
         assert f"hash {record['hash'][:12]}" in texts(card_json)
-    assert all(c.activity_id == teams.fake.root(channel) for c in teams.fake.ok("reply")
-               if c.conversation == channel and c.activity_id)
+    assert all(
+        c.activity_id == teams.fake.root(channel)
+        for c in teams.fake.ok("reply")
+        if c.conversation == channel and c.activity_id
+    )
     actor = records[1]["actor"]
     assert (actor["email"], actor["channel"], actor["channel_user"]) == ("alice@example.com", "teams", "aad-alice")
 
@@ -112,8 +133,9 @@ async def test_decision_from_the_api_updates_the_teams_card(teams, people):
     created = await teams.ask()
     await teams.run_jobs()
     assert len(teams.fake.cards("create", channel)) == 1
-    status, body = await teams.call("POST", f"/v1/requests/{created['id']}/decisions", token,
-                                    json={"decision": "deny", "reason": "not this week"})
+    status, body = await teams.call(
+        "POST", f"/v1/requests/{created['id']}/decisions", token, json={"decision": "deny", "reason": "not this week"}
+    )
     assert (status, body["status"]) == (200, "denied")
     await teams.run_jobs()
     updated = teams.fake.cards("update", channel)

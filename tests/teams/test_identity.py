@@ -47,8 +47,11 @@ async def test_owner_cannot_approve_in_teams_a_request_shown_to_them(teams, peop
     records = await audit_types(teams, created["id"])
     assert [r["type"] for r in records] == ["request.created", "self_approval.blocked"]
     blocked = records[1]["actor"]
-    assert (blocked["email"], blocked["channel"], blocked["channel_user"]) == ("owner@example.com", "teams",
-                                                                              "aad-owner")
+    assert (blocked["email"], blocked["channel"], blocked["channel_user"]) == (
+        "owner@example.com",
+        "teams",
+        "aad-owner",
+    )
     assert records[1]["data"]["attempted"] == "approve"
 
     # The blocked attempt is mirrored in the channel's reply chain too.
@@ -65,8 +68,7 @@ async def test_owner_who_is_not_an_approver_is_still_refused_as_self_approval(te
     status, answer = await teams.click(people["owner"], channel, "deny", created["id"], deny_reason="mine")
     assert status == 200
     assert any("your own request" in t for t in texts(answer["value"]))
-    assert [r["type"] for r in await audit_types(teams, created["id"])] == ["request.created",
-                                                                            "self_approval.blocked"]
+    assert [r["type"] for r in await audit_types(teams, created["id"])] == ["request.created", "self_approval.blocked"]
 
 
 async def test_same_email_in_api_and_teams_is_one_person(teams, people):
@@ -77,8 +79,9 @@ async def test_same_email_in_api_and_teams_is_one_person(teams, people):
     channel = new_conversation("approvals")
     await teams.add_bot(channel, name="approvals")
     created = await teams.ask(action="iam.role.attach")
-    status, body = await teams.call("POST", f"/v1/requests/{created['id']}/decisions", alice_token,
-                                    json={"decision": "approve"})
+    status, body = await teams.call(
+        "POST", f"/v1/requests/{created['id']}/decisions", alice_token, json={"decision": "approve"}
+    )
     assert (status, body["status"], body["approvals_needed"]) == (200, "pending", 1)
 
     status, answer = await teams.click(people["alice"], channel, "approve", created["id"])
@@ -90,8 +93,10 @@ async def test_same_email_in_api_and_teams_is_one_person(teams, people):
     assert any("You approved this request." in t for t in texts(answer["value"]))
     _, done = await teams.call("GET", f"/v1/requests/{created['id']}", teams.agent_token)
     assert done["status"] == "approved"
-    assert [(d["approver"], d["channel"]) for d in done["decisions"]] == [("alice@example.com", "api"),
-                                                                          ("bob@example.com", "teams")]
+    assert [(d["approver"], d["channel"]) for d in done["decisions"]] == [
+        ("alice@example.com", "api"),
+        ("bob@example.com", "teams"),
+    ]
 
 
 async def test_names_and_emails_in_the_payload_are_never_trusted(teams, people):
@@ -100,10 +105,19 @@ async def test_names_and_emails_in_the_payload_are_never_trusted(teams, people):
     channel = new_conversation("approvals")
     await teams.add_bot(channel, name="approvals")
     created = await teams.ask()
-    activity = teams.activity("invoke", people["mallory"], channel, name="adaptiveCard/action",
-                              value={"action": {"type": "Action.Execute", "verb": "approve",
-                                                "data": {"request_id": created["id"],
-                                                         "email": "alice@example.com"}}})
+    activity = teams.activity(
+        "invoke",
+        people["mallory"],
+        channel,
+        name="adaptiveCard/action",
+        value={
+            "action": {
+                "type": "Action.Execute",
+                "verb": "approve",
+                "data": {"request_id": created["id"], "email": "alice@example.com"},
+            }
+        },
+    )
     activity["from"].update(name="alice@example.com", email="alice@example.com")
     status, answer = await teams.post(activity)
     assert status == 200

@@ -33,7 +33,8 @@ def assert_inert(card) -> None:
     assert "<at>" not in raw and "</at>" not in raw and "<b>" not in raw
     assert "msteams" not in raw and "entities" not in raw  # no mention entities, ever
     assert "Action.OpenUrl" not in raw and "http://evil" not in json.dumps(
-        nodes(card, lambda n: n.get("type") in ("TextBlock", "FactSet", "Action.OpenUrl")))
+        nodes(card, lambda n: n.get("type") in ("TextBlock", "FactSet", "Action.OpenUrl"))
+    )
     assert "{{" not in raw  # no template expressions either
     assert "\u202e" not in raw
     for block in nodes(card, lambda n: n.get("type") == "TextBlock"):
@@ -45,7 +46,9 @@ async def test_agent_text_is_inert_in_every_card(teams, people, card_validator):
     await teams.add_bot(channel, name="approvals")
     await teams.service.identities.add_approver("alice@example.com", [])
     created = await teams.ask(
-        resource=EVIL, justification=EVIL, params={"note": EVIL, EVIL: 1},
+        resource=EVIL,
+        justification=EVIL,
+        params={"note": EVIL, EVIL: 1},
         context={"code_path": EVIL, "run_url": "[click](http://evil)", EVIL[:90]: EVIL},
     )
     await teams.run_jobs()

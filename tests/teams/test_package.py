@@ -22,8 +22,8 @@ def decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        length = struct.unpack(">I", data[pos:pos + 4])[0]
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        length = struct.unpack(">I", data[pos : pos + 4])[0]
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -33,7 +33,7 @@ def decode_png(data: bytes) -> tuple[int, int, int, list[bytes]]:
     assert (depth, interlace) == (8, 0)
     raw = zlib.decompress(idat)
     stride = width * 4 + 1
-    rows = [raw[i * stride:(i + 1) * stride] for i in range(height)]
+    rows = [raw[i * stride : (i + 1) * stride] for i in range(height)]
     assert all(r[0] == 0 for r in rows)  # no filters: what make_icons.py writes
     return width, height, color, [r[1:] for r in rows]
 
@@ -51,8 +51,9 @@ class FakeRuntime:
 
 def test_package_command_writes_a_valid_zip(tmp_path, settings, capsys):
     out = tmp_path / "pkg" / "approvalbot-teams.zip"
-    args = make_parser().parse_args(["teams", "package", "--app-id", APP_ID, "--domain", "Approvals.Example.com",
-                                     "--output", str(out)])
+    args = make_parser().parse_args(
+        ["teams", "package", "--app-id", APP_ID, "--domain", "Approvals.Example.com", "--output", str(out)]
+    )
     assert teams_cli.cmd_teams(FakeRuntime(settings), args) == 0
     assert capsys.readouterr().out.strip() == str(out)
     with zipfile.ZipFile(out) as zf:
@@ -76,7 +77,7 @@ def test_package_command_writes_a_valid_zip(tmp_path, settings, capsys):
     assert (width, height) == (192, 192)
     width, height, color_type, rows = decode_png(outline)
     assert (width, height, color_type) == (32, 32, 6)
-    pixels = [row[i:i + 4] for row in rows for i in range(0, len(row), 4)]
+    pixels = [row[i : i + 4] for row in rows for i in range(0, len(row), 4)]
     assert all(p[:3] == b"\xff\xff\xff" for p in pixels)  # white only...
     assert any(p[3] == 0 for p in pixels) and any(p[3] == 255 for p in pixels)  # ...on transparent
 
@@ -128,5 +129,7 @@ async def test_teams_channels_lists_the_stored_conversations(teams, capsys):
 
     assert await asyncio.to_thread(teams_cli.cmd_teams, Rt(), args) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split("\t")[:3] for line in lines] == [["channel", "Platform/approvals", channel],
-                                                       ["groupChat", "Incident", "19:chat@thread.v2"]]
+    assert [line.split("\t")[:3] for line in lines] == [
+        ["channel", "Platform/approvals", channel],
+        ["groupChat", "Incident", "19:chat@thread.v2"],
+    ]

@@ -20,15 +20,22 @@ async def test_two_clickers_at_once_one_outcome(teams, people):
         results = await asyncio.gather(
             teams.click(people["alice"], channel, "approve", created["id"], reason="go"),
             teams.click(people["bob"], channel, "deny", created["id"], deny_reason="stop"),
-            teams.call("POST", f"/v1/requests/{created['id']}/decisions", carol_token,
-                       json={"decision": "deny", "reason": "api says no"}),
+            teams.call(
+                "POST",
+                f"/v1/requests/{created['id']}/decisions",
+                carol_token,
+                json={"decision": "deny", "reason": "api says no"},
+            ),
         )
         (s1, alice), (s2, bob), (s3, carol) = results
         assert (s1, s2) == (200, 200)
         _, final = await teams.call("GET", f"/v1/requests/{created['id']}", teams.agent_token)
         assert final["status"] in ("approved", "denied") and len(final["decisions"]) == 1
-        winners = [t for t in (texts(alice["value"]), texts(bob["value"])) if any(x.startswith("You ") and
-                   ("approved" in x or "denied" in x) for x in t)] + ([carol] if s3 == 200 else [])
+        winners = [
+            t
+            for t in (texts(alice["value"]), texts(bob["value"]))
+            if any(x.startswith("You ") and ("approved" in x or "denied" in x) for x in t)
+        ] + ([carol] if s3 == 200 else [])
         assert len(winners) == 1
         losers = [t for t in (texts(alice["value"]), texts(bob["value"])) if any("no longer pending" in x for x in t)]
         assert len(losers) == (2 if s3 == 200 else 1)

@@ -71,7 +71,7 @@ class Checkpoint:
     def from_dict(cls, raw: Any) -> Checkpoint:
         """Strict parsing: a checkpoint that is not exactly well-formed is rejected (ValueError)."""
         if not isinstance(raw, Mapping):
-            raise ValueError("a checkpoint must be a JSON object")  # noqa: TRY004 (one error type for bad input)
+            raise ValueError("a checkpoint must be a JSON object")
         seq, head, at, kid, sig = (raw.get(k) for k in ("seq", "hash", "at", "key_id", "sig"))
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1:
             raise ValueError("checkpoint seq must be a positive integer")

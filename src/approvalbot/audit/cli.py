@@ -49,8 +49,12 @@ def add_commands(subparsers) -> None:
     v = a.add_parser("verify", help="verify the log: in the store, or offline from an export (--file)")
     v.add_argument("--file", help="a JSONL export to verify offline (no Redis needed)")
     v.add_argument("--checkpoints", help="checkpoints file (JSONL, or the JSON of GET /v1/audit/checkpoints)")
-    v.add_argument("--public-key", action="append", default=[],
-                   help="public key file: PEM, JWK or JWKS (repeatable, for rotated keys)")
+    v.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        help="public key file: PEM, JWK or JWKS (repeatable, for rotated keys)",
+    )
 
     e = a.add_parser("export", help="write the log as JSON lines (verifiable) or CSV")
     e.add_argument("--format", choices=FORMATS, default="jsonl")
@@ -70,9 +74,7 @@ def add_commands(subparsers) -> None:
 
 def runs_offline(args: argparse.Namespace) -> bool:
     """Commands that must not start or reach Redis."""
-    return args.command == "keys" or (
-        args.command == "audit" and args.action == "verify" and bool(args.file)
-    )
+    return args.command == "keys" or (args.command == "audit" and args.action == "verify" and bool(args.file))
 
 
 def _public_keys(paths: list[str]) -> dict:
@@ -86,8 +88,10 @@ def _report(report: Report) -> int:
     print(json.dumps(report.as_dict(), indent=2))
     say(report.summary())
     if report.ok and report.checkpoints_verified == 0:
-        say("warning: no signed checkpoint was verified; the chain is consistent, but nothing "
-            "proves it is the one the service wrote")
+        say(
+            "warning: no signed checkpoint was verified; the chain is consistent, but nothing "
+            "proves it is the one the service wrote"
+        )
     return 0 if report.ok else 1
 
 
@@ -159,8 +163,9 @@ def cmd_audit(rt, args: argparse.Namespace) -> int:
         made = await checkpoint(audit, signer)
         if made is None:
             made = await latest_checkpoint(redis)
-            say("nothing new to sign: the head is already checkpointed" if made
-                else "nothing to sign: the log is empty")
+            say(
+                "nothing new to sign: the head is already checkpointed" if made else "nothing to sign: the log is empty"
+            )
         if made is not None:
             print(made.to_json().decode())
         return 0

@@ -22,9 +22,19 @@ from approvalbot.audit.checkpoints import parse_time
 from approvalbot.store import keys
 
 CSV_COLUMNS = [
-    "seq", "at", "type", "request_id", "action", "resource",
-    "actor_kind", "actor_id", "actor_email", "actor_channel",
-    "reason", "policy", "hash",
+    "seq",
+    "at",
+    "type",
+    "request_id",
+    "action",
+    "resource",
+    "actor_kind",
+    "actor_id",
+    "actor_email",
+    "actor_channel",
+    "reason",
+    "policy",
+    "hash",
 ]
 FORMATS = ("jsonl", "csv")
 CHUNK = 64 * 1024

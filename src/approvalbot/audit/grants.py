@@ -141,8 +141,7 @@ def install(service, signer: Signer) -> None:
 # Verification, for executors (offline, public key only)
 
 
-def _decode(token: str, public_key: PublicKeyInput, audience: str, require: list[str],
-            leeway: float) -> dict[str, Any]:
+def _decode(token: str, public_key: PublicKeyInput, audience: str, require: list[str], leeway: float) -> dict[str, Any]:
     if not isinstance(token, str) or not token or len(token) > 16_384:
         raise GrantError("malformed_grant", "the token is not a compact JWT")
     try:
@@ -159,16 +158,20 @@ def _decode(token: str, public_key: PublicKeyInput, audience: str, require: list
         key = next(iter(keyring.values()))
     try:
         return jwt.decode(
-            token, key, algorithms=[ALGORITHM], audience=audience, issuer=ISSUER,
-            leeway=leeway, options={"require": require},
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=ISSUER,
+            leeway=leeway,
+            options={"require": require},
         )
     except jwt.ExpiredSignatureError:
         raise GrantError("grant_expired", "the grant has expired") from None
     except jwt.ImmatureSignatureError:
         raise GrantError("grant_not_yet_valid", "the token is not valid yet (check the clocks)") from None
     except jwt.InvalidAudienceError:
-        raise GrantError(f"not_a_{audience.split(':')[1]}",
-                         f"the token is not a {audience.split(':')[1]}") from None
+        raise GrantError(f"not_a_{audience.split(':')[1]}", f"the token is not a {audience.split(':')[1]}") from None
     except jwt.InvalidSignatureError:
         raise GrantError("invalid_signature", "the signature does not match the token's contents") from None
     except jwt.MissingRequiredClaimError as exc:
@@ -255,8 +258,9 @@ async def consume(
         raise GrantError("invalid_grant", "the request this grant was issued for does not exist")
     now = service.clock()
     token_digest = hashlib.sha256(token.encode()).hexdigest()
-    event = event_for(request, EventType.GRANT_CONSUMED, actor, now, None,
-                      grant_sha256=token_digest, grant_exp=claims["exp"])
+    event = event_for(
+        request, EventType.GRANT_CONSUMED, actor, now, None, grant_sha256=token_digest, grant_exp=claims["exp"]
+    )
     marker = json.dumps({"at": event.at.isoformat(), "by": actor.email or actor.id})
     ttl = max(int(claims["exp"] - time.time()), 0) + int(leeway) + USED_MARKER_SLACK
     script = service.redis.register_script(_consume_text())

@@ -66,9 +66,7 @@ def key_id(key: Ed25519PublicKey) -> str:
 
 
 def public_pem(key: Ed25519PublicKey) -> str:
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
 def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
@@ -147,9 +145,7 @@ def _private_from_text(value: str) -> Ed25519PrivateKey:
         try:  # base64 of a PKCS#8 DER key, as `openssl genpkey -outform DER | base64` gives
             key = serialization.load_der_private_key(raw, password=None)
         except (ValueError, TypeError):
-            raise SigningKeyError(
-                "APPROVALBOT_SIGNING_KEY must decode to 32 bytes (an Ed25519 seed)"
-            ) from None
+            raise SigningKeyError("APPROVALBOT_SIGNING_KEY must decode to 32 bytes (an Ed25519 seed)") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise SigningKeyError("APPROVALBOT_SIGNING_KEY must be an Ed25519 key")
     return key
@@ -232,9 +228,7 @@ def load_public_keys(data: str | bytes) -> dict[str, Ed25519PublicKey]:
             found.append(_public_from_jwk(entry))
     elif "-----BEGIN" in text:
         if "PRIVATE KEY-----" in text:
-            raise SigningKeyError(
-                "this is a private key; give verifiers the public key (`approvalbot keys show`)"
-            )
+            raise SigningKeyError("this is a private key; give verifiers the public key (`approvalbot keys show`)")
         for block in text.split("-----END PUBLIC KEY-----"):
             if "-----BEGIN" not in block:
                 continue

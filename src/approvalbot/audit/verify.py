@@ -80,11 +80,12 @@ class Report:
         if self.problem:
             p = self.problem
             return f"FAILED at seq {p.seq}: {p.kind}: {p.detail}"
-        text = (f"ok: {self.count} records, head {self.head_hash[:16]}… at seq {self.head_seq}; "
-                f"{self.checkpoints_verified} checkpoint(s) verified")
+        text = (
+            f"ok: {self.count} records, head {self.head_hash[:16]}… at seq {self.head_seq}; "
+            f"{self.checkpoints_verified} checkpoint(s) verified"
+        )
         if self.attested_seq < self.head_seq:
-            text += (f"; records after seq {self.attested_seq} are chained but not yet covered "
-                     "by a signed checkpoint")
+            text += f"; records after seq {self.attested_seq} are chained but not yet covered by a signed checkpoint"
         return text
 
 
@@ -98,9 +99,7 @@ def _claimed_seq(raw: Any) -> int:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0 else 0
 
 
-def prepare_checkpoints(
-    checkpoints: Iterable[Any], keyring: Keyring
-) -> tuple[list[Checkpoint], Problem | None, int]:
+def prepare_checkpoints(checkpoints: Iterable[Any], keyring: Keyring) -> tuple[list[Checkpoint], Problem | None, int]:
     """Checkpoints whose signatures verify (by seq), the first problem among the rest, and the total."""
     good: list[Checkpoint] = []
     problem: Problem | None = None
@@ -135,11 +134,13 @@ class _Anchors:
         while self.i < len(self.cps) and self.cps[self.i].seq == seq:
             cp = self.cps[self.i]
             if cp.hash != recomputed:
-                since = f" (the previous verified checkpoint covers up to seq {self.attested})" \
-                    if self.attested else ""
-                return Problem(seq, "changed",
-                               f"the records up to seq {seq} do not reproduce the signed checkpoint "
-                               f"made at {cp.at}: something at or before seq {seq} was rewritten{since}")
+                since = f" (the previous verified checkpoint covers up to seq {self.attested})" if self.attested else ""
+                return Problem(
+                    seq,
+                    "changed",
+                    f"the records up to seq {seq} do not reproduce the signed checkpoint "
+                    f"made at {cp.at}: something at or before seq {seq} was rewritten{since}",
+                )
             self.i += 1
             self.verified += 1
             self.attested = seq
@@ -150,9 +151,11 @@ class _Anchors:
         """A checkpoint past the end of the log: the tail is gone."""
         if self.i < len(self.cps):
             cp = self.cps[self.i]
-            return Problem(end + 1, "truncated",
-                           f"a signed checkpoint vouches for {cp.seq} records (made at {cp.at}), "
-                           f"but the log ends at seq {end}")
+            return Problem(
+                end + 1,
+                "truncated",
+                f"a signed checkpoint vouches for {cp.seq} records (made at {cp.at}), but the log ends at seq {end}",
+            )
         return None
 
 
@@ -163,13 +166,13 @@ class _Anchors:
 def _split(record: Any) -> tuple[Any, str, str, bytes]:
     """(claimed seq, stored hash, stored prev_hash, canonical body); raises ValueError if unreadable."""
     if not isinstance(record, Mapping):
-        raise ValueError("a record must be a JSON object")  # noqa: TRY004 (reported as malformed)
+        raise ValueError("a record must be a JSON object")
     try:
         claimed, stored, stored_prev = record["seq"], record["hash"], record["prev_hash"]
     except KeyError as exc:
         raise ValueError(f"the record has no {exc.args[0]!r}") from None
     if not isinstance(stored, str) or not isinstance(stored_prev, str):
-        raise ValueError("hash and prev_hash must be strings")  # noqa: TRY004
+        raise ValueError("hash and prev_hash must be strings")
     body = dict(record)
     del body["seq"], body["hash"], body["prev_hash"]
     try:
@@ -220,8 +223,9 @@ def verify_records(
             if problem:
                 rest = _rest_claims(records)
                 if rest and rest[0] == p:  # the genuine record p follows: this one was slipped in
-                    problem = Problem(p, "inserted", f"two records claim seq {p}; the first does not "
-                                                     "belong to the signed chain")
+                    problem = Problem(
+                        p, "inserted", f"two records claim seq {p}; the first does not belong to the signed chain"
+                    )
                 seq -= 1
                 prev = prev2
                 break
@@ -229,8 +233,16 @@ def verify_records(
     return _report(problem, cp_problem, anchors, cp_total, count, seq, prev)
 
 
-def _report(problem: Problem | None, cp_problem: Problem | None, anchors, cp_total: int, count: int,
-            seq: int, prev: str, unsealed: int = 0) -> Report:
+def _report(
+    problem: Problem | None,
+    cp_problem: Problem | None,
+    anchors,
+    cp_total: int,
+    count: int,
+    seq: int,
+    prev: str,
+    unsealed: int = 0,
+) -> Report:
     """The verdict both verifiers give: a chain problem, else a checkpoint past the end, and
     whichever problem comes first."""
     if problem is None:
@@ -254,15 +266,18 @@ def _explain_seq(p: int, claimed: Any, body: bytes, stored: str, prev2: str, res
         return Problem(p, "malformed", "seq is not an integer")
     if claimed > p:
         if any(type(c) is int and p <= c < claimed for c in rest):
-            return Problem(p, "reordered", f"the record at position {p} claims seq {claimed}; "
-                                           f"seq {p} appears later in the file")
+            return Problem(
+                p, "reordered", f"the record at position {p} claims seq {claimed}; seq {p} appears later in the file"
+            )
         gone = f"seq {p}" if claimed == p + 1 else f"seqs {p} to {claimed - 1}"
         return Problem(p, "missing", f"{gone} missing: the next record claims seq {claimed}")
     # A seq we have already passed: one of the two records claiming it was never written.
     if claimed == p - 1 and link(prev2, claimed, body) == stored:
-        return Problem(claimed, "inserted",
-                       f"two records claim seq {claimed}; the one at position {claimed} does not "
-                       "belong to the chain")
+        return Problem(
+            claimed,
+            "inserted",
+            f"two records claim seq {claimed}; the one at position {claimed} does not belong to the chain",
+        )
     return Problem(p, "inserted", f"the record at position {p} repeats seq {claimed}")
 
 
@@ -272,8 +287,9 @@ def _explain_hash(p: int, body: bytes, stored: str, stored_prev: str, prev: str,
     if link(stored_prev, p, body) != stored:
         return Problem(p, "changed", "the record's content does not match its recorded hash")
     if stored_prev != prev:
-        return Problem(p, "changed", "the record does not follow the one before it (prev_hash differs "
-                                     "from the recomputed chain)")
+        return Problem(
+            p, "changed", "the record does not follow the one before it (prev_hash differs from the recomputed chain)"
+        )
     return Problem(p, "changed", "the record's hash differs from the recomputed chain")
 
 
@@ -352,8 +368,11 @@ async def verify_redis(redis, public_keys: PublicKeyInput | None = None, batch: 
         pipe.lrange(keys.AUDIT_CHAIN, seq, stop - 1)
         bodies, hashes = await pipe.execute()
         if len(bodies) != stop - seq or len(hashes) != stop - seq:
-            problem = Problem(seq + min(len(bodies), len(hashes)) + 1, "truncated",
-                              "records disappeared while the log was being verified")
+            problem = Problem(
+                seq + min(len(bodies), len(hashes)) + 1,
+                "truncated",
+                "records disappeared while the log was being verified",
+            )
             break
         for body, stored in zip(bodies, hashes):
             p = seq + 1
@@ -367,22 +386,24 @@ async def verify_redis(redis, public_keys: PublicKeyInput | None = None, batch: 
                 if problem:
                     following = await redis.lindex(keys.AUDIT_LOG, p) if p < n_log else None
                     after = await redis.lindex(keys.AUDIT_CHAIN, p) if p < n_chain else None
-                    if following is not None and after is not None \
-                            and link(prev2, p, following) == after.decode():
-                        problem = Problem(p, "inserted", f"a record was added at seq {p}; the genuine "
-                                                         f"record {p} follows it")
+                    if following is not None and after is not None and link(prev2, p, following) == after.decode():
+                        problem = Problem(
+                            p, "inserted", f"a record was added at seq {p}; the genuine record {p} follows it"
+                        )
                     seq, prev = p - 1, prev2
                     break
     if problem is None and n_chain > n_log:
-        problem = Problem(n_log + 1, "truncated",
-                          f"the chain has {n_chain} hashes but the log only {n_log} records: "
-                          "records were removed from the end")
-    return _report(problem, cp_problem, anchors, cp_total, n_log, seq, prev,
-                   unsealed=max(n_log - n_chain, 0))
+        problem = Problem(
+            n_log + 1,
+            "truncated",
+            f"the chain has {n_chain} hashes but the log only {n_log} records: records were removed from the end",
+        )
+    return _report(problem, cp_problem, anchors, cp_total, n_log, seq, prev, unsealed=max(n_log - n_chain, 0))
 
 
-async def _explain_redis(redis, p: int, prev: str, prev2: str, n_log: int, n_chain: int, batch: int,
-                         cps: list[Checkpoint]) -> Problem:
+async def _explain_redis(
+    redis, p: int, prev: str, prev2: str, n_log: int, n_chain: int, batch: int, cps: list[Checkpoint]
+) -> Problem:
     """Say what kind of change explains a mismatch at position p.
 
     `prev` and `prev2` are the recomputed (trusted) hashes at p-1 and p-2. Stored
@@ -400,8 +421,9 @@ async def _explain_redis(redis, p: int, prev: str, prev2: str, n_log: int, n_cha
     body_p, stored_p = await body(p), await stored(p)
     # The record at p is the genuine p-1 with its genuine hash: the one before it was slipped in.
     if p >= 2 and link(prev2, p - 1, body_p) == stored_p:
-        return Problem(p - 1, "inserted", f"the record at seq {p - 1} was added to the log; "
-                                          f"the genuine record {p - 1} follows it")
+        return Problem(
+            p - 1, "inserted", f"the record at seq {p - 1} was added to the log; the genuine record {p - 1} follows it"
+        )
     # Where did the genuine record p go? It hashes to the stored hash at p (or at its new place).
     found, genuine_hash = None, None
     q = p + 1
@@ -435,6 +457,10 @@ async def _explain_redis(redis, p: int, prev: str, prev2: str, n_log: int, n_cha
         return Problem(p, "missing", f"record {p} and its hash were removed")
     signed = [cp.seq for cp in cps if cp.hash == stored_p and cp.seq > p]
     if signed:
-        return Problem(p, "missing", f"the record at seq {p} carries the signed hash of seq {signed[0]}: "
-                                     f"{signed[0] - p} record(s) before it were removed")
+        return Problem(
+            p,
+            "missing",
+            f"the record at seq {p} carries the signed hash of seq {signed[0]}: "
+            f"{signed[0] - p} record(s) before it were removed",
+        )
     return Problem(p, "changed", f"record {p} (or its stored hash) differs from what was written")

@@ -33,9 +33,7 @@ class EventType(StrEnum):
         return self in FINAL_EVENTS
 
 
-FINAL_EVENTS = frozenset(
-    {EventType.APPROVED, EventType.DENIED, EventType.EXPIRED, EventType.CANCELLED}
-)
+FINAL_EVENTS = frozenset({EventType.APPROVED, EventType.DENIED, EventType.EXPIRED, EventType.CANCELLED})
 
 
 class Event(Strict):

@@ -105,16 +105,12 @@ def decide(
     if refusal is not None:
         blocked = None
         if refusal is Refusal.SELF_APPROVAL:
-            blocked = event_for(
-                request, EventType.SELF_APPROVAL_BLOCKED, actor, now, reason, attempted=decision
-            )
+            blocked = event_for(request, EventType.SELF_APPROVAL_BLOCKED, actor, now, reason, attempted=decision)
         raise Refused(refusal, REFUSAL_MESSAGES[refusal], blocked)
     if decision == "deny" and not (reason and reason.strip()):
         raise ValueError("a reason is required to deny")
     assert approver is not None
-    entry = Decision(
-        approver=approver.email, decision=decision, reason=reason, at=now, channel=actor.channel
-    )
+    entry = Decision(approver=approver.email, decision=decision, reason=reason, at=now, channel=actor.channel)
     updated = request.model_copy(update={"decisions": [*request.decisions, entry]})
     if decision == "deny":
         updated = _settle(updated, Status.DENIED, now, reason)
@@ -155,20 +151,15 @@ def expire(request: ApprovalRequest, now: datetime) -> Transition:
     if now < request.expires_at:
         raise ValueError("request has not expired yet")
     updated = _settle(request, Status.EXPIRED, now, "nobody decided before the request expired")
-    return Transition(
-        updated, [_final(updated, EventType.EXPIRED, SYSTEM, now, updated.outcome_reason)]
-    )
+    return Transition(updated, [_final(updated, EventType.EXPIRED, SYSTEM, now, updated.outcome_reason)])
 
 
-def _settle(
-    request: ApprovalRequest, status: Status, now: datetime, reason: str | None
-) -> ApprovalRequest:
+def _settle(request: ApprovalRequest, status: Status, now: datetime, reason: str | None) -> ApprovalRequest:
     return request.model_copy(update={"status": status, "decided_at": now, "outcome_reason": reason})
 
 
-def _final(
-    request: ApprovalRequest, type: EventType, actor: Actor, now: datetime, reason: str | None = None
-) -> Event:
+def _final(request: ApprovalRequest, type: EventType, actor: Actor, now: datetime, reason: str | None = None) -> Event:
     """Final events say whether a callback is owed, so the outbox needs no extra read."""
-    return event_for(request, type, actor, now, reason, status=request.status.value,
-                     callback=bool(request.callback_url))
+    return event_for(
+        request, type, actor, now, reason, status=request.status.value, callback=bool(request.callback_url)
+    )

@@ -159,9 +159,7 @@ class Match(_Model):
     agent: Glob = "*"
     params: list[Condition] = Field(default_factory=list)
 
-    def matches(
-        self, action: str, resource: str | None, agent_name: str, params: dict[str, Any]
-    ) -> bool:
+    def matches(self, action: str, resource: str | None, agent_name: str, params: dict[str, Any]) -> bool:
         if resource is None:
             resource_ok = self.resource == "*"
         else:
@@ -291,9 +289,7 @@ class Policy(_Model):
             ]
         )
 
-    def evaluate(
-        self, action: str, resource: str | None, agent_name: str, params: dict[str, Any]
-    ) -> AppliedPolicy:
+    def evaluate(self, action: str, resource: str | None, agent_name: str, params: dict[str, Any]) -> AppliedPolicy:
         """The first matching rule, frozen into an AppliedPolicy; no match fails closed (deny)."""
         params = params if isinstance(params, dict) else {}
         for rule in self.rules:

@@ -36,9 +36,7 @@ def is_named_approver(request: ApprovalRequest, approver: Approver) -> bool:
     return any(group in targets for group in approver.groups)
 
 
-def refusal_for(
-    request: ApprovalRequest, actor: Actor, approver: Approver | None
-) -> Refusal | None:
+def refusal_for(request: ApprovalRequest, actor: Actor, approver: Approver | None) -> Refusal | None:
     """The first reason this actor may not decide now, or None if they may.
 
     Order matters: self-approval is reported before eligibility so that an owner

@@ -34,8 +34,16 @@ SCHEDULER_LOCK_SECONDS = 10
 
 
 class Ticker:
-    def __init__(self, service: ApprovalService, queue: Queue, subscribers: list[Subscriber],
-                 interval: float = 1.0, job_timeout: int = 30, signer=None, checkpoint_seconds: float = 300):
+    def __init__(
+        self,
+        service: ApprovalService,
+        queue: Queue,
+        subscribers: list[Subscriber],
+        interval: float = 1.0,
+        job_timeout: int = 30,
+        signer=None,
+        checkpoint_seconds: float = 300,
+    ):
         self.service = service
         self.signer, self.checkpoint_seconds = signer, checkpoint_seconds
         self.queue = queue
@@ -66,8 +74,12 @@ class Ticker:
         jobs only every ten minutes; both are done here, cheaply, on every tick.
         """
         if self.scheduler.acquire_locks():
-            acquire_or_refresh_lock(self.queue.connection, self.scheduler.get_locking_key(self.queue.name),
-                                    self.scheduler.name, max(SCHEDULER_LOCK_SECONDS, math.ceil(3 * self.interval)))
+            acquire_or_refresh_lock(
+                self.queue.connection,
+                self.scheduler.get_locking_key(self.queue.name),
+                self.scheduler.name,
+                max(SCHEDULER_LOCK_SECONDS, math.ceil(3 * self.interval)),
+            )
             self.scheduler.enqueue_scheduled_jobs()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5

@@ -31,9 +31,15 @@ def ticker_thread(rt: Runtime) -> TickerThread:
     async def make():
         redis = rt.async_redis()
         queue = Queue(rt.settings.queue_name, connection=rt.sync_redis())
-        ticker = Ticker(rt.service(redis), queue, subscribers(rt), rt.settings.tick_seconds,
-                        rt.settings.job_timeout, signer=rt.signer(),
-                        checkpoint_seconds=rt.settings.checkpoint_seconds)
+        ticker = Ticker(
+            rt.service(redis),
+            queue,
+            subscribers(rt),
+            rt.settings.tick_seconds,
+            rt.settings.job_timeout,
+            signer=rt.signer(),
+            checkpoint_seconds=rt.settings.checkpoint_seconds,
+        )
 
         async def cleanup():
             await redis.aclose()

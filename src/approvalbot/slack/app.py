@@ -94,8 +94,7 @@ class SlackAdapter:
         if approver is not None:
             actor = human_actor(approver, Channel.SLACK, user_id)
         else:
-            actor = Actor(kind="human", id=f"slack:{user_id}", email=email,
-                          channel=Channel.SLACK, channel_user=user_id)
+            actor = Actor(kind="human", id=f"slack:{user_id}", email=email, channel=Channel.SLACK, channel_user=user_id)
         return Who(user_id, email, actor, approver)
 
     async def notify(self, client: AsyncWebClient, user: str, channel: str | None, text: str) -> None:
@@ -108,16 +107,13 @@ class SlackAdapter:
         message = blocks.notice(text)
         if channel:
             try:
-                await client.chat_postEphemeral(channel=channel, user=user, text=message.text,
-                                                blocks=message.blocks)
+                await client.chat_postEphemeral(channel=channel, user=user, text=message.text, blocks=message.blocks)
                 return
             except SlackApiError as exc:
-                log.info("ephemeral to %s in %s failed (%s); using a DM", user, channel,
-                         error_code(exc))
+                log.info("ephemeral to %s in %s failed (%s); using a DM", user, channel, error_code(exc))
         try:
             opened = await client.conversations_open(users=user)
-            await client.chat_postMessage(channel=opened["channel"]["id"], text=message.text,
-                                          blocks=message.blocks)
+            await client.chat_postMessage(channel=opened["channel"]["id"], text=message.text, blocks=message.blocks)
         except SlackApiError as exc:
             log.warning("could not tell %s (no ephemeral, no DM: %s)", user, error_code(exc))
 
@@ -141,8 +137,10 @@ async def delivery_status(request: web.Request) -> web.Response:
     ctx = services(request)
     state = await load_state(ctx.redis, found.id)
     records = [r.as_dict() for r in await ctx.service.audit.for_request(found.id)]
-    failures = [{"seq": r["seq"], "at": r.get("at"), "step": r["data"].get("step"),
-                 "error": r["data"].get("error")} for r in failure_records(records)]
+    failures = [
+        {"seq": r["seq"], "at": r.get("at"), "step": r["data"].get("step"), "error": r["data"].get("error")}
+        for r in failure_records(records)
+    ]
     return web.json_response({"request_id": found.id, "slack": {**state.public(), "failures": failures}})
 
 
@@ -161,6 +159,7 @@ def mount(app: web.Application, ctx) -> bool:
         app.router.add_post(EVENTS_PATH, adapter.handle)
     app.router.add_get("/v1/requests/{id}/deliveries", delivery_status)
     if config.socket_mode:
+
         async def socket_mode(app: web.Application):
             await adapter.start_socket_mode()
             yield

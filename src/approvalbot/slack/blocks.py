@@ -93,7 +93,7 @@ def _table(rows: list[tuple[str, Any]]) -> list[SectionBlock]:
     for label, value in rows:
         fields.append(_label(label))
         fields.append(value if isinstance(value, MarkdownTextObject) else _value(value))
-    return [SectionBlock(fields=fields[i: i + 10]) for i in range(0, len(fields), 10)]
+    return [SectionBlock(fields=fields[i : i + 10]) for i in range(0, len(fields), 10)]
 
 
 def approvals_of(request: ApprovalRequest) -> tuple[int, int]:
@@ -178,8 +178,7 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
     for d in request.decisions[-10:]:
         mark = ":white_check_mark:" if d.decision == "approve" else ":no_entry:"
         verb = "approved" if d.decision == "approve" else "denied"
-        elements: list[Any] = [_md(f"{mark} *{mrkdwn(d.approver, 200)}* {verb} via {d.channel.value} "
-                                   f"· {_date(d.at)}")]
+        elements: list[Any] = [_md(f"{mark} *{mrkdwn(d.approver, 200)}* {verb} via {d.channel.value} · {_date(d.at)}")]
         if d.reason:
             elements.append(_value(d.reason, 1000))
         blocks.append(ContextBlock(elements=elements))
@@ -192,8 +191,10 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
         if request.outcome_reason:
             blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(request.outcome_reason, 1000)]))
     blocks.append(ContextBlock(elements=[_md(f"`{request.id}` · requested {_date(request.created_at)}")]))
-    text = (f"{title}: {mrkdwn(request.action, 200)} on {mrkdwn(request.resource or '-', 300)} "
-            f"by {mrkdwn(request.agent_name, 100)} ({request.id})")
+    text = (
+        f"{title}: {mrkdwn(request.action, 200)} on {mrkdwn(request.resource or '-', 300)} "
+        f"by {mrkdwn(request.agent_name, 100)} ({request.id})"
+    )
     return Rendered(text, _dicts(blocks))
 
 
@@ -217,11 +218,14 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
     if kind == "request.created":
         return ":inbox_tray:", f"Requested by agent {mrkdwn(actor.get('id', '?'), 100)} (owner {_who(actor)})"
     if kind == "approval.recorded":
-        return ":ballot_box_with_check:", (f"Approval recorded: {_who(actor)}{via_text} "
-                                           f"({data.get('approvals', '?')} of {data.get('required', '?')})")
+        return ":ballot_box_with_check:", (
+            f"Approval recorded: {_who(actor)}{via_text} ({data.get('approvals', '?')} of {data.get('required', '?')})"
+        )
     if kind == "self_approval.blocked":
-        return ":warning:", (f"Self-approval blocked: {_who(actor)} tried to "
-                             f"{code(data.get('attempted', 'decide'), 20)} their own request{via_text}")
+        return ":warning:", (
+            f"Self-approval blocked: {_who(actor)} tried to "
+            f"{code(data.get('attempted', 'decide'), 20)} their own request{via_text}"
+        )
     if kind == "request.approved":
         by = "policy" if actor.get("kind") == "system" else _who(actor)
         return ":white_check_mark:", f"Approved (by {by}{via_text})"
@@ -240,8 +244,10 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
     if kind == "grant.consumed":
         return ":key:", "Grant used by the agent"
     if kind == "delivery.failed":
-        return ":x:", (f"Delivery failed: {code(data.get('channel', '?'), 20)} "
-                       f"{code(data.get('step', '?'), 20)}: {code(data.get('error', '?'))}")
+        return ":x:", (
+            f"Delivery failed: {code(data.get('channel', '?'), 20)} "
+            f"{code(data.get('step', '?'), 20)}: {code(data.get('error', '?'))}"
+        )
     return ":memo:", mrkdwn(kind, 100)
 
 
@@ -264,9 +270,11 @@ def audit_metadata(request_id: str, seq: int) -> dict[str, Any]:
 def outcome_dm(request: ApprovalRequest) -> Rendered:
     """The owner's direct message once the request is final."""
     icon, title = STATUS[request.status]
-    line = (f"{icon} Your agent *{mrkdwn(request.agent_name, 100)}* asked to "
-            f"*{mrkdwn(request.action, 200)}* on {mrkdwn(request.resource or '-', 300)} "
-            f"(`{request.id}`): *{title.lower()}* by {_decider(request)}.")
+    line = (
+        f"{icon} Your agent *{mrkdwn(request.agent_name, 100)}* asked to "
+        f"*{mrkdwn(request.action, 200)}* on {mrkdwn(request.resource or '-', 300)} "
+        f"(`{request.id}`): *{title.lower()}* by {_decider(request)}."
+    )
     blocks: list[Block] = [SectionBlock(text=_md(line))]
     if request.outcome_reason:
         blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(request.outcome_reason, 1000)]))
@@ -280,8 +288,10 @@ def outcome_metadata(request_id: str) -> dict[str, Any]:
 def decision_modal(request: ApprovalRequest, decision: str, private_metadata: str) -> dict[str, Any]:
     """Asks for the reason; required to deny, optional to approve."""
     approve = decision == APPROVE
-    summary = (f"{request.action} on {request.resource or '-'}\n"
-               f"Requested by {request.agent_name} (owner {request.owner})\n{request.id}")
+    summary = (
+        f"{request.action} on {request.resource or '-'}\n"
+        f"Requested by {request.agent_name} (owner {request.owner})\n{request.id}"
+    )
     view = View(
         type="modal",
         callback_id=DECISION_VIEW,
@@ -300,8 +310,10 @@ def decision_modal(request: ApprovalRequest, decision: str, private_metadata: st
                     multiline=True,
                     max_length=2000,
                     placeholder=PlainTextObject(
-                        text="Optional note for the audit log" if approve
-                        else "Why not? The agent and the audit log will show this"),
+                        text="Optional note for the audit log"
+                        if approve
+                        else "Why not? The agent and the audit log will show this"
+                    ),
                 ),
             ),
         ],
@@ -315,9 +327,12 @@ def notice(text: str) -> Rendered:
 
 
 def queue_item(request: ApprovalRequest) -> list[Block]:
-    rows = [("Action", request.action), ("Resource", request.resource or "-"),
-            ("Agent", f"{request.agent_name} ({request.owner})"),
-            ("Expires", _md(_date(request.expires_at)))]
+    rows = [
+        ("Action", request.action),
+        ("Resource", request.resource or "-"),
+        ("Agent", f"{request.agent_name} ({request.owner})"),
+        ("Expires", _md(_date(request.expires_at))),
+    ]
     return [*_table(rows), decision_buttons(request.id, f"decide:{request.id}"), DividerBlock()]
 
 
@@ -330,17 +345,23 @@ def pending_message(items: list[ApprovalRequest], cursor: str | None, first: boo
     for request in items:
         blocks += queue_item(request)
     if cursor:
-        blocks.append(ActionsBlock(block_id="more", elements=[
-            ButtonElement(text="More", action_id=MORE, value=cursor)]))
+        blocks.append(
+            ActionsBlock(block_id="more", elements=[ButtonElement(text="More", action_id=MORE, value=cursor)])
+        )
     return Rendered(f"{len(items)} requests wait for your decision", _dicts(blocks))
 
 
 def home_view(items: list[ApprovalRequest], more: bool, registered: bool) -> dict[str, Any]:
     blocks: list[Block] = [HeaderBlock(text=PlainTextObject(text="Your approval queue"))]
     if not registered:
-        blocks.append(SectionBlock(text=_md(
-            "You are not a registered approver. An admin can add you with "
-            "`approvalbot approvers add <your email> --group <group>`.")))
+        blocks.append(
+            SectionBlock(
+                text=_md(
+                    "You are not a registered approver. An admin can add you with "
+                    "`approvalbot approvers add <your email> --group <group>`."
+                )
+            )
+        )
     elif not items:
         blocks.append(SectionBlock(text=_md("Nothing is waiting for your decision. :tada:")))
     for request in items:

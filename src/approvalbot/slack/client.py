@@ -22,9 +22,7 @@ from approvalbot.slack.settings import SlackConfig
 log = logging.getLogger("approvalbot.slack")
 
 # Slack answers these when the fault is on its side; trying again later can help.
-TRANSIENT_ERRORS = frozenset(
-    {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
-)
+TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"})
 
 
 _HISTORY = ("channels:history", "groups:history", "im:history", "metadata.message:read")

@@ -155,8 +155,13 @@ async def load_state(redis: Redis, request_id: str) -> State:
 class Syncer:
     """Brings one request's Slack presence up to date with its state and audit records."""
 
-    def __init__(self, redis: Redis, client: AsyncWebClient, config: SlackConfig,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(
+        self,
+        redis: Redis,
+        client: AsyncWebClient,
+        config: SlackConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
         self.redis = redis
         self.client = client
         self.config = config
@@ -222,8 +227,13 @@ class Syncer:
                 done.append("dm")
             return "synced " + ",".join(done) if done else "not delivered"
 
-    async def _step(self, request: ApprovalRequest, state: State, step: str,
-                    work: Callable[[ApprovalRequest, State], Awaitable[None]]) -> bool:
+    async def _step(
+        self,
+        request: ApprovalRequest,
+        state: State,
+        step: str,
+        work: Callable[[ApprovalRequest, State], Awaitable[None]],
+    ) -> bool:
         """Run one step; permanent failures are recorded once, others propagate for a retry."""
         try:
             await work(request, state)
@@ -251,8 +261,16 @@ class Syncer:
             return
         log.warning("slack delivery of %s failed at %s: %s", request.id, step, code)
         fresh = await self.requests.get(request.id) or request
-        event = event_for(fresh, EventType.DELIVERY_FAILED, SYSTEM, self.clock(),
-                          f"Slack {step} failed: {code}", channel=CHANNEL, step=step, error=code)
+        event = event_for(
+            fresh,
+            EventType.DELIVERY_FAILED,
+            SYSTEM,
+            self.clock(),
+            f"Slack {step} failed: {code}",
+            channel=CHANNEL,
+            step=step,
+            error=code,
+        )
         await self.audit.seal_committed(await self.requests.record(fresh, [event]))
         await self._save(request.id, **{f"err:{step}": code})
         state.errors[step] = code
@@ -276,20 +294,24 @@ class Syncer:
                 state.posting = time.time()
                 await self._save(request.id, posting=state.posting, channel=channel)
                 answer = await self.client.chat_postMessage(
-                    channel=channel, text=rendered.text, blocks=rendered.blocks,
-                    metadata=blocks.card_metadata(request.id), unfurl_links=False, unfurl_media=False,
+                    channel=channel,
+                    text=rendered.text,
+                    blocks=rendered.blocks,
+                    metadata=blocks.card_metadata(request.id),
+                    unfurl_links=False,
+                    unfurl_media=False,
                 )
                 await self._remember_card(request.id, state, answer["channel"], answer["ts"], rendered.digest)
                 return
         if state.rendered != rendered.digest:
             await self._still_mine()
-            await self.client.chat_update(channel=state.channel, ts=state.ts, text=rendered.text,
-                                          blocks=rendered.blocks)
+            await self.client.chat_update(
+                channel=state.channel, ts=state.ts, text=rendered.text, blocks=rendered.blocks
+            )
             await self._save(request.id, rendered=rendered.digest)
             state.rendered = rendered.digest
 
-    async def _remember_card(self, request_id: str, state: State, channel: str, ts: str,
-                             digest: str | None) -> None:
+    async def _remember_card(self, request_id: str, state: State, channel: str, ts: str, digest: str | None) -> None:
         await self._save(request_id, channel=channel, ts=ts, rendered=digest, posting=None)
         state.channel, state.ts, state.rendered, state.posting = channel, ts, digest, None
 
@@ -305,8 +327,7 @@ class Syncer:
             if record is None or record.hash is None:
                 return  # not sealed yet: a later job mirrors it, still in order
             if state.mirroring == seq:
-                found = await self._find(state.channel, blocks.AUDIT_EVENT, request.id, seq, None,
-                                         thread=state.ts)
+                found = await self._find(state.channel, blocks.AUDIT_EVENT, request.id, seq, None, thread=state.ts)
                 if found:
                     await self._remember_mirrored(request.id, state, seq)
                     continue
@@ -316,8 +337,13 @@ class Syncer:
             await self._save(request.id, mirroring=seq)
             state.mirroring = seq
             await self.client.chat_postMessage(
-                channel=state.channel, thread_ts=state.ts, text=reply.text, blocks=reply.blocks,
-                metadata=blocks.audit_metadata(request.id, seq), unfurl_links=False, unfurl_media=False,
+                channel=state.channel,
+                thread_ts=state.ts,
+                text=reply.text,
+                blocks=reply.blocks,
+                metadata=blocks.audit_metadata(request.id, seq),
+                unfurl_links=False,
+                unfurl_media=False,
             )
             await self._remember_mirrored(request.id, state, seq)
 
@@ -330,8 +356,11 @@ class Syncer:
         kind = record.get("type")
         if kind == EventType.ESCALATION_DUE:
             group = (record.get("data") or {}).get("escalate_to") or request.policy.escalate_to
-            emails = [a.email for a in await self.identities.list_approvers()
-                      if not a.revoked and group and (group in a.groups or a.email == group)]
+            emails = [
+                a.email
+                for a in await self.identities.list_approvers()
+                if not a.revoked and group and (group in a.groups or a.email == group)
+            ]
         elif kind == EventType.REMINDER_DUE:
             emails = [a for a in request.policy.approvers if "@" in a]
         else:
@@ -360,16 +389,28 @@ class Syncer:
         await self._still_mine()
         await self._save(request.id, dm="sending")
         state.dm = "sending"
-        await self.client.chat_postMessage(channel=channel, text=message.text, blocks=message.blocks,
-                                           metadata=blocks.outcome_metadata(request.id),
-                                           unfurl_links=False, unfurl_media=False)
+        await self.client.chat_postMessage(
+            channel=channel,
+            text=message.text,
+            blocks=message.blocks,
+            metadata=blocks.outcome_metadata(request.id),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
         await self._save(request.id, dm="sent")
         state.dm = "sent"
 
     # --- finding what an interrupted attempt may have posted ---------------------
 
-    async def _find(self, channel: str, event_type: str, request_id: str, seq: int | None,
-                    since: float | None, thread: str | None = None) -> str | None:
+    async def _find(
+        self,
+        channel: str,
+        event_type: str,
+        request_id: str,
+        seq: int | None,
+        since: float | None,
+        thread: str | None = None,
+    ) -> str | None:
         """The ts of our message carrying this metadata, or None. Pages are bounded."""
         bot = await self.people.bot_id()
         cursor = None
@@ -386,9 +427,12 @@ class Syncer:
             for message in page.get("messages") or []:
                 meta = message.get("metadata") or {}
                 payload = meta.get("event_payload") or {}
-                if (meta.get("event_type") == event_type and payload.get("request_id") == request_id
-                        and (seq is None or payload.get("seq") == seq)
-                        and (bot is None or message.get("bot_id") in (None, bot))):
+                if (
+                    meta.get("event_type") == event_type
+                    and payload.get("request_id") == request_id
+                    and (seq is None or payload.get("seq") == seq)
+                    and (bot is None or message.get("bot_id") in (None, bot))
+                ):
                     return message.get("ts")
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
@@ -449,8 +493,11 @@ def subscribers(settings) -> list[Subscriber]:
 
 
 def failure_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if r.get("type") == EventType.DELIVERY_FAILED and
-            (r.get("data") or {}).get("channel") == CHANNEL]
+    return [
+        r
+        for r in records
+        if r.get("type") == EventType.DELIVERY_FAILED and (r.get("data") or {}).get("channel") == CHANNEL
+    ]
 
 
 __all__ = ["State", "Syncer", "load_state", "subscribers", "sync_request"]

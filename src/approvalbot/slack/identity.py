@@ -77,8 +77,7 @@ class SlackDirectory:
             email = None
         else:
             email = email.strip().lower()
-        await self.redis.set(user_key(user_id), json.dumps({"email": email}),
-                             ex=self.ttl if email else MISS_TTL)
+        await self.redis.set(user_key(user_id), json.dumps({"email": email}), ex=self.ttl if email else MISS_TTL)
         return email
 
     async def user_for(self, email: str) -> str | None:
@@ -98,8 +97,7 @@ class SlackDirectory:
         user_id = user.get("id") if not user.get("deleted") else None
         if user_id and not USER_ID_RE.match(user_id):
             user_id = None
-        await self.redis.set(email_key(email), json.dumps({"user": user_id}),
-                             ex=self.ttl if user_id else MISS_TTL)
+        await self.redis.set(email_key(email), json.dumps({"user": user_id}), ex=self.ttl if user_id else MISS_TTL)
         return user_id
 
     async def mentions_for(self, emails: list[str], limit: int = 10) -> dict[str, str]:

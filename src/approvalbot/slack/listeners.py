@@ -44,14 +44,20 @@ def refusal_text(refusal: Refusal, request: ApprovalRequest | None, who: Who) ->
     """What the clicker reads when the core says no."""
     rid = f"`{request.id}`" if request else "this request"
     if refusal is Refusal.SELF_APPROVAL:
-        return (f":no_entry: You cannot approve your own request: {rid} was made by your agent "
-                "or on your behalf. Another approver has to decide it. (This attempt was recorded.)")
+        return (
+            f":no_entry: You cannot approve your own request: {rid} was made by your agent "
+            "or on your behalf. Another approver has to decide it. (This attempt was recorded.)"
+        )
     if refusal is Refusal.UNKNOWN_APPROVER:
         if who.email is None:
-            return (":no_entry: You are not an approver: approvalbot cannot see an email address on "
-                    "your Slack account, so it cannot match you to an approver.")
-        return (f":no_entry: You are not a registered approver ({mrkdwn(who.email, 200)}). "
-                "An admin can add you with `approvalbot approvers add`.")
+            return (
+                ":no_entry: You are not an approver: approvalbot cannot see an email address on "
+                "your Slack account, so it cannot match you to an approver."
+            )
+        return (
+            f":no_entry: You are not a registered approver ({mrkdwn(who.email, 200)}). "
+            "An admin can add you with `approvalbot approvers add`."
+        )
     if refusal is Refusal.NOT_ELIGIBLE:
         named = blocks.approver_names(request, {}) if request else "other approvers"
         return f":no_entry: You are not an approver for {rid}: its policy names {named}."
@@ -91,8 +97,13 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         except SlackApiError as exc:
             log.warning("users.info for %s failed: %s", user, error_code(exc))
             with contextlib.suppress(SlackApiError):
-                await adapter.notify(client, user, channel, "approvalbot could not check who you are "
-                                     "with Slack just now. Nothing was decided; please try again.")
+                await adapter.notify(
+                    client,
+                    user,
+                    channel,
+                    "approvalbot could not check who you are "
+                    "with Slack just now. Nothing was decided; please try again.",
+                )
             return None
 
     async def on_decision_button(ack, body, action, client):
@@ -143,8 +154,10 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         reason = ((values.get(blocks.REASON_BLOCK) or {}).get(blocks.REASON_INPUT) or {}).get("value")
         reason = reason.strip() if isinstance(reason, str) and reason.strip() else None
         if decision == blocks.DENY and reason is None:
-            await ack(response_action="errors",
-                      errors={blocks.REASON_BLOCK: "Say why: the agent and the audit log will show it."})
+            await ack(
+                response_action="errors",
+                errors={blocks.REASON_BLOCK: "Say why: the agent and the audit log will show it."},
+            )
             return
         await ack()
         user = body["user"]["id"]
@@ -197,8 +210,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         await ack()
         request_id = (body.get("text") or "").strip().split(" ")[0]
         if not REQUEST_ID_RE.match(request_id):
-            await respond(text="Usage: `/approval req_...` (the id on the card or in the API).",
-                          response_type="ephemeral")
+            await respond(
+                text="Usage: `/approval req_...` (the id on the card or in the API).", response_type="ephemeral"
+            )
             return
         who = await adapter.who(body["user_id"])
         try:
@@ -207,7 +221,8 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             await respond(text=f"No request `{request_id}`.", response_type="ephemeral")
             return
         allowed = (who.approver is not None and not who.approver.revoked) or (
-            who.email is not None and who.email in request.requesters)
+            who.email is not None and who.email in request.requesters
+        )
         if not allowed:
             await respond(text=refusal_text(Refusal.UNKNOWN_APPROVER, request, who), response_type="ephemeral")
             return

@@ -42,8 +42,10 @@ class SlackConfig:
         return self.signing_secret is not None
 
     def __repr__(self) -> str:  # never print a token, even in a traceback
-        return (f"SlackConfig(channel={self.channel!r}, api_url={self.api_url!r}, "
-                f"socket_mode={self.socket_mode}, http_events={self.http_events})")
+        return (
+            f"SlackConfig(channel={self.channel!r}, api_url={self.api_url!r}, "
+            f"socket_mode={self.socket_mode}, http_events={self.http_events})"
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SlackConfig | None:
@@ -52,31 +54,42 @@ class SlackConfig:
         signing = _secret(settings.slack_signing_secret)
         app_token = _secret(settings.slack_app_token)
         if token is None:
-            stray = [name for name, value in (("SLACK_SIGNING_SECRET", signing),
-                                              ("SLACK_APP_TOKEN", app_token)) if value]
+            stray = [
+                name for name, value in (("SLACK_SIGNING_SECRET", signing), ("SLACK_APP_TOKEN", app_token)) if value
+            ]
             if stray:
-                raise ConfigError(f"{' and '.join(stray)} set but SLACK_BOT_TOKEN is not: "
-                                  "set the bot token (xoxb-...) to turn Slack on, or unset them")
+                raise ConfigError(
+                    f"{' and '.join(stray)} set but SLACK_BOT_TOKEN is not: "
+                    "set the bot token (xoxb-...) to turn Slack on, or unset them"
+                )
             return None
         if not token.startswith("xoxb-"):
-            raise ConfigError("SLACK_BOT_TOKEN must be a bot token starting with xoxb- "
-                              "(OAuth & Permissions -> Bot User OAuth Token)")
+            raise ConfigError(
+                "SLACK_BOT_TOKEN must be a bot token starting with xoxb- (OAuth & Permissions -> Bot User OAuth Token)"
+            )
         if app_token is not None and not app_token.startswith("xapp-"):
-            raise ConfigError("SLACK_APP_TOKEN must be an app-level token starting with xapp- "
-                              "(Basic Information -> App-Level Tokens, scope connections:write)")
+            raise ConfigError(
+                "SLACK_APP_TOKEN must be an app-level token starting with xapp- "
+                "(Basic Information -> App-Level Tokens, scope connections:write)"
+            )
         if signing is None and app_token is None:
-            raise ConfigError("SLACK_SIGNING_SECRET is required with SLACK_BOT_TOKEN "
-                              "(Basic Information -> App Credentials -> Signing Secret); "
-                              "or set SLACK_APP_TOKEN to use Socket Mode instead of a public URL")
+            raise ConfigError(
+                "SLACK_SIGNING_SECRET is required with SLACK_BOT_TOKEN "
+                "(Basic Information -> App Credentials -> Signing Secret); "
+                "or set SLACK_APP_TOKEN to use Socket Mode instead of a public URL"
+            )
         if signing is not None and (len(signing) < 16 or any(c.isspace() for c in signing)):
             raise ConfigError("SLACK_SIGNING_SECRET does not look like a Slack signing secret")
         channel = (settings.slack_channel or "").strip()
         if not channel:
-            raise ConfigError("SLACK_CHANNEL is required with SLACK_BOT_TOKEN: the channel ID "
-                              "(C0123...) or #name where approval cards are posted")
+            raise ConfigError(
+                "SLACK_CHANNEL is required with SLACK_BOT_TOKEN: the channel ID "
+                "(C0123...) or #name where approval cards are posted"
+            )
         if not (CHANNEL_ID_RE.match(channel) or CHANNEL_NAME_RE.match(channel)):
-            raise ConfigError(f"SLACK_CHANNEL {channel!r} is neither a channel ID (C0123...) "
-                              "nor a channel name (#approvals)")
+            raise ConfigError(
+                f"SLACK_CHANNEL {channel!r} is neither a channel ID (C0123...) nor a channel name (#approvals)"
+            )
         api_url = settings.slack_api_url.strip()
         if not re.match(r"^https?://[^\s/]+", api_url):
             raise ConfigError("SLACK_API_URL must be an http(s) URL such as https://slack.com/api/")

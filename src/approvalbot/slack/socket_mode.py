@@ -41,10 +41,12 @@ async def connect(adapter: SlackAdapter, ping_interval: float = 10) -> AsyncSock
         await handler.close_async()
         code = error_code(exc)
         if code in AUTH_ERRORS:
-            raise ConfigError(f"SLACK_APP_TOKEN was refused by Slack ({code}): create an app-level "
-                              "token with the connections:write scope") from None
+            raise ConfigError(
+                f"SLACK_APP_TOKEN was refused by Slack ({code}): create an app-level "
+                "token with the connections:write scope"
+            ) from None
         raise ConfigError(f"Socket Mode could not start: Slack answered {code}") from None
-    except Exception as exc:  # noqa: BLE001 -- network trouble: keep trying without blocking start-up
+    except Exception as exc:
         log.warning("Socket Mode: Slack unreachable (%s); retrying in the background", exc.__class__.__name__)
         asyncio.get_running_loop().create_task(handler.connect_async())
         return handler

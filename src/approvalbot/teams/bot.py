@@ -51,7 +51,7 @@ PENDING_PAGE = 10
 
 REFUSAL_TEXT = {
     Refusal.SELF_APPROVAL: "You cannot approve or deny your own request: you own the agent that asked, "
-                           "or it acts on your behalf.",
+    "or it acts on your behalf.",
     Refusal.NOT_ELIGIBLE: "You are not among the approvers this request's policy names.",
     Refusal.UNKNOWN_APPROVER: "You are not a registered approver.",
     Refusal.NOT_PENDING: "This request is no longer pending.",
@@ -74,9 +74,11 @@ def invoke_card(card: dict[str, Any]) -> InvokeResponse:
 
 
 def invoke_error(status: int, message: str) -> InvokeResponse:
-    body = AdaptiveCardInvokeResponse(status_code=status, type=ERROR_TYPE,
-                                      value={"code": "BadRequest" if status < 500 else "InternalError",
-                                             "message": message})
+    body = AdaptiveCardInvokeResponse(
+        status_code=status,
+        type=ERROR_TYPE,
+        value={"code": "BadRequest" if status < 500 else "InternalError", "message": message},
+    )
     return InvokeResponse(status=200, body=body)
 
 
@@ -129,8 +131,11 @@ class ApprovalBot(ActivityHandler):
         team = data.get("team") or {}
         channel = data.get("channel") or {}
         if kind == CHANNEL:
-            name = channel.get("name") or ("General" if channel.get("id", conversation.id) == team.get("id")
-                                           else conversation.name or conversation.id)
+            name = channel.get("name") or (
+                "General"
+                if channel.get("id", conversation.id) == team.get("id")
+                else conversation.name or conversation.id
+            )
         else:
             name = conversation.name or "group chat"
         ref = ConversationRef(
@@ -150,9 +155,9 @@ class ApprovalBot(ActivityHandler):
                 connector(turn_context)  # our timeout, no hidden retries
                 await turn_context.send_activity(
                     f"approvalbot will post approval requests here. To route a policy rule to this "
-                    f"conversation, use channel: \"{escape_markdown(ref.name, 100)}\"."
+                    f'conversation, use channel: "{escape_markdown(ref.name, 100)}".'
                 )
-            except Exception as exc:  # noqa: BLE001 - a failed welcome must not lose the reference
+            except Exception as exc:
                 log.warning("Teams welcome message failed (%s)", exc.__class__.__name__)
 
     async def _forget(self, turn_context: TurnContext) -> None:
@@ -175,7 +180,7 @@ class ApprovalBot(ActivityHandler):
             log.exception("Teams command failed")
             try:
                 await turn_context.send_activity("Something went wrong; nothing was changed. Try again later.")
-            except Exception as exc:  # noqa: BLE001 - the connector is unreachable: nobody to tell
+            except Exception as exc:
                 log.warning("Teams reply failed too (%s)", exc.__class__.__name__)
 
     async def _identify(self, turn_context: TurnContext) -> tuple[Clicker, Approver | None, Actor]:
@@ -193,17 +198,20 @@ class ApprovalBot(ActivityHandler):
             await turn_context.send_activity(card_message(cards.message_card("Nothing is waiting for your decision.")))
             return
         refresh = [clicker.user_id]
-        await turn_context.send_activities([card_message(cards.request_card(r, refresh_user_ids=refresh))
-                                            for r in items])
+        await turn_context.send_activities(
+            [card_message(cards.request_card(r, refresh_user_ids=refresh)) for r in items]
+        )
         if cursor is not None:
             await turn_context.send_activity(
-                f"{len(items)} shown; more are waiting. Decide these, then send pending again.")
+                f"{len(items)} shown; more are waiting. Decide these, then send pending again."
+            )
 
     async def _approval(self, turn_context: TurnContext, request_id: str) -> None:
         request_id = request_id.strip().lower()
         if not REQUEST_ID_RE.match(request_id):
-            await turn_context.send_activity(card_message(cards.message_card(
-                "That is not a request id.", ["Request ids look like req_abc123."])))
+            await turn_context.send_activity(
+                card_message(cards.message_card("That is not a request id.", ["Request ids look like req_abc123."]))
+            )
             return
         clicker, approver, actor = await self._identify(turn_context)
         try:
@@ -211,23 +219,29 @@ class ApprovalBot(ActivityHandler):
         except NotFound:
             request = None
         allowed = request is not None and (
-            (approver is not None and not approver.revoked) or is_requester(request, clicker.email))
+            (approver is not None and not approver.revoked) or is_requester(request, clicker.email)
+        )
         if not allowed:  # same answer for "no such request" and "not yours to see"
-            await turn_context.send_activity(card_message(cards.message_card(
-                "No request with that id is visible to you.")))
+            await turn_context.send_activity(
+                card_message(cards.message_card("No request with that id is visible to you."))
+            )
             return
         records = [r.as_dict() for r in await self.service.audit.for_request(request.id)]
-        await turn_context.send_activities([
-            card_message(await self._view(request, actor, approver, clicker)),
-            card_message(cards.audit_list_card(request, records)),
-        ])
+        await turn_context.send_activities(
+            [
+                card_message(await self._view(request, actor, approver, clicker)),
+                card_message(cards.audit_list_card(request, records)),
+            ]
+        )
 
     @staticmethod
     def _who_notice_card(clicker: Clicker) -> dict[str, Any]:
         if clicker.email is None:
             return cards.message_card("approvalbot", notice=Notice(UNRESOLVED))
-        return cards.message_card("approvalbot", notice=Notice(
-            "You are not a registered approver. Your Teams account resolves to:", clicker.email))
+        return cards.message_card(
+            "approvalbot",
+            notice=Notice("You are not a registered approver. Your Teams account resolves to:", clicker.email),
+        )
 
     # --- card actions (Universal Actions) --------------------------------------------------
 
@@ -266,24 +280,40 @@ class ApprovalBot(ActivityHandler):
             reason = data.get(cards.REASON_INPUT)
         reason = reason.strip() if isinstance(reason, str) and reason.strip() else None
         if reason is not None and len(reason) > MAX_TEXT:
-            return invoke_card(await self._view(request, actor, approver, clicker,
-                                                Notice(f"The reason is too long (at most {MAX_TEXT} characters).")))
+            return invoke_card(
+                await self._view(
+                    request,
+                    actor,
+                    approver,
+                    clicker,
+                    Notice(f"The reason is too long (at most {MAX_TEXT} characters)."),
+                )
+            )
         if verb == cards.VERB_DENY and reason is None:
-            return invoke_card(await self._view(request, actor, approver, clicker,
-                                                Notice("A reason is required to deny.")))
+            return invoke_card(
+                await self._view(request, actor, approver, clicker, Notice("A reason is required to deny."))
+            )
         try:
             decided = await self.service.decide(request_id, actor, approver, verb, reason)
         except Refused as refused:
             fresh = await self.service.get(request_id)
-            notice = Notice(UNRESOLVED) if (refused.refusal is Refusal.UNKNOWN_APPROVER and clicker.email is None) \
-                else Notice(REFUSAL_TEXT[refused.refusal], clicker.email
-                            if refused.refusal is Refusal.UNKNOWN_APPROVER else None)
+            notice = (
+                Notice(UNRESOLVED)
+                if (refused.refusal is Refusal.UNKNOWN_APPROVER and clicker.email is None)
+                else Notice(
+                    REFUSAL_TEXT[refused.refusal],
+                    clicker.email if refused.refusal is Refusal.UNKNOWN_APPROVER else None,
+                )
+            )
             return invoke_card(await self._view(fresh, actor, approver, clicker, notice))
         except ValueError as exc:  # the core's own validation (e.g. deny without reason)
             return invoke_card(await self._view(request, actor, approver, clicker, Notice(str(exc).capitalize())))
         except Conflict:
-            return invoke_card(await self._view(request, actor, approver, clicker,
-                                                Notice("Too many people acted at once; please try again.")))
+            return invoke_card(
+                await self._view(
+                    request, actor, approver, clicker, Notice("Too many people acted at once; please try again.")
+                )
+            )
         return invoke_card(await self._view(decided, actor, approver, clicker, self._done_notice(decided, verb)))
 
     @staticmethod
@@ -295,8 +325,14 @@ class ApprovalBot(ActivityHandler):
         approvals, needed = cards.approvals_so_far(request)
         return Notice(f"Your approval is recorded: {approvals} of {needed}.", style="good")
 
-    async def _view(self, request: ApprovalRequest, actor: Actor, approver: Approver | None, clicker: Clicker,
-                    notice: Notice | None = None) -> dict[str, Any]:
+    async def _view(
+        self,
+        request: ApprovalRequest,
+        actor: Actor,
+        approver: Approver | None,
+        clicker: Clicker,
+        notice: Notice | None = None,
+    ) -> dict[str, Any]:
         """The card as this person should see it: actions only if the core would let them decide."""
         refresh = await recent_user_ids(self.redis)
         if clicker.user_id and clicker.user_id not in refresh:

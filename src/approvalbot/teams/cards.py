@@ -98,8 +98,12 @@ def row(name: str, value: object, limit: int = 1000, monospace: bool = False) ->
     }
 
 
-def card(body: list[dict[str, Any]], actions: list[dict[str, Any]] | None = None,
-         refresh: dict[str, Any] | None = None, fallback: str | None = None) -> dict[str, Any]:
+def card(
+    body: list[dict[str, Any]],
+    actions: list[dict[str, Any]] | None = None,
+    refresh: dict[str, Any] | None = None,
+    fallback: str | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "AdaptiveCard", "$schema": SCHEMA_URL, "version": VERSION, "body": body}
     if actions:
         out["actions"] = actions
@@ -128,14 +132,16 @@ def _context_rows(context: dict[str, str]) -> list[dict[str, Any]]:
     rows = []
     for key, name in (known + others)[:MAX_CONTEXT_ROWS]:
         if name is None:
-            rows.append({
-                "type": "ColumnSet",
-                "spacing": "Small",
-                "columns": [
-                    {"type": "Column", "width": 2, "items": [rich(run(key, 100, weight="Bolder", isSubtle=True))]},
-                    {"type": "Column", "width": 5, "items": [rich(run(context[key], CONTEXT_VALUE_CHARS))]},
-                ],
-            })
+            rows.append(
+                {
+                    "type": "ColumnSet",
+                    "spacing": "Small",
+                    "columns": [
+                        {"type": "Column", "width": 2, "items": [rich(run(key, 100, weight="Bolder", isSubtle=True))]},
+                        {"type": "Column", "width": 5, "items": [rich(run(context[key], CONTEXT_VALUE_CHARS))]},
+                    ],
+                }
+            )
         else:
             rows.append(row(name, context[key], CONTEXT_VALUE_CHARS, monospace=key == "code_path"))
     return rows
@@ -150,11 +156,13 @@ def _params_block(request: ApprovalRequest) -> list[dict[str, Any]]:
     return [
         {
             "type": "ActionSet",
-            "actions": [{
-                "type": "Action.ToggleVisibility",
-                "title": f"Parameters ({len(request.params)})",
-                "targetElements": [target],
-            }],
+            "actions": [
+                {
+                    "type": "Action.ToggleVisibility",
+                    "title": f"Parameters ({len(request.params)})",
+                    "targetElements": [target],
+                }
+            ],
         },
         {
             "type": "Container",
@@ -171,14 +179,19 @@ def _decisions_block(request: ApprovalRequest) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [label("Decisions", weight="Bolder", spacing="Medium", separator=True)]
     hidden = len(request.decisions) - MAX_DECISIONS_SHOWN
     if hidden > 0:
-        out.append(label(f"{hidden} earlier decision(s) not shown; send the bot \"approval\" and the "
-                         "request id for the full trail.", isSubtle=True, spacing="Small"))
+        out.append(
+            label(
+                f'{hidden} earlier decision(s) not shown; send the bot "approval" and the '
+                "request id for the full trail.",
+                isSubtle=True,
+                spacing="Small",
+            )
+        )
     for d in request.decisions[-MAX_DECISIONS_SHOWN:]:
         verb = "\u2714 approved" if d.decision == "approve" else "\u2716 denied"
         inlines = [run(d.approver, 254, weight="Bolder"), run(f" {verb} via {d.channel.value}, {when(d.at)}")]
         if d.reason:
-            inlines.append(run(f": {inert(d.reason, DECISION_REASON_CHARS)}", DECISION_REASON_CHARS + 2,
-                               italic=True))
+            inlines.append(run(f": {inert(d.reason, DECISION_REASON_CHARS)}", DECISION_REASON_CHARS + 2, italic=True))
         out.append(rich(*inlines, spacing="Small"))
     return out
 
@@ -201,36 +214,48 @@ def _outcome_block(request: ApprovalRequest) -> list[dict[str, Any]]:
 def _decision_inputs(request: ApprovalRequest) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The reason input and the Approve / Deny actions (Deny asks for its required reason)."""
     data = {"request_id": request.id}
-    body = [{
-        "type": "Input.Text",
-        "id": REASON_INPUT,
-        "label": "Reason (optional when approving)",
-        "isMultiline": True,
-        "maxLength": REASON_MAX,
-        "placeholder": "Why you approve, e.g. a ticket number",
-    }]
-    deny_card = card(
-        body=[{
+    body = [
+        {
             "type": "Input.Text",
-            "id": DENY_REASON_INPUT,
-            "label": "Reason for denying (required)",
+            "id": REASON_INPUT,
+            "label": "Reason (optional when approving)",
             "isMultiline": True,
-            "isRequired": True,
             "maxLength": REASON_MAX,
-            "errorMessage": "A reason is required to deny.",
-        }],
-        actions=[{
-            "type": "Action.Execute",
-            "title": "Deny",
-            "verb": VERB_DENY,
-            "style": "destructive",
-            "data": data,
-            "associatedInputs": "auto",
-        }],
+            "placeholder": "Why you approve, e.g. a ticket number",
+        }
+    ]
+    deny_card = card(
+        body=[
+            {
+                "type": "Input.Text",
+                "id": DENY_REASON_INPUT,
+                "label": "Reason for denying (required)",
+                "isMultiline": True,
+                "isRequired": True,
+                "maxLength": REASON_MAX,
+                "errorMessage": "A reason is required to deny.",
+            }
+        ],
+        actions=[
+            {
+                "type": "Action.Execute",
+                "title": "Deny",
+                "verb": VERB_DENY,
+                "style": "destructive",
+                "data": data,
+                "associatedInputs": "auto",
+            }
+        ],
     )
     actions = [
-        {"type": "Action.Execute", "title": "Approve", "verb": VERB_APPROVE, "style": "positive",
-         "data": data, "associatedInputs": "auto"},
+        {
+            "type": "Action.Execute",
+            "title": "Approve",
+            "verb": VERB_APPROVE,
+            "style": "positive",
+            "data": data,
+            "associatedInputs": "auto",
+        },
         {"type": "Action.ShowCard", "title": "Deny\u2026", "card": deny_card},
     ]
     return body, actions
@@ -253,8 +278,11 @@ def request_card(
         "items": [
             label(title, size="Large", weight="Bolder"),
             rich(run(request.action, 200, fontType="Monospace", weight="Bolder", size="Medium")),
-            label(f"{approvals} of {needed} approvals \u00b7 expires {when(request.expires_at)}",
-                  isSubtle=True, spacing="Small"),
+            label(
+                f"{approvals} of {needed} approvals \u00b7 expires {when(request.expires_at)}",
+                isSubtle=True,
+                spacing="Small",
+            ),
         ],
     }
     body: list[dict[str, Any]] = [header]
@@ -284,8 +312,12 @@ def request_card(
             inputs, card_actions = _decision_inputs(request)
             body.extend(inputs)
         refresh = {
-            "action": {"type": "Action.Execute", "title": "Refresh", "verb": VERB_REFRESH,
-                       "data": {"request_id": request.id}},
+            "action": {
+                "type": "Action.Execute",
+                "title": "Refresh",
+                "verb": VERB_REFRESH,
+                "data": {"request_id": request.id},
+            },
             "userIds": list(dict.fromkeys(refresh_user_ids))[:MAX_REFRESH_USERS],
         }
     return card(body, card_actions, refresh, fallback=f"Approval request {inert(request.action, 200)}: {title}")
@@ -304,25 +336,48 @@ def audit_card(record: dict[str, Any]) -> dict[str, Any]:
         inlines.append(run(f" via {via}", 40))
     inlines.append(run(f", {when(record.get('at'))}"))
     body: list[dict[str, Any]] = [
-        {"type": "ColumnSet", "columns": [
-            {"type": "Column", "width": "auto", "items": [label(f"#{seq}", weight="Bolder")]},
-            {"type": "Column", "width": "stretch", "items": [
-                rich(run(EVENT_LABELS.get(kind, kind), 60, weight="Bolder"), run(f"  {kind}", 60, isSubtle=True))
-            ]},
-        ]},
+        {
+            "type": "ColumnSet",
+            "columns": [
+                {"type": "Column", "width": "auto", "items": [label(f"#{seq}", weight="Bolder")]},
+                {
+                    "type": "Column",
+                    "width": "stretch",
+                    "items": [
+                        rich(
+                            run(EVENT_LABELS.get(kind, kind), 60, weight="Bolder"), run(f"  {kind}", 60, isSubtle=True)
+                        )
+                    ],
+                },
+            ],
+        },
         rich(*inlines, spacing="None"),
     ]
     if record.get("reason"):
         body.append(rich(run(record["reason"], 1000, italic=True), spacing="Small"))
     data = record.get("data") or {}
     if kind == "approval.recorded" and "approvals" in data:
-        body.append(label(f"{int(data['approvals'])} of {int(data.get('required', 0))} approvals", isSubtle=True,
-                          spacing="None"))
+        body.append(
+            label(
+                f"{int(data['approvals'])} of {int(data.get('required', 0))} approvals", isSubtle=True, spacing="None"
+            )
+        )
     if kind == "delivery.failed":
-        body.append(rich(run(f"{data.get('channel', '')} {data.get('conversation', '')}: {data.get('error', '')}",
-                             300), spacing="None"))
-    body.append(label(f"hash {digest}" if digest else "hash pending", fontType="Monospace", isSubtle=True,
-                      size="Small", spacing="None"))
+        body.append(
+            rich(
+                run(f"{data.get('channel', '')} {data.get('conversation', '')}: {data.get('error', '')}", 300),
+                spacing="None",
+            )
+        )
+    body.append(
+        label(
+            f"hash {digest}" if digest else "hash pending",
+            fontType="Monospace",
+            isSubtle=True,
+            size="Small",
+            spacing="None",
+        )
+    )
     return card(body, fallback=f"#{seq} {kind}")
 
 
@@ -337,8 +392,10 @@ def message_card(title: str, lines: Iterable[str] = (), notice: Notice | None = 
 
 def audit_list_card(request: ApprovalRequest, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The `approval ID` command's second card: every audit record of the request, in order."""
-    body: list[dict[str, Any]] = [label("Audit trail", weight="Bolder", size="Medium"),
-                                  rich(run(request.id, 100, fontType="Monospace"))]
+    body: list[dict[str, Any]] = [
+        label("Audit trail", weight="Bolder", size="Medium"),
+        rich(run(request.id, 100, fontType="Monospace")),
+    ]
     for record in records[-50:]:
         kind = str(record.get("type", ""))
         actor = record.get("actor") or {}

@@ -22,12 +22,15 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     actions.add_parser("channels", help="list the Teams conversations the bot was added to")
     package = actions.add_parser("package", help="build the Teams app package (a zip to upload to Teams)")
     package.add_argument("--app-id", help="the Azure bot's Microsoft App ID (default: MICROSOFT_APP_ID)")
-    package.add_argument("--domain", default=None,
-                         help="public host name of this server, for validDomains and the app's links "
-                              "(default: localhost)")
+    package.add_argument(
+        "--domain",
+        default=None,
+        help="public host name of this server, for validDomains and the app's links (default: localhost)",
+    )
     package.add_argument("--output", default="approvalbot-teams.zip", help="zip to write")
-    package.add_argument("--source", default=None, help="folder with manifest.json and the icons "
-                                                        "(default: manifests/teams)")
+    package.add_argument(
+        "--source", default=None, help="folder with manifest.json and the icons (default: manifests/teams)"
+    )
     return teams
 
 

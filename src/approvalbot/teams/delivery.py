@@ -98,14 +98,16 @@ def subscribers(settings: Settings) -> list[Subscriber]:
     """The Teams outbox subscriber, when Teams is on."""
     if not teams_settings(settings).enabled:
         return []
-    return [Subscriber(
-        name="teams",
-        wants=_wants,
-        func=deliver,
-        args=lambda seq, rec: (rec["request_id"], seq),
-        job_id=lambda seq, rec: f"teams-{rec['request_id']}-{seq}",
-        retry=ERROR_RETRY,
-    )]
+    return [
+        Subscriber(
+            name="teams",
+            wants=_wants,
+            func=deliver,
+            args=lambda seq, rec: (rec["request_id"], seq),
+            job_id=lambda seq, rec: f"teams-{rec['request_id']}-{seq}",
+            retry=ERROR_RETRY,
+        )
+    ]
 
 
 def deliver(request_id: str, seq: int) -> Any:
@@ -156,9 +158,23 @@ class Budget:
             raise OutOfTime()
 
 
-_TWIN_KEYS = {"host", "port", "db", "username", "password", "socket_timeout", "socket_connect_timeout",
-              "socket_keepalive", "client_name", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs",
-              "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname"}
+_TWIN_KEYS = {
+    "host",
+    "port",
+    "db",
+    "username",
+    "password",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "socket_keepalive",
+    "client_name",
+    "ssl_keyfile",
+    "ssl_certfile",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ca_data",
+    "ssl_check_hostname",
+}
 
 
 def async_twin(connection: sync_redis.Redis) -> Redis:
@@ -192,8 +208,9 @@ class OutOfTime(Exception):
 
 class Lease:
     _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-    _EXTEND = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
-               "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0")
+    _EXTEND = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+    )
 
     def __init__(self, redis: Redis, key: str, ms: int = LEASE_MS):
         self.redis, self.key, self.ms = redis, key, ms
@@ -302,16 +319,18 @@ class Delivery:
             frozen = json.dumps({"targets": [r.hash for r in routed], "unmatched": unmatched})
             if await self.redis.set(targets_key(request.id), frozen, nx=True, ex=STATE_TTL):
                 if unmatched:
-                    await self.record_failure(request, "no_matching_conversation", request.policy.channel or "",
-                                              "", "route")
+                    await self.record_failure(
+                        request, "no_matching_conversation", request.policy.channel or "", "", "route"
+                    )
                 return routed
             raw = await self.redis.get(targets_key(request.id))
         hashes = json.loads(raw)["targets"]
         found = [await self.references.get(h) for h in hashes]
         return [r for r in found if r is not None]  # a conversation the bot has left is skipped
 
-    async def sync_target(self, request: ApprovalRequest, records: list[StoredRecord],
-                          target: ConversationRef, lease: Lease) -> float | None:
+    async def sync_target(
+        self, request: ApprovalRequest, records: list[StoredRecord], target: ConversationRef, lease: Lease
+    ) -> float | None:
         """Post / update / mirror for one conversation; returns a delay when it must be retried."""
         state = await DeliveryState.load(self.redis, request.id, target.hash)
         if state.get("failed"):
@@ -325,8 +344,11 @@ class Delivery:
             if not state.get("activity_id"):
                 await self.before_call(lease)
                 if state.get("posting_since"):
-                    log.warning("Teams: previous post of %s to %s had an unknown outcome; posting again",
-                                request.id, target.hash)
+                    log.warning(
+                        "Teams: previous post of %s to %s had an unknown outcome; posting again",
+                        request.id,
+                        target.hash,
+                    )
                     await state.set(reposts=state.number("reposts") + 1)
                 await state.set(posting_since=datetime.now(UTC).isoformat())
                 activity_id = await self.post(target, card)
@@ -360,8 +382,7 @@ class Delivery:
         self.budget.check()
         await lease.extend()
 
-    async def failed(self, request, target: ConversationRef, state: DeliveryState, failure, stage: str
-                     ) -> float | None:
+    async def failed(self, request, target: ConversationRef, state: DeliveryState, failure, stage: str) -> float | None:
         if stage == "post" and not failure.ambiguous:
             await state.set(posting_since="")  # Teams answered with an error: nothing was created
         if failure.retryable:
@@ -379,12 +400,23 @@ class Delivery:
         await self.record_failure(request, code, target.display, target.hash, stage)
         return None
 
-    async def record_failure(self, request: ApprovalRequest, code: str, conversation: str, target: str,
-                             stage: str) -> None:
+    async def record_failure(
+        self, request: ApprovalRequest, code: str, conversation: str, target: str, stage: str
+    ) -> None:
         """A visible, audited `delivery.failed`: the error code and where, never a secret."""
         log.warning("Teams delivery of %s failed permanently: %s (%s)", request.id, code, stage)
-        event = event_for(request, EventType.DELIVERY_FAILED, DELIVERY_ACTOR, datetime.now(UTC), None,
-                          channel="teams", conversation=conversation, target=target, error=code, stage=stage)
+        event = event_for(
+            request,
+            EventType.DELIVERY_FAILED,
+            DELIVERY_ACTOR,
+            datetime.now(UTC),
+            None,
+            channel="teams",
+            conversation=conversation,
+            target=target,
+            error=code,
+            stage=stage,
+        )
         await self.audit.seal_committed(await self.requests.record(request, [event]))
 
     # --- connector calls, through the SDK ---------------------------------------------
@@ -396,8 +428,9 @@ class Delivery:
             client = sdk.connector(turn_context, self.budget.call_timeout)
             result["value"] = await work(turn_context, client)
 
-        await self.adapter.continue_conversation(sdk.reference_from(target.reference), logic,
-                                                  bot_app_id=self.ts.app_id or None)
+        await self.adapter.continue_conversation(
+            sdk.reference_from(target.reference), logic, bot_app_id=self.ts.app_id or None
+        )
         return result.get("value")
 
     async def post(self, target: ConversationRef, card: dict[str, Any]) -> str:

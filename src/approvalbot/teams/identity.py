@@ -74,15 +74,14 @@ class IdentityResolver:
                 log.warning("Teams member lookup returned another AAD object id; not trusting it")
             else:
                 email = _email_of(member)
-        except Exception as exc:  # noqa: BLE001 - connector down or user gone: use the cache
+        except Exception as exc:
             log.warning("Teams member lookup failed (%s)", sdk.classify(exc) or exc.__class__.__name__)
             if cached:
                 return await self._seen(Clicker(user_id, aad, tenant, cached["email"], "stale-cache"))
             return Clicker(user_id, aad, tenant, None, "none")
         if email is None:
             return Clicker(user_id, aad, tenant, None, "none")
-        await self.redis.set(key, json.dumps({"email": email, "user_id": user_id, "at": time.time()}),
-                             ex=KEEP_SECONDS)
+        await self.redis.set(key, json.dumps({"email": email, "user_id": user_id, "at": time.time()}), ex=KEEP_SECONDS)
         return await self._seen(Clicker(user_id, aad, tenant, email, "teams"))
 
     async def _cached(self, key: str) -> dict | None:
@@ -112,8 +111,13 @@ class IdentityResolver:
         """The actor the core judges: a registered approver, or a person known only by email."""
         if approver is not None and approver.email == clicker.email:
             return human_actor(approver, Channel.TEAMS, clicker.channel_user)
-        return Actor(kind="human", id=f"teams:{clicker.channel_user}", email=clicker.email,
-                     channel=Channel.TEAMS, channel_user=clicker.channel_user)
+        return Actor(
+            kind="human",
+            id=f"teams:{clicker.channel_user}",
+            email=clicker.email,
+            channel=Channel.TEAMS,
+            channel_user=clicker.channel_user,
+        )
 
 
 def tenant_of(activity) -> str | None:

@@ -51,8 +51,11 @@ def mount(app: web.Application, ctx) -> bool:
         raw = await request.read()  # aiohttp keeps the body, so the adapter can read it again
         try:
             body = json.loads(raw)
-            if not isinstance(body, dict) or not isinstance(body.get("type"), str) \
-                    or not (activity := Activity().deserialize(body)).type:
+            if (
+                not isinstance(body, dict)
+                or not isinstance(body.get("type"), str)
+                or not (activity := Activity().deserialize(body)).type
+            ):
                 raise ValueError("no activity type")
             # Every activity Teams sends says where to answer; without that any reply would fail.
             if not (activity.conversation and activity.conversation.id and URL_RE.match(activity.service_url or "")):

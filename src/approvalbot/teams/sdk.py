@@ -152,6 +152,9 @@ def classify(exc: BaseException) -> Failure | None:
             return Failure(True, "timeout", ambiguous=True)
         return Failure(True, "connection_error")
     if isinstance(exc, (TimeoutError, ConnectionError)):
-        return Failure(True, "timeout" if isinstance(exc, TimeoutError) else "connection_error",
-                       ambiguous=isinstance(exc, TimeoutError))
+        return Failure(
+            True,
+            "timeout" if isinstance(exc, TimeoutError) else "connection_error",
+            ambiguous=isinstance(exc, TimeoutError),
+        )
     return None

@@ -15,8 +15,7 @@ from approvalbot.runtime import ConfigError
 
 log = logging.getLogger("approvalbot.teams")
 
-APP_TYPES = {"multitenant": "MultiTenant", "singletenant": "SingleTenant",
-             "userassignedmsi": "UserAssignedMSI"}
+APP_TYPES = {"multitenant": "MultiTenant", "singletenant": "SingleTenant", "userassignedmsi": "UserAssignedMSI"}
 
 DEV_WARNING = (
     "Teams DEV MODE (APPROVALBOT_TEAMS_DEV=1, no MICROSOFT_APP_ID): /api/messages accepts "
@@ -47,7 +46,7 @@ class TeamsSettings:
 
     @property
     def mode(self) -> str:
-        """"on" (authenticated), "dev" (unauthenticated local testing) or "off"."""
+        """ "on" (authenticated), "dev" (unauthenticated local testing) or "off"."""
         if self.app_id:
             return "on"
         return "dev" if self.dev else "off"
@@ -55,17 +54,23 @@ class TeamsSettings:
     def validate(self) -> None:
         """Fail at start-up, not on the first activity, when the registration is incomplete."""
         if not self.app_id:
-            stray = [name for name, value in (("MICROSOFT_APP_PASSWORD", self.app_password),
-                                              ("MICROSOFT_APP_TENANT_ID", self.tenant_id)) if value]
+            stray = [
+                name
+                for name, value in (
+                    ("MICROSOFT_APP_PASSWORD", self.app_password),
+                    ("MICROSOFT_APP_TENANT_ID", self.tenant_id),
+                )
+                if value
+            ]
             if stray:
-                raise TeamsConfigError(f"{' and '.join(stray)} set but MICROSOFT_APP_ID is not: set the "
-                                       "Azure bot's app id to turn Teams on, or unset them")
+                raise TeamsConfigError(
+                    f"{' and '.join(stray)} set but MICROSOFT_APP_ID is not: set the "
+                    "Azure bot's app id to turn Teams on, or unset them"
+                )
             return
         kind = self.app_type.lower()
         if kind not in APP_TYPES:
-            raise TeamsConfigError(
-                f"MICROSOFT_APP_TYPE must be one of {', '.join(APP_TYPES.values())}"
-            )
+            raise TeamsConfigError(f"MICROSOFT_APP_TYPE must be one of {', '.join(APP_TYPES.values())}")
         if kind in ("multitenant", "singletenant") and not self.app_password:
             raise TeamsConfigError(f"MICROSOFT_APP_PASSWORD is required with MICROSOFT_APP_TYPE={APP_TYPES[kind]}")
         if kind in ("singletenant", "userassignedmsi") and not self.tenant_id:

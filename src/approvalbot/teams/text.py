@@ -16,8 +16,18 @@ import re
 import unicodedata
 
 # Look-alike replacements: the reader sees the same characters, no renderer sees markup.
-_INERT = str.maketrans({"<": "\uff1c", ">": "\uff1e", "\u202e": None, "\u202d": None,
-                        "\u2066": None, "\u2067": None, "\u2068": None, "\u2069": None})
+_INERT = str.maketrans(
+    {
+        "<": "\uff1c",
+        ">": "\uff1e",
+        "\u202e": None,
+        "\u202d": None,
+        "\u2066": None,
+        "\u2067": None,
+        "\u2068": None,
+        "\u2069": None,
+    }
+)
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>])")
 _TAG = re.compile(r"<[^>]{0,200}>")
 _SPACE = re.compile(r"\s+")
@@ -26,10 +36,7 @@ _SPACE = re.compile(r"\s+")
 def inert(value: object, limit: int = 1000) -> str:
     """A printable, length-bounded, markup-free rendering of any value."""
     text = value if isinstance(value, str) else str(value)
-    text = "".join(
-        ch for ch in text
-        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co")
-    )
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co"))
     text = text.translate(_INERT).replace("{{", "{\u200b{")
     if len(text) > limit:
         text = text[: max(limit - 1, 0)] + "\u2026"

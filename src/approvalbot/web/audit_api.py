@@ -127,9 +127,14 @@ async def consume_grant(request: web.Request) -> web.Response:
         actor = human_actor(who.approver)
     try:
         claims, seq = await grants.consume(
-            ctx.service, signer_of(request).keyring, body.grant, actor,
+            ctx.service,
+            signer_of(request).keyring,
+            body.grant,
+            actor,
             agent_id=who.agent.id if who.agent is not None else None,
-            action=body.action, resource=body.resource, params=body.params,
+            action=body.action,
+            resource=body.resource,
+            params=body.params,
         )
     except grants.GrantUsed as exc:
         raise ApiError(409, "grant_used", exc.message, {"used_at": exc.used.get("at")} if exc.used else None)
@@ -200,10 +205,18 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": {
             "summary": "The public key(s) that sign checkpoints, grants and receipts (no auth)",
             "responses": {
-                "200": {"description": "a JSON Web Key Set, each key also as PEM",
-                        "content": {"application/json": {"schema": {
-                            "type": "object", "required": ["keys"],
-                            "properties": {"keys": {"type": "array", "items": _JWK}}}}}},
+                "200": {
+                    "description": "a JSON Web Key Set, each key also as PEM",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["keys"],
+                                "properties": {"keys": {"type": "array", "items": _JWK}},
+                            }
+                        }
+                    },
+                },
                 **_errors(503),
             },
         }
@@ -212,22 +225,34 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": {
             "summary": "Export the audit log, streamed (approver token)",
             "description": "JSON lines (canonical JSON of each record with seq, hash, prev_hash: verifiable "
-                           "offline) or CSV. The X-Audit-Seq header gives the last seq of the snapshot. "
-                           "Fetch /v1/audit/checkpoints first, then this, for an offline-verifiable bundle.",
+            "offline) or CSV. The X-Audit-Seq header gives the last seq of the snapshot. "
+            "Fetch /v1/audit/checkpoints first, then this, for an offline-verifiable bundle.",
             "security": _SECURED,
             "parameters": [
                 {"name": "format", "in": "query", "schema": {"enum": ["jsonl", "csv"], "default": "jsonl"}},
-                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"},
-                 "description": "only records with at >= since"},
-                {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"},
-                 "description": "only records with at < until"},
+                {
+                    "name": "since",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                    "description": "only records with at >= since",
+                },
+                {
+                    "name": "until",
+                    "in": "query",
+                    "schema": {"type": "string", "format": "date-time"},
+                    "description": "only records with at < until",
+                },
                 {"name": "request_id", "in": "query", "schema": {"type": "string", "maxLength": 100}},
             ],
             "responses": {
-                "200": {"description": "the records",
-                        "headers": {"X-Audit-Seq": {"schema": {"type": "integer"}}},
-                        "content": {"application/x-ndjson": {"schema": {"type": "string"}},
-                                    "text/csv": {"schema": {"type": "string"}}}},
+                "200": {
+                    "description": "the records",
+                    "headers": {"X-Audit-Seq": {"schema": {"type": "integer"}}},
+                    "content": {
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
                 **_errors(401, 403, 422),
             },
         }
@@ -237,10 +262,18 @@ OPENAPI_PATHS: dict[str, Any] = {
             "summary": "Signed checkpoints of the chain head, oldest first (approver token)",
             "security": _SECURED,
             "responses": {
-                "200": {"description": "the checkpoints",
-                        "content": {"application/json": {"schema": {
-                            "type": "object", "required": ["checkpoints"],
-                            "properties": {"checkpoints": {"type": "array", "items": _CHECKPOINT}}}}}},
+                "200": {
+                    "description": "the checkpoints",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["checkpoints"],
+                                "properties": {"checkpoints": {"type": "array", "items": _CHECKPOINT}},
+                            }
+                        }
+                    },
+                },
                 **_errors(401, 403),
             },
         }
@@ -249,7 +282,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": {
             "summary": "Verify the log, chain and checkpoints in the store (approver token)",
             "description": "200 whenever the check ran; the verdict is `ok`, and `problem` names the "
-                           "first seq where the log differs from what was written.",
+            "first seq where the log differs from what was written.",
             "security": _SECURED,
             "responses": {
                 "200": {"description": "the report", "content": {"application/json": {"schema": _REPORT}}},
@@ -261,22 +294,40 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": {
             "summary": "Use a grant exactly once (any agent or approver token)",
             "description": "Verifies signature, expiry and (if given) action/resource/params, then marks "
-                           "the grant used and records grant.consumed. An agent token may only consume "
-                           "grants issued to that agent.",
+            "the grant used and records grant.consumed. An agent token may only consume "
+            "grants issued to that agent.",
             "security": _SECURED,
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["grant"], "additionalProperties": False,
-                "properties": {
-                    "grant": {"type": "string"},
-                    "action": {"type": "string"},
-                    "resource": {"type": "string"},
-                    "params": {"type": "object"},
-                }}}}},
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["grant"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "grant": {"type": "string"},
+                                "action": {"type": "string"},
+                                "resource": {"type": "string"},
+                                "params": {"type": "object"},
+                            },
+                        }
+                    }
+                },
+            },
             "responses": {
-                "200": {"description": "the grant was unused and now is used",
-                        "content": {"application/json": {"schema": {
-                            "type": "object", "required": ["claims", "audit_seq"],
-                            "properties": {"claims": {"type": "object"}, "audit_seq": {"type": "integer"}}}}}},
+                "200": {
+                    "description": "the grant was unused and now is used",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["claims", "audit_seq"],
+                                "properties": {"claims": {"type": "object"}, "audit_seq": {"type": "integer"}},
+                            }
+                        }
+                    },
+                },
                 **_errors(400, 401, 403, 409, 415, 422, 503),
             },
         }

@@ -56,8 +56,12 @@ PATHS: dict[str, Any] = {
             "summary": "Ask for approval of one action (agent token)",
             "security": SECURED,
             "parameters": [
-                {"name": "Idempotency-Key", "in": "header", "required": False,
-                 "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                }
             ],
             "requestBody": {"required": True, **_json("RequestCreate")},
             "responses": {
@@ -114,17 +118,31 @@ PATHS: dict[str, Any] = {
             "security": SECURED,
             "parameters": [ID_PARAM],
             "responses": {
-                "200": {"description": "delivery state per channel",
-                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "200": {
+                    "description": "delivery state per channel",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
                 **_errors(401, 404),
             },
         }
     },
-    "/healthz": {"get": {"summary": "Liveness and Redis reachability",
-                         "responses": {"200": {"description": "ok"}, "503": {"description": "Redis down"}}}},
-    "/metrics": {"get": {"summary": "Prometheus metrics",
-                         "responses": {"200": {"description": "text exposition format",
-                                               "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    "/healthz": {
+        "get": {
+            "summary": "Liveness and Redis reachability",
+            "responses": {"200": {"description": "ok"}, "503": {"description": "Redis down"}},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {
+                    "description": "text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+        }
+    },
 }
 
 
@@ -139,8 +157,11 @@ def document() -> dict[str, Any]:
     components.update(Error=ERROR_SCHEMA, Page=PAGE_SCHEMA)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "approvalbot", "version": __version__,
-                 "description": "Human approval gates for AI agents and pipelines."},
+        "info": {
+            "title": "approvalbot",
+            "version": __version__,
+            "description": "Human approval gates for AI agents and pipelines.",
+        },
         "paths": {**PATHS, **AUDIT_PATHS},
         "components": {
             "schemas": components,

@@ -31,9 +31,7 @@ class _Snapshot:
         self.stats, self.pending, self.queued = stats, pending, queued
 
     def collect(self):
-        by_status = GaugeMetricFamily(
-            "approvalbot_requests", "Requests by current status", labels=["status"]
-        )
+        by_status = GaugeMetricFamily("approvalbot_requests", "Requests by current status", labels=["status"])
         for status in Status:
             by_status.add_metric([status.value], self.stats.get(f"status:{status}", 0))
         yield by_status
