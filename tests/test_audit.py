@@ -29,18 +29,18 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from approvalbot.audit import grants
-from approvalbot.audit.chain import GENESIS, canonical, link
 from approvalbot.audit.checkpoints import (
     Checkpoint,
     checkpoint,
     maybe_checkpoint,
     read_checkpoints,
 )
-from approvalbot.audit.cli import main as audit_main
 from approvalbot.audit.export import CSV_COLUMNS, export_records
 from approvalbot.audit.signing import Signer, load_signer
 from approvalbot.audit.verify import verify_file, verify_records, verify_redis
+from approvalbot.cli.audit import main as audit_main
 from approvalbot.config import Settings
+from approvalbot.core.chain import GENESIS, canonical, link
 from approvalbot.core.machine import Refused
 from approvalbot.core.models import RequestCreate
 from approvalbot.core.policy import Policy
@@ -615,7 +615,7 @@ async def test_http_export_round_trips_into_offline_cli_verify(server, tmp_path)
     command = [
         sys.executable,
         "-m",
-        "approvalbot.audit.cli",
+        "approvalbot.cli.audit",
         "audit",
         "verify",
         "--file",
@@ -731,7 +731,7 @@ async def test_verify_endpoint_reports_tampering_with_200(server, redis):
 
 
 async def test_cli_export_checkpoint_and_server_verify(rt, redis, signer, tmp_path, capsys, monkeypatch):
-    from approvalbot.audit import cli as audit_cli
+    from approvalbot.cli import audit as audit_cli
 
     service = ApprovalService(redis, Policy.default())
     grants.install(service, signer)

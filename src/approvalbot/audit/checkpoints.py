@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from approvalbot.audit.chain import canonical
 from approvalbot.audit.signing import (
     Keyring,
     Signer,
@@ -30,7 +29,9 @@ from approvalbot.audit.signing import (
     b64url_decode,
     verify_signature,
 )
+from approvalbot.core.chain import canonical
 from approvalbot.store import keys
+from approvalbot.store.requests import load_script
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -115,7 +116,6 @@ async def latest_checkpoint(redis) -> Checkpoint | None:
 
 @cache
 def _script_text(name: str) -> str:
-    from approvalbot.store.requests import load_script
 
     return load_script(name)
 

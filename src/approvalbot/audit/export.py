@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from approvalbot.audit.chain import canonical
 from approvalbot.audit.checkpoints import parse_time
+from approvalbot.core.chain import canonical
 from approvalbot.store import keys
 
 CSV_COLUMNS = [

@@ -27,11 +27,12 @@ from typing import Any
 
 import jwt
 
-from approvalbot.audit.chain import canonical
 from approvalbot.audit.signing import PublicKeyInput, Signer, as_keyring
+from approvalbot.core.chain import canonical
 from approvalbot.core.events import EventType, event_for
 from approvalbot.core.models import Actor, ApprovalRequest, Status
 from approvalbot.store import keys
+from approvalbot.store.requests import audit_body, load_script
 
 ISSUER = "approvalbot"
 GRANT_AUDIENCE = "approvalbot:grant"
@@ -226,7 +227,6 @@ def used_key(jti: str) -> str:
 
 @cache
 def _consume_text() -> str:
-    from approvalbot.store.requests import load_script
 
     return load_script("grant_consume.lua")
 
@@ -248,7 +248,6 @@ async def consume(
     `agent_id`, when given, must be the grant's subject (an agent may only use
     its own grants).
     """
-    from approvalbot.store.requests import audit_body
 
     claims = verify_grant(token, public_key, action, resource, params, leeway=leeway)
     if agent_id is not None and claims["sub"] != agent_id:

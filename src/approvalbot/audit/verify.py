@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from approvalbot.audit.chain import GENESIS, link
 from approvalbot.audit.checkpoints import Checkpoint
 from approvalbot.audit.signing import Keyring, PublicKeyInput, as_keyring
+from approvalbot.core.chain import GENESIS, link
+from approvalbot.store import keys
 
 META_FIELDS = ("seq", "hash", "prev_hash")
 # chain.canonical with the encoder built once (json.dumps builds one per call): same bytes, faster.
@@ -341,7 +342,6 @@ def verify_file(
 
 async def verify_redis(redis, public_keys: PublicKeyInput | None = None, batch: int = REDIS_BATCH) -> Report:
     """Verify the log, chain and checkpoints in Redis, reading in batches (bounded memory)."""
-    from approvalbot.store import keys
 
     keyring = as_keyring(public_keys)
     pipe = redis.pipeline(transaction=True)  # one consistent snapshot of the lengths and checkpoints
@@ -409,7 +409,6 @@ async def _explain_redis(
     `prev` and `prev2` are the recomputed (trusted) hashes at p-1 and p-2. Stored
     hashes are used here only as evidence of where genuine records went.
     """
-    from approvalbot.store import keys
 
     async def body(q: int) -> bytes | None:
         return await redis.lindex(keys.AUDIT_LOG, q - 1) if 1 <= q <= n_log else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from approvalbot.audit.chain import GENESIS, chain
+from approvalbot.core.chain import GENESIS, chain
 from approvalbot.store import keys
 from approvalbot.store.requests import Committed, SealHint, load_script
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from approvalbot.audit.chain import canonical
+from approvalbot.core.chain import canonical
 from approvalbot.core.events import Event
 from approvalbot.core.machine import Transition
 from approvalbot.core.models import ApprovalRequest, Status

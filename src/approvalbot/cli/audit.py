@@ -29,6 +29,9 @@ from approvalbot.audit.checkpoints import (
 from approvalbot.audit.export import FORMATS, export_records, render, snapshot_end
 from approvalbot.audit.signing import SigningKeyError, load_public_keys, load_signer
 from approvalbot.audit.verify import Report, verify_file, verify_redis
+from approvalbot.config import load_settings
+from approvalbot.runtime import ConfigError, runtime
+from approvalbot.store.audit import AuditLog
 
 
 def say(message: str) -> None:
@@ -98,8 +101,6 @@ def _report(report: Report) -> int:
 def run_offline(args: argparse.Namespace) -> int:
     try:
         if args.command == "keys":
-            from approvalbot.config import load_settings
-
             return _show_key(load_signer(load_settings()), args.format)
         if args.checkpoints and not args.public_key:
             say("error: --checkpoints needs --public-key to check their signatures")
@@ -129,8 +130,6 @@ def _run(rt, fn: Callable) -> int:
     async def main() -> int:
         redis = rt.async_redis()
         try:
-            from approvalbot.store.audit import AuditLog
-
             return await fn(redis, AuditLog(redis))
         finally:
             await redis.aclose()
@@ -203,12 +202,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (python -m approvalbot.audit.cli ...), same behaviour as the main CLI."""
+    """Standalone entry (python -m approvalbot.cli.audit ...), same behaviour as the main CLI."""
     args = parser().parse_args(argv)
     if runs_offline(args):
         return run_offline(args)
-    from approvalbot.config import load_settings
-    from approvalbot.runtime import ConfigError, runtime
 
     try:
         with runtime(load_settings(), need_policy=False) as rt:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from approvalbot import client_cli
-from approvalbot.audit import cli as audit_cli
+from approvalbot.cli import audit as audit_cli
 from approvalbot.config import Settings, load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.identities import IdentityError
