@@ -23,17 +23,17 @@ async def run(base: str, agent: str, approver: str, rounds: int) -> tuple[Result
     auth_r = {"Authorization": f"Bearer {approver}"}
     latencies, baseline = [], []
     async with aiohttp.ClientSession() as agent_http, aiohttp.ClientSession() as approver_http:
-        for i in range(rounds):
+        for _ in range(rounds):
             async with agent_http.post(f"{base}/v1/requests", json={"action": "infra.scale"}, headers=auth_a) as r:
                 request_id = (await r.json())["id"]
             arrived = asyncio.get_running_loop().create_future()
 
-            async def wait() -> None:
+            async def wait(request_id: str, arrived: asyncio.Future[float]) -> None:
                 async with agent_http.get(f"{base}/v1/requests/{request_id}?wait=30", headers=auth_a) as r:
                     await r.read()
                     arrived.set_result(time.perf_counter())
 
-            waiter = asyncio.create_task(wait())
+            waiter = asyncio.create_task(wait(request_id, arrived))
             await asyncio.sleep(0.01)  # let the long-poll reach the server and register
             started = time.perf_counter()
             async with approver_http.post(

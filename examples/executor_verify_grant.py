@@ -1,6 +1,7 @@
 """The system that performs an action checks the agent's grant first, offline, then redeems it once.
 
-    curl -s localhost:3000/v1/keys | python -c 'import json,sys; print(json.load(sys.stdin)["keys"][0]["pem"])' > approvalbot.pub.pem
+    curl -s localhost:3000/v1/keys \
+      | python -c 'import json,sys; print(json.load(sys.stdin)["keys"][0]["pem"])' > approvalbot.pub.pem
     python examples/executor_verify_grant.py approvalbot.pub.pem "$GRANT"
 
 Offline verification needs only the public key; redeeming (optional, online)
@@ -38,5 +39,6 @@ def perform_export(grant: str, public_pem: str, table: str, destination: str) ->
 
 
 if __name__ == "__main__":
-    pem = open(sys.argv[1]).read()
+    with open(sys.argv[1]) as key_file:
+        pem = key_file.read()
     perform_export(sys.argv[2], pem, "customers", "s3://analytics-drop/customers.parquet")

@@ -69,16 +69,16 @@ def color_icon(size: int = 192) -> bytes:
         row = []
         for x in range(size):
             a = coverage(size, x, y, 0.11, check_mark())
-            row.append(tuple(round(BLUE[i] * (1 - a) + WHITE[i] * a) for i in range(3)) + (255,))
+            row.append((*(round(BLUE[i] * (1 - a) + WHITE[i] * a) for i in range(3)), 255))
         rows.append(row)
     return png(size, size, rows)
 
 
 def outline_icon(size: int = 32) -> bytes:
-    shapes = check_mark() + [rounded_square(0.06, 0.18)]
+    shapes = [*check_mark(), rounded_square(0.06, 0.18)]
     rows = []
     for y in range(size):
-        rows.append([WHITE + (round(255 * coverage(size, x, y, 0.09, shapes)),) for x in range(size)])
+        rows.append([(*WHITE, round(255 * coverage(size, x, y, 0.09, shapes))) for x in range(size)])
     return png(size, size, rows)
 
 
