@@ -12,6 +12,10 @@ def text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+def blob(raw: bytes | str) -> bytes:
+    return raw.encode() if isinstance(raw, str) else raw
+
+
 def member(row: object) -> str:
     """One member of a sorted-set range read without scores.
 
