@@ -61,7 +61,7 @@ def _show(request: ApprovalRequest, as_json: bool) -> None:
         print(f"  grant: {request.grant}")
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", help="approvalbot base URL (default: $APPROVALBOT_URL)")
         p.add_argument("--token", help="agent or approver token (default: $APPROVALBOT_TOKEN)")
