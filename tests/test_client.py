@@ -241,3 +241,25 @@ async def test_cli_pending_approve_and_deny(api):
     assert rc == 3 and "--reason" in err
     rc, out, _ = await run_cli(api, "deny", second["id"], "--reason", "no", token=api.approver_token)
     assert rc == 0 and "denied" in out
+
+
+async def test_a_mismatched_client_is_refused_before_anything_runs():
+    """A sync `with` over an async client used to run its block with no approval at all."""
+    ran = []
+    async_client = AsyncApprovalClient("http://127.0.0.1:1", "abk_agent_x")
+    with pytest.raises(TypeError, match="async with"), approval("x.y", client=async_client):
+        ran.append("block")
+
+    @requires_approval("x.y", client=async_client)
+    def sync_action():
+        ran.append("function")
+
+    with pytest.raises(TypeError, match="async with"):
+        sync_action()
+    sync_client = ApprovalClient("http://127.0.0.1:1", "abk_agent_x")
+    with pytest.raises(TypeError, match="AsyncApprovalClient"):
+        async with approval("x.y", client=sync_client):
+            ran.append("async block")
+    assert ran == []
+    sync_client.close()
+    await async_client.aclose()

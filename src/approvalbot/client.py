@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar, cast
 
 import httpx
 from typing_extensions import Unpack
@@ -201,6 +201,18 @@ def _api_error(response: httpx.Response) -> ApiError:
 
 TIMEOUT = httpx.Timeout(10.0, read=MAX_WAIT_SLICE + 15)
 
+# What a driver hands back to an operation: nothing (start, or after a sleep), the
+# response to the request it yielded, or the transport error that request raised.
+_Reply = httpx.Response | httpx.TransportError | None
+
+
+def _advance(op: Operation[T], reply: _Reply) -> httpx.Request | _Sleep:
+    if reply is None:
+        return next(op)
+    if isinstance(reply, httpx.TransportError):
+        return op.throw(reply)
+    return op.send(reply)
+
 
 class ApprovalClient:
     """Blocking client. Methods mirror the API; `request_and_wait` is the one-liner."""
@@ -218,20 +230,20 @@ class ApprovalClient:
         self._http = httpx.Client(timeout=TIMEOUT, transport=transport)
 
     def _run(self, op: Operation[T]) -> T:
-        step, error = None, None
+        reply: _Reply = None
         while True:
             try:
-                item = op.throw(error) if error else op.send(step)
+                item = _advance(op, reply)
             except StopIteration as done:
-                return done.value
-            step, error = None, None
+                return cast(T, done.value)  # the operation's result; StopIteration holds it untyped
+            reply = None
             if isinstance(item, _Sleep):
                 time.sleep(item.seconds)
                 continue
             try:
-                step = self._http.send(item)
+                reply = self._http.send(item)
             except httpx.TransportError as exc:
-                error = exc
+                reply = exc
 
     def request(self, action: str, **fields: Unpack[RequestFields]) -> ApprovalRequest:
         return self._run(self._ops.request(action, **fields))
@@ -281,20 +293,20 @@ class AsyncApprovalClient:
         self._http = httpx.AsyncClient(timeout=TIMEOUT, transport=transport)
 
     async def _run(self, op: Operation[T]) -> T:
-        step, error = None, None
+        reply: _Reply = None
         while True:
             try:
-                item = op.throw(error) if error else op.send(step)
+                item = _advance(op, reply)
             except StopIteration as done:
-                return done.value
-            step, error = None, None
+                return cast(T, done.value)  # the operation's result; StopIteration holds it untyped
+            reply = None
             if isinstance(item, _Sleep):
                 await asyncio.sleep(item.seconds)
                 continue
             try:
-                step = await self._http.send(item)
+                reply = await self._http.send(item)
             except httpx.TransportError as exc:
-                error = exc
+                reply = exc
 
     async def request(self, action: str, **fields: Unpack[RequestFields]) -> ApprovalRequest:
         return await self._run(self._ops.request(action, **fields))
@@ -303,7 +315,7 @@ class AsyncApprovalClient:
         """The request as it is now, or, with `wait` (≤ 60 s), once it is final."""
         return await self._run(self._ops.get(request_id, wait))
 
-    async def wait(self, request_id: str, timeout: float = 900) -> ApprovalRequest:
+    async def wait(self, request_id: str, timeout: float = 900) -> ApprovalRequest:  # noqa: ASYNC109 public SDK name
         return await self._run(self._ops.wait(request_id, timeout))
 
     async def cancel(self, request_id: str) -> ApprovalRequest:
@@ -315,7 +327,13 @@ class AsyncApprovalClient:
     async def decide(self, request_id: str, decision: str, reason: str | None = None) -> ApprovalRequest:
         return await self._run(self._ops.decide(request_id, decision, reason))
 
-    async def request_and_wait(self, action: str, *, timeout: float = 900, **fields: Any) -> ApprovalRequest:
+    async def request_and_wait(
+        self,
+        action: str,
+        *,
+        timeout: float = 900,  # noqa: ASYNC109 public SDK name, same as the sync client's
+        **fields: Any,
+    ) -> ApprovalRequest:
         return await self.wait((await self.request(action, **fields)).id, timeout)
 
     async def aclose(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from approvalbot.client import (
     ApiError,
@@ -23,6 +23,9 @@ from approvalbot.client import (
     StillPending,
 )
 from approvalbot.core.models import ApprovalRequest, Status
+
+# Any ArgumentParser subclass: the main CLI builds its subcommands with its own.
+ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
 
 EXIT = {Status.APPROVED: 0, Status.DENIED: 1, Status.EXPIRED: 2, Status.CANCELLED: 2, Status.PENDING: 4}
 EXIT_ERROR = 3
@@ -61,7 +64,7 @@ def _show(request: ApprovalRequest, as_json: bool) -> None:
         print(f"  grant: {request.grant}")
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction[ParserT]) -> None:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", help="approvalbot base URL (default: $APPROVALBOT_URL)")
         p.add_argument("--token", help="agent or approver token (default: $APPROVALBOT_TOKEN)")

@@ -52,6 +52,7 @@ Limitations
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import fcntl
@@ -227,10 +228,8 @@ def _ensure_private_dir(path: Path) -> None:
     The /tmp fallback directory is world-visible; if another user could create
     it first they could plant their own socket there and receive our data.
     """
-    try:
+    with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise EmbeddedValkeyError(f"{path} exists and is not a directory")
@@ -427,14 +426,10 @@ class EmbeddedValkey:
         if lease is None:
             return
         if quit_first:
-            try:
-                lease.execute_command("QUIT")
-            except redis.RedisError:
-                pass
-        try:
+            with contextlib.suppress(redis.RedisError):
+                lease.quit()
+        with contextlib.suppress(redis.RedisError):
             lease.close()
-        except redis.RedisError:
-            pass
 
     def _forget_process(self) -> None:
         """Stop tracking our server process; it lives on for other clients.
@@ -485,10 +480,8 @@ class EmbeddedValkey:
                 )
             time.sleep(_POLL_INTERVAL)
         if self._proc is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(timeout=self.start_timeout)
-            except subprocess.TimeoutExpired:
-                pass
         self._proc = None
         _reap_spawned()
 
@@ -570,10 +563,8 @@ class EmbeddedValkey:
                 break
             if time.monotonic() >= deadline:
                 proc.kill()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=5.0)
-                except subprocess.TimeoutExpired:
-                    pass
                 raise EmbeddedValkeyError(
                     f"embedded Valkey not ready within {self.start_timeout:.0f}s "
                     f"({detail})\n" + self._log_tail(log_offset)

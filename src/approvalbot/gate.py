@@ -14,15 +14,16 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from approvalbot.client import ApprovalClient, AsyncApprovalClient
 from approvalbot.core.models import ApprovalRequest
 
 Field = Any  # a value, or a callable taking the decorated function's arguments
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _resolve(value: Field, args: tuple, kwargs: dict) -> Any:
+def _resolve(value: Field, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return value(*args, **kwargs) if callable(value) else value
 
 
@@ -44,6 +45,10 @@ class approval:
         self.action, self.timeout, self.client, self.fields = action, timeout, client, fields
 
     def __enter__(self) -> ApprovalRequest:
+        if isinstance(self.client, AsyncApprovalClient):
+            # Its request_and_wait is a coroutine: called here it would never run, and the
+            # block would go ahead without anyone's approval.
+            raise TypeError("an AsyncApprovalClient needs `async with approval(...)` (or an async function)")
         client = self.client or ApprovalClient()
         try:
             return client.request_and_wait(self.action, timeout=self.timeout, **self.fields)
@@ -55,6 +60,9 @@ class approval:
         return None
 
     async def __aenter__(self) -> ApprovalRequest:
+        if isinstance(self.client, ApprovalClient):
+            # It would block the event loop for the whole wait, then fail awaiting its result.
+            raise TypeError("an ApprovalClient needs `with approval(...)`; use AsyncApprovalClient here")
         client = self.client or AsyncApprovalClient()
         try:
             return await client.request_and_wait(self.action, timeout=self.timeout, **self.fields)
@@ -76,7 +84,7 @@ def requires_approval(
     on_behalf_of: Field = None,
     timeout: float = 900,
     client: ApprovalClient | AsyncApprovalClient | None = None,
-) -> Callable[[Callable], Callable]:
+) -> Callable[[F], F]:
     """Decorate a sync or async function; callables among the fields receive its arguments."""
     spec = {
         "resource": resource,
@@ -86,10 +94,10 @@ def requires_approval(
         "on_behalf_of": on_behalf_of,
     }
 
-    def decorate(fn: Callable) -> Callable:
+    def decorate(fn: F) -> F:
         wants_grant = "grant" in inspect.signature(fn).parameters
 
-        def gate(args: tuple, kwargs: dict) -> approval:
+        def gate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> approval:
             fields = {k: _resolve(v, args, kwargs) for k, v in spec.items() if v is not None}
             return approval(action, timeout=timeout, client=client, **fields)
 
@@ -102,7 +110,7 @@ def requires_approval(
                         kwargs["grant"] = approved.grant
                     return await fn(*args, **kwargs)
 
-            return run_async
+            return cast(F, run_async)  # same parameters and result (a coroutine, as fn returns)
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -111,6 +119,6 @@ def requires_approval(
                     kwargs["grant"] = approved.grant
                 return fn(*args, **kwargs)
 
-        return run
+        return cast(F, run)  # same parameters and result
 
     return decorate

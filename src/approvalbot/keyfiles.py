@@ -9,12 +9,13 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from approvalbot.config import Settings
 
 
-def stored_secret(data_dir: Path, name: str, make: callable) -> bytes:
+def stored_secret(data_dir: Path, name: str, make: Callable[[], bytes]) -> bytes:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / name
     with open(data_dir / ".secrets.lock", "w") as lock:

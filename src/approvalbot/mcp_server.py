@@ -13,7 +13,7 @@ from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 
-from approvalbot.client import AsyncApprovalClient
+from approvalbot.client import AsyncApprovalClient, RequestFields
 from approvalbot.core.models import ApprovalRequest
 
 MAX_TOOL_WAIT = 3600
@@ -62,8 +62,16 @@ def build_server(client: AsyncApprovalClient) -> MCPServer:
         resource: what the action touches. params: its exact parameters.
         justification: why the action is needed, for the reviewer.
         """
-        fields = {"resource": resource, "params": params, "justification": justification, "context": context}
-        request = await client.request(action, **{k: v for k, v in fields.items() if v is not None})
+        fields: RequestFields = {}
+        if resource is not None:
+            fields["resource"] = resource
+        if params is not None:
+            fields["params"] = params
+        if justification is not None:
+            fields["justification"] = justification
+        if context is not None:
+            fields["context"] = context
+        request = await client.request(action, **fields)
         return await settle(request, wait_seconds)
 
     @server.tool()

@@ -22,6 +22,9 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
 from approvalbot.audit.signing import (
     Keyring,
     Signer,
@@ -31,6 +34,7 @@ from approvalbot.audit.signing import (
 )
 from approvalbot.core.chain import canonical
 from approvalbot.store import keys
+from approvalbot.store.audit import AuditLog
 from approvalbot.store.requests import load_script
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -78,7 +82,7 @@ class Checkpoint:
             raise ValueError("checkpoint seq must be a positive integer")
         if not isinstance(head, str) or not HEX64.match(head):
             raise ValueError("checkpoint hash must be 64 lowercase hex digits")
-        if not all(isinstance(v, str) and v for v in (at, kid, sig)):
+        if not (isinstance(at, str) and at and isinstance(kid, str) and kid and isinstance(sig, str) and sig):
             raise ValueError("checkpoint at, key_id and sig must be non-empty strings")
         return cls(seq, head, at, kid, sig)
 
@@ -103,13 +107,13 @@ class Checkpoint:
         return None
 
 
-async def read_checkpoints(redis, upto: int | None = None) -> list[Checkpoint]:
+async def read_checkpoints(redis: Redis, upto: int | None = None) -> list[Checkpoint]:
     """The stored checkpoints, oldest first (those with seq <= `upto`, if given)."""
     found = [Checkpoint.from_json(raw) for raw in await redis.lrange(keys.AUDIT_CHECKPOINTS, 0, -1)]
     return [c for c in found if upto is None or c.seq <= upto]
 
 
-async def latest_checkpoint(redis) -> Checkpoint | None:
+async def latest_checkpoint(redis: Redis) -> Checkpoint | None:
     raw = await redis.lindex(keys.AUDIT_CHECKPOINTS, -1)
     return Checkpoint.from_json(raw) if raw else None
 
@@ -120,12 +124,12 @@ def _script_text(name: str) -> str:
     return load_script(name)
 
 
-def _append_script(redis):
+def _append_script(redis: Redis) -> AsyncScript:
     # Registering is local (it only hashes the text); the script is loaded on first use.
     return redis.register_script(_script_text("checkpoint.lua"))
 
 
-async def checkpoint(audit_log, signer: Signer, now: datetime | None = None) -> Checkpoint | None:
+async def checkpoint(audit_log: AuditLog, signer: Signer, now: datetime | None = None) -> Checkpoint | None:
     """Seal, then sign the chain's head; None when the log is empty or the head is already signed."""
     await audit_log.seal()
     seq, head = await audit_log.head()
@@ -142,7 +146,7 @@ async def checkpoint(audit_log, signer: Signer, now: datetime | None = None) -> 
 
 
 async def maybe_checkpoint(
-    audit_log, signer: Signer, every_seconds: float, now: datetime | None = None
+    audit_log: AuditLog, signer: Signer, every_seconds: float, now: datetime | None = None
 ) -> Checkpoint | None:
     """For the ticker: checkpoint when the last one is at least `every_seconds` old (or there is none).
 

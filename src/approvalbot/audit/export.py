@@ -20,6 +20,7 @@ from typing import Any
 from approvalbot.audit.checkpoints import parse_time
 from approvalbot.core.chain import canonical
 from approvalbot.store import keys
+from approvalbot.store.audit import AuditLog, StoredRecord
 
 CSV_COLUMNS = [
     "seq",
@@ -40,13 +41,13 @@ FORMATS = ("jsonl", "csv")
 CHUNK = 64 * 1024
 
 
-async def snapshot_end(audit_log) -> int:
+async def snapshot_end(audit_log: AuditLog) -> int:
     """Seal, and return the sealed length: the last seq an export started now may include."""
     return await audit_log.seal()
 
 
 async def export_records(
-    audit_log,
+    audit_log: AuditLog,
     since: datetime | None = None,
     until: datetime | None = None,
     request_id: str | None = None,
@@ -76,7 +77,7 @@ async def export_records(
         yield record
 
 
-async def _some(audit_log, seqs: list[int]):
+async def _some(audit_log: AuditLog, seqs: list[int]) -> AsyncIterator[StoredRecord]:
     for seq in seqs:
         async for stored in audit_log.records(seq, seq):
             yield stored
@@ -120,8 +121,8 @@ async def render(records: AsyncIterator[dict[str, Any]], fmt: str) -> AsyncItera
     """The export as byte chunks of about 64 KiB, for a file or a streamed HTTP response."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}")
-    buffer = io.StringIO() if fmt == "csv" else None
-    writer = csv.writer(buffer, lineterminator="\r\n") if buffer is not None else None
+    buffer = io.StringIO()  # used by CSV only
+    writer = csv.writer(buffer, lineterminator="\r\n") if fmt == "csv" else None
     parts: list[bytes] = []
     size = 0
     if writer is not None:

@@ -21,18 +21,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
+from redis.asyncio import Redis
 
 from approvalbot.audit.signing import PublicKeyInput, Signer, as_keyring
 from approvalbot.core.chain import canonical
 from approvalbot.core.events import EventType, event_for
 from approvalbot.core.models import Actor, ApprovalRequest, Status
 from approvalbot.store import keys
-from approvalbot.store.requests import audit_body, load_script
+from approvalbot.store.audit import AuditLog
+from approvalbot.store.requests import RequestStore, audit_body, load_script
 
 ISSUER = "approvalbot"
 GRANT_AUDIENCE = "approvalbot:grant"
@@ -132,7 +135,25 @@ class GrantHook:
         return f"GrantHook({self.signer!r})"
 
 
-def install(service, signer: Signer) -> None:
+class FinalHooks(Protocol):
+    """What `install` needs of the service: its list of final-state hooks."""
+
+    on_final: list[Callable[[ApprovalRequest], ApprovalRequest]]
+
+
+class GrantLedger(Protocol):
+    """What `consume` needs of the service (the audit layer cannot import it)."""
+
+    @property
+    def redis(self) -> Redis: ...
+    @property
+    def requests(self) -> RequestStore: ...
+    @property
+    def audit(self) -> AuditLog: ...
+    def clock(self) -> datetime: ...
+
+
+def install(service: FinalHooks, signer: Signer) -> None:
     """Mint grants and receipts in every final commit of `service` (idempotent)."""
     service.on_final[:] = [h for h in service.on_final if not isinstance(h, GrantHook)]
     service.on_final.append(GrantHook(signer))
@@ -152,7 +173,8 @@ def _decode(token: str, public_key: PublicKeyInput, audience: str, require: list
     if header.get("alg") != ALGORITHM:
         raise GrantError("invalid_signature", f"the token is not signed with {ALGORITHM}")
     keyring = as_keyring(public_key)
-    key = keyring.get(header.get("kid"))
+    kid = header.get("kid")
+    key = keyring.get(kid) if isinstance(kid, str) else None  # PyJWT already refuses a non-str kid
     if key is None:
         if len(keyring) != 1 or "kid" in header:
             raise GrantError("unknown_key", "the token was signed by a key that is not trusted")
@@ -232,7 +254,7 @@ def _consume_text() -> str:
 
 
 async def consume(
-    service,
+    service: GrantLedger,
     public_key: PublicKeyInput,
     token: str,
     actor: Actor,

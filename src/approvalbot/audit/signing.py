@@ -21,7 +21,7 @@ import json
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -118,7 +118,7 @@ class Signer:
 
     __str__ = __repr__
 
-    def __reduce__(self):  # never pickle the private key into a job queue or a cache
+    def __reduce__(self) -> NoReturn:  # never pickle the private key into a job queue or a cache
         raise TypeError("a Signer cannot be pickled")
 
 

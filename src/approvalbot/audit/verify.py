@@ -31,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis.asyncio import Redis
+
 from approvalbot.audit.checkpoints import Checkpoint
 from approvalbot.audit.signing import Keyring, PublicKeyInput, as_keyring
 from approvalbot.core.chain import GENESIS, link
-from approvalbot.store import keys
+from approvalbot.store import codec, keys
 
 META_FIELDS = ("seq", "hash", "prev_hash")
 # chain.canonical with the encoder built once (json.dumps builds one per call): same bytes, faster.
@@ -237,7 +239,7 @@ def verify_records(
 def _report(
     problem: Problem | None,
     cp_problem: Problem | None,
-    anchors,
+    anchors: _Anchors,
     cp_total: int,
     count: int,
     seq: int,
@@ -320,8 +322,9 @@ def load_checkpoints(path: str | Path) -> list[Any]:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     if isinstance(doc, list):
         return doc
-    if isinstance(doc, dict) and isinstance(doc.get("checkpoints"), list):
-        return doc["checkpoints"]
+    listed = doc.get("checkpoints") if isinstance(doc, dict) else None
+    if isinstance(listed, list):
+        return listed
     return [doc]
 
 
@@ -340,7 +343,7 @@ def verify_file(
 # Server-side: straight from Redis
 
 
-async def verify_redis(redis, public_keys: PublicKeyInput | None = None, batch: int = REDIS_BATCH) -> Report:
+async def verify_redis(redis: Redis, public_keys: PublicKeyInput | None = None, batch: int = REDIS_BATCH) -> Report:
     """Verify the log, chain and checkpoints in Redis, reading in batches (bounded memory)."""
 
     keyring = as_keyring(public_keys)
@@ -374,7 +377,7 @@ async def verify_redis(redis, public_keys: PublicKeyInput | None = None, batch: 
                 "records disappeared while the log was being verified",
             )
             break
-        for body, stored in zip(bodies, hashes):
+        for body, stored in zip(bodies, hashes, strict=True):  # equal lengths checked just above
             p = seq + 1
             recomputed = link(prev, p, body)
             if recomputed != stored.decode():
@@ -386,7 +389,11 @@ async def verify_redis(redis, public_keys: PublicKeyInput | None = None, batch: 
                 if problem:
                     following = await redis.lindex(keys.AUDIT_LOG, p) if p < n_log else None
                     after = await redis.lindex(keys.AUDIT_CHAIN, p) if p < n_chain else None
-                    if following is not None and after is not None and link(prev2, p, following) == after.decode():
+                    if (
+                        following is not None
+                        and after is not None
+                        and link(prev2, p, codec.blob(following)) == codec.text(after)
+                    ):
                         problem = Problem(
                             p, "inserted", f"a record was added at seq {p}; the genuine record {p} follows it"
                         )
@@ -402,7 +409,7 @@ async def verify_redis(redis, public_keys: PublicKeyInput | None = None, batch: 
 
 
 async def _explain_redis(
-    redis, p: int, prev: str, prev2: str, n_log: int, n_chain: int, batch: int, cps: list[Checkpoint]
+    redis: Redis, p: int, prev: str, prev2: str, n_log: int, n_chain: int, batch: int, cps: list[Checkpoint]
 ) -> Problem:
     """Say what kind of change explains a mismatch at position p.
 
@@ -411,20 +418,23 @@ async def _explain_redis(
     """
 
     async def body(q: int) -> bytes | None:
-        return await redis.lindex(keys.AUDIT_LOG, q - 1) if 1 <= q <= n_log else None
+        raw = await redis.lindex(keys.AUDIT_LOG, q - 1) if 1 <= q <= n_log else None
+        return codec.blob(raw) if raw is not None else None
 
     async def stored(q: int) -> str | None:
         raw = await redis.lindex(keys.AUDIT_CHAIN, q - 1) if 1 <= q <= n_chain else None
-        return raw.decode() if raw is not None else None
+        return codec.text(raw) if raw is not None else None
 
     body_p, stored_p = await body(p), await stored(p)
+    if body_p is None or stored_p is None:  # the batch just read had it: the log shrank meanwhile
+        return Problem(p, "truncated", "records disappeared while the log was being verified")
     # The record at p is the genuine p-1 with its genuine hash: the one before it was slipped in.
     if p >= 2 and link(prev2, p - 1, body_p) == stored_p:
         return Problem(
             p - 1, "inserted", f"the record at seq {p - 1} was added to the log; the genuine record {p - 1} follows it"
         )
     # Where did the genuine record p go? It hashes to the stored hash at p (or at its new place).
-    found, genuine_hash = None, None
+    found: tuple[int, str] | None = None  # (position, hash) of the genuine record p
     q = p + 1
     while q <= n_log and found is None:
         stop = min(q + batch - 1, n_log)
@@ -435,18 +445,19 @@ async def _explain_redis(
         for i, candidate in enumerate(bodies):
             h = link(prev, p, candidate)
             if h == stored_p or (i < len(hashes) and h == hashes[i].decode()):
-                found, genuine_hash = q + i, h
+                found = (q + i, h)
                 break
         q = stop + 1
     if found is not None:
+        position, genuine_hash = found
         successors = {stored_p, await stored(p + 1)}
         if link(genuine_hash, p + 1, body_p) in successors:
             return Problem(p, "reordered", f"records {p} and {p + 1} were swapped")
-        if found > p + 1:
-            before = await stored(found - 1)
-            if before is not None and link(before, found, body_p) in {await stored(found), stored_p}:
-                return Problem(p, "reordered", f"records {p} and {found} were swapped")
-            return Problem(p, "reordered", f"the genuine record {p} was moved to position {found}")
+        if position > p + 1:
+            before = await stored(position - 1)
+            if before is not None and link(before, position, body_p) in {await stored(position), stored_p}:
+                return Problem(p, "reordered", f"records {p} and {position} were swapped")
+            return Problem(p, "reordered", f"the genuine record {p} was moved to position {position}")
         return Problem(p, "inserted", f"a record was added at seq {p}; the genuine record {p} follows it")
     # The genuine record p is nowhere: removed, or rewritten.
     if p < n_chain and link(stored_p, p + 1, body_p) == await stored(p + 1):

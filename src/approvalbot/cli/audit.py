@@ -16,9 +16,13 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from redis.asyncio import Redis
 
 from approvalbot.audit.checkpoints import (
     checkpoint,
@@ -27,11 +31,14 @@ from approvalbot.audit.checkpoints import (
     read_checkpoints,
 )
 from approvalbot.audit.export import FORMATS, export_records, render, snapshot_end
-from approvalbot.audit.signing import SigningKeyError, load_public_keys, load_signer
+from approvalbot.audit.signing import Signer, SigningKeyError, load_public_keys, load_signer
 from approvalbot.audit.verify import Report, verify_file, verify_redis
 from approvalbot.config import load_settings
-from approvalbot.runtime import ConfigError, runtime
+from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.audit import AuditLog
+
+# Any ArgumentParser subclass: the main CLI builds its subcommands with its own.
+ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
 
 
 def say(message: str) -> None:
@@ -45,7 +52,7 @@ def _when(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[ParserT]) -> None:
     audit = subparsers.add_parser("audit", help="verify, export and checkpoint the audit log")
     a = audit.add_subparsers(dest="action", required=True)
 
@@ -80,8 +87,8 @@ def runs_offline(args: argparse.Namespace) -> bool:
     return args.command == "keys" or (args.command == "audit" and args.action == "verify" and bool(args.file))
 
 
-def _public_keys(paths: list[str]) -> dict:
-    keyring: dict = {}
+def _public_keys(paths: list[str]) -> dict[str, Ed25519PublicKey]:
+    keyring: dict[str, Ed25519PublicKey] = {}
     for path in paths:
         keyring.update(load_public_keys(Path(path).read_bytes()))
     return keyring
@@ -115,7 +122,7 @@ def run_offline(args: argparse.Namespace) -> int:
         return 2
 
 
-def _show_key(signer, fmt: str) -> int:
+def _show_key(signer: Signer, fmt: str) -> int:
     if fmt == "pem":
         sys.stdout.write(signer.public_pem())
     elif fmt == "jwk":
@@ -126,7 +133,11 @@ def _show_key(signer, fmt: str) -> int:
     return 0
 
 
-def _run(rt, fn: Callable) -> int:
+# A command body, given the CLI's own Redis connection and the audit log over it.
+AuditCommand = Callable[[Redis, AuditLog], Awaitable[int]]
+
+
+def _run(rt: Runtime, fn: AuditCommand) -> int:
     async def main() -> int:
         redis = rt.async_redis()
         try:
@@ -137,7 +148,7 @@ def _run(rt, fn: Callable) -> int:
     return asyncio.run(main())
 
 
-def cmd_keys(rt, args: argparse.Namespace) -> int:
+def cmd_keys(rt: Runtime, args: argparse.Namespace) -> int:
     try:
         return _show_key(load_signer(rt.settings), args.format)
     except SigningKeyError as exc:
@@ -145,7 +156,7 @@ def cmd_keys(rt, args: argparse.Namespace) -> int:
         return 2
 
 
-def cmd_audit(rt, args: argparse.Namespace) -> int:
+def cmd_audit(rt: Runtime, args: argparse.Namespace) -> int:
     if args.action == "verify" and args.file:
         return run_offline(args)
     try:
@@ -155,10 +166,10 @@ def cmd_audit(rt, args: argparse.Namespace) -> int:
         say(f"error: {exc}")
         return 2
 
-    async def verify(redis, audit) -> int:
+    async def verify(redis: Redis, audit: AuditLog) -> int:
         return _report(await verify_redis(redis, {**extra, **signer.keyring}))
 
-    async def make_checkpoint(redis, audit) -> int:
+    async def make_checkpoint(redis: Redis, audit: AuditLog) -> int:
         made = await checkpoint(audit, signer)
         if made is None:
             made = await latest_checkpoint(redis)
@@ -169,7 +180,7 @@ def cmd_audit(rt, args: argparse.Namespace) -> int:
             print(made.to_json().decode())
         return 0
 
-    async def export(redis, audit) -> int:
+    async def export(redis: Redis, audit: AuditLog) -> int:
         # Checkpoints first: every one of them then lies within the records exported after.
         cps = await read_checkpoints(redis) if args.checkpoints else []
         end = await snapshot_end(audit)
@@ -192,7 +203,7 @@ def cmd_audit(rt, args: argparse.Namespace) -> int:
     return _run(rt, {"verify": verify, "checkpoint": make_checkpoint, "export": export}[args.action])
 
 
-COMMANDS: dict[str, Callable] = {"audit": cmd_audit, "keys": cmd_keys}
+COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {"audit": cmd_audit, "keys": cmd_keys}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from approvalbot.core.chain import GENESIS, chain
-from approvalbot.store import keys
+from approvalbot.store import codec, keys
 from approvalbot.store.requests import Committed, SealHint, load_script
 
 SEAL_BATCH = 2000
@@ -32,7 +32,7 @@ class StoredRecord:
     prev_hash: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        record = json.loads(self.body)
+        record: dict[str, Any] = json.loads(self.body)
         record.update(seq=self.seq, hash=self.hash, prev_hash=self.prev_hash)
         return record
 
@@ -52,10 +52,12 @@ class AuditLog:
         return int(await self.redis.llen(keys.AUDIT_CHAIN))
 
     async def head(self) -> tuple[int, str]:
-        n = await self.sealed()
-        if n == 0:
-            return 0, GENESIS
-        return n, (await self.redis.lindex(keys.AUDIT_CHAIN, n - 1)).decode()
+        """The chain's length and last hash, read together so they always belong to each other."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.llen(keys.AUDIT_CHAIN)
+        pipe.lindex(keys.AUDIT_CHAIN, -1)
+        n, last = await pipe.execute()
+        return (int(n), codec.text(last)) if n else (0, GENESIS)
 
     async def seal_committed(self, committed: Committed | None) -> int:
         """Seal what a commit appended, starting from the chain state it returned."""
@@ -114,10 +116,13 @@ class AuditLog:
                 current = seq + i
                 h_index = i + offset
                 record_hash = hashes[h_index] if h_index < len(hashes) else None
+                prev: str | None
                 if current == 1:
                     prev = GENESIS
+                elif 0 <= h_index - 1 < len(hashes):
+                    prev = hashes[h_index - 1]
                 else:
-                    prev = hashes[h_index - 1] if 0 <= h_index - 1 < len(hashes) else None
+                    prev = None
                 yield StoredRecord(current, body, record_hash, prev)
             seq = stop + 1
 

@@ -17,7 +17,7 @@ from typing import Literal
 from redis.asyncio import Redis
 
 from approvalbot.core.models import Agent, Approver, normalize_email
-from approvalbot.store import keys
+from approvalbot.store import codec, keys
 
 TokenKind = Literal["agent", "approver"]
 TOKEN_PREFIX = {"agent": "abk_agent_", "approver": "abk_appr_"}
@@ -62,12 +62,12 @@ class IdentityStore:
         """Keep every live token's snapshot in step with its subject (e.g. new groups)."""
         record = _token_record(kind, doc)
         for digest in await self.redis.smembers(subject_key + ":tokens"):
-            await self.redis.set(keys.token(digest.decode()), record, xx=True)
+            await self.redis.set(keys.token(codec.text(digest)), record, xx=True)
 
     async def _revoke_tokens(self, subject_key: str) -> None:
         digests = await self.redis.smembers(subject_key + ":tokens")
         if digests:
-            await self.redis.delete(*(keys.token(d.decode()) for d in digests))
+            await self.redis.delete(*(keys.token(codec.text(d)) for d in digests))
 
     async def add_agent(self, name: str, owner: str) -> tuple[Agent, str]:
         owner = normalize_email(owner)
@@ -93,10 +93,10 @@ class IdentityStore:
 
     async def get_agent_by_name(self, name: str) -> Agent | None:
         agent_id = await self.redis.get(keys.agent_name(name))
-        return await self.get_agent(agent_id.decode()) if agent_id else None
+        return await self.get_agent(codec.text(agent_id)) if agent_id else None
 
     async def list_agents(self) -> list[Agent]:
-        ids = sorted(x.decode() for x in await self.redis.smembers(keys.AGENTS))
+        ids = sorted(codec.text(x) for x in await self.redis.smembers(keys.AGENTS))
         agents = [await self.get_agent(i) for i in ids]
         return sorted((a for a in agents if a), key=lambda a: a.created_at)
 
@@ -135,7 +135,7 @@ class IdentityStore:
         return Approver.model_validate_json(raw) if raw else None
 
     async def list_approvers(self) -> list[Approver]:
-        emails = sorted(x.decode() for x in await self.redis.smembers(keys.APPROVERS))
+        emails = sorted(codec.text(x) for x in await self.redis.smembers(keys.APPROVERS))
         found = [await self.get_approver(e) for e in emails]
         return [a for a in found if a]
 

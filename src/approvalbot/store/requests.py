@@ -21,7 +21,7 @@ from approvalbot.core.events import Event
 from approvalbot.core.machine import Transition
 from approvalbot.core.models import ApprovalRequest, Status
 from approvalbot.core.rules import ANY_APPROVER
-from approvalbot.store import keys
+from approvalbot.store import codec, keys
 
 IDEMPOTENCY_TTL = 7 * 24 * 3600
 
@@ -215,7 +215,7 @@ class RequestStore:
 
     async def due(self, index: str, now: datetime, limit: int = 500) -> list[str]:
         rows = await self.redis.zrange(index, "-inf", ms(now), byscore=True, offset=0, num=limit)
-        return [r.decode() for r in rows]
+        return [codec.member(r) for r in rows]
 
     async def clear_timer(self, member: str) -> bool:
         return bool(await self.redis.zrem(keys.TIMERS, member))
@@ -224,7 +224,7 @@ class RequestStore:
         raw = await self.redis.get(keys.idempotency(agent_id, digest(key)))
         if not raw:
             return None
-        fingerprint, _, request_id = raw.decode().partition("|")
+        fingerprint, _, request_id = codec.text(raw).partition("|")
         return fingerprint, request_id
 
     async def audit_seqs(self, request_id: str) -> list[int]:

@@ -35,7 +35,7 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv"}
 
 def signer_of(request: web.Request) -> Signer:
     signer = services(request).extras.get("signer")
-    if signer is None:
+    if not isinstance(signer, Signer):
         raise ApiError(503, "signing_unavailable", "this server has no signing key configured")
     return signer
 
@@ -66,7 +66,7 @@ def _query(model: type[BaseModel], request: web.Request) -> Any:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
-        raise ApiError(422, "invalid_query", "the query string is not valid", validation_details(exc))
+        raise ApiError(422, "invalid_query", "the query string is not valid", validation_details(exc)) from None
 
 
 @routes.get("/v1/keys")
@@ -123,8 +123,10 @@ async def consume_grant(request: web.Request) -> web.Response:
     ctx = services(request)
     if who.agent is not None:
         actor = Actor(kind="agent", id=who.agent.id, email=who.agent.owner)
-    else:
+    elif who.approver is not None:
         actor = human_actor(who.approver)
+    else:  # a principal always names its agent or approver
+        raise ApiError(401, "unauthorized", "the token is unknown or revoked")
     try:
         claims, seq = await grants.consume(
             ctx.service,
@@ -137,9 +139,9 @@ async def consume_grant(request: web.Request) -> web.Response:
             params=body.params,
         )
     except grants.GrantUsed as exc:
-        raise ApiError(409, "grant_used", exc.message, {"used_at": exc.used.get("at")} if exc.used else None)
+        raise ApiError(409, "grant_used", exc.message, {"used_at": exc.used.get("at")} if exc.used else None) from None
     except grants.GrantError as exc:
-        raise ApiError(GRANT_ERROR_STATUS.get(exc.code, 422), exc.code, exc.message)
+        raise ApiError(GRANT_ERROR_STATUS.get(exc.code, 422), exc.code, exc.message) from None
     return web.json_response({"claims": claims, "audit_seq": seq})
 
 
@@ -198,7 +200,7 @@ _REPORT = {
         "problem": _PROBLEM,
     },
 }
-_SECURED = [{"bearer": []}]
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/v1/keys": {

@@ -48,7 +48,7 @@ def _ok(status: int, description: str, ref: str) -> dict[str, Any]:
 
 
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-SECURED = [{"bearer": []}]
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]
 
 PATHS: dict[str, Any] = {
     "/v1/requests": {

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from rq import Queue
 
 from approvalbot.core.models import Status
@@ -30,7 +33,7 @@ class _Snapshot:
     def __init__(self, stats: dict[str, int], pending: int, queued: int):
         self.stats, self.pending, self.queued = stats, pending, queued
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         by_status = GaugeMetricFamily("approvalbot_requests", "Requests by current status", labels=["status"])
         for status in Status:
             by_status.add_metric([status.value], self.stats.get(f"status:{status}", 0))

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
@@ -23,7 +24,7 @@ class Waiters:
     def __init__(self, redis: Redis):
         self.redis = redis
         self._waiting: dict[str, set[asyncio.Event]] = defaultdict(set)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -55,7 +56,8 @@ class Waiters:
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    # redis-py 8.1 leaves PubSub.aclose unannotated (close/reset are deprecated aliases)
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _wake(self, request_id: str) -> None:
         for event in self._waiting.get(request_id, ()):
@@ -67,7 +69,7 @@ class Waiters:
                 event.set()
 
     @contextlib.contextmanager
-    def watch(self, request_id: str):
+    def watch(self, request_id: str) -> Iterator[asyncio.Event]:
         """Register before re-reading state, so a change between read and wait is not missed."""
         event = asyncio.Event()
         self._waiting[request_id].add(event)
