@@ -35,10 +35,12 @@ class Refusal(StrEnum):
 REFUSAL_MESSAGES: dict[Refusal, str] = {
     Refusal.NOT_HUMAN: "only a human approver can decide a request",
     Refusal.UNKNOWN_APPROVER: "you are not a registered approver",
-    Refusal.SELF_APPROVAL: "you cannot decide your own request",
+    Refusal.SELF_APPROVAL: (
+        "you cannot approve or deny your own request: you own the agent that asked, or it acts on your behalf"
+    ),
     Refusal.NOT_ELIGIBLE: "you are not among the approvers this request's policy names",
     Refusal.ALREADY_DECIDED: "you have already decided this request",
-    Refusal.NOT_PENDING: "the request is no longer pending",
+    Refusal.NOT_PENDING: "this request is no longer pending",
     Refusal.REASON_REQUIRED: "a reason is required to deny",
 }
 
