@@ -24,6 +24,7 @@ from approvalbot.core.rules import (
     approval_progress,
     check_reason,
     clean_reason,
+    is_active_approver,
     may_decide,
     may_view,
     pending_targets,
@@ -308,3 +309,11 @@ def test_refused_defaults_to_the_catalogue_message() -> None:
 )
 def test_sentence(text: str, expected: str) -> None:
     assert sentence(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("record", "active"),
+    [(None, False), (ALICE, True), (approver("alice@example.com", revoked=True), False)],
+)
+def test_is_active_approver(record: Approver | None, active: bool) -> None:
+    assert is_active_approver(record) is active

@@ -7,6 +7,8 @@ is one identity everywhere and no channel can be more lenient than another.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from approvalbot.core.errors import ReasonRequired, Refusal
 from approvalbot.core.models import Actor, ApprovalRequest, Approver
 
@@ -17,6 +19,7 @@ __all__ = [
     "approvals_given",
     "check_reason",
     "clean_reason",
+    "is_active_approver",
     "is_named_approver",
     "is_requester",
     "may_decide",
@@ -29,6 +32,11 @@ __all__ = [
 
 ANY_APPROVER = "*"
 APPROVE, DENY = "approve", "deny"
+
+
+def is_active_approver(approver: Approver | None) -> TypeGuard[Approver]:
+    """A registered approver whose access has not been revoked."""
+    return approver is not None and not approver.revoked
 
 
 def is_requester(request: ApprovalRequest, email: str | None) -> bool:
@@ -58,7 +66,7 @@ def may_view(
     """
     if agent_id is not None:
         return request.agent_id == agent_id
-    if approver is not None and not approver.revoked:
+    if is_active_approver(approver):
         return True
     return is_requester(request, email)
 
@@ -74,7 +82,7 @@ def refusal_for(request: ApprovalRequest, actor: Actor, approver: Approver | Non
         return Refusal.NOT_HUMAN
     if is_requester(request, actor.email):
         return Refusal.SELF_APPROVAL
-    if approver is None or approver.revoked or approver.email != actor.email:
+    if not is_active_approver(approver) or approver.email != actor.email:
         return Refusal.UNKNOWN_APPROVER
     if not is_named_approver(request, approver):
         return Refusal.NOT_ELIGIBLE

@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from approvalbot.core.errors import NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import decode_cursor, encode_cursor, is_request_id
 from approvalbot.core.models import ApprovalRequest, Status
-from approvalbot.core.rules import clean_reason, may_view, reason_missing, refusal_for
+from approvalbot.core.rules import clean_reason, is_active_approver, may_view, reason_missing, refusal_for
 from approvalbot.slack import blocks
 from approvalbot.slack.client import error_code
 from approvalbot.slack.escape import mrkdwn
@@ -173,7 +173,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
 
     async def pending_page(user: str, cursor: tuple[int, str] | None) -> blocks.Rendered:
         who = await adapter.who(user)
-        if who.approver is None or who.approver.revoked:
+        if not is_active_approver(who.approver):
             return blocks.notice(refusal_text(Refusal.UNKNOWN_APPROVER, None, who))
         items, after = await service.pending_for(who.approver, cursor, PAGE)
         return blocks.pending_message(items, encode_cursor(after), cursor is None)
@@ -219,7 +219,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         who = await adapter.who(user)
         items: list[ApprovalRequest] = []
         more = False
-        registered = who.approver is not None and not who.approver.revoked
+        registered = is_active_approver(who.approver)
         if registered:
             items, after = await service.pending_for(who.approver, None, HOME_PAGE)
             more = after is not None

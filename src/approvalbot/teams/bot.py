@@ -22,7 +22,14 @@ from redis.asyncio import Redis
 from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import EXAMPLE_REQUEST_ID, is_request_id
 from approvalbot.core.models import MAX_TEXT, Actor, ApprovalRequest, Approver, Status
-from approvalbot.core.rules import approval_progress, clean_reason, may_view, reason_missing, refusal_for
+from approvalbot.core.rules import (
+    approval_progress,
+    clean_reason,
+    is_active_approver,
+    may_view,
+    reason_missing,
+    refusal_for,
+)
 from approvalbot.service import ApprovalService
 from approvalbot.store.requests import Conflict
 from approvalbot.teams import cards
@@ -180,7 +187,7 @@ class ApprovalBot(ActivityHandler):
 
     async def _pending(self, turn_context: TurnContext) -> None:
         clicker, approver, _ = await self._identify(turn_context)
-        if approver is None or approver.revoked:
+        if not is_active_approver(approver):
             await turn_context.send_activity(card_message(self._who_notice_card(clicker)))
             return
         items, cursor = await self.service.pending_for(approver, None, PENDING_PAGE)
