@@ -7,17 +7,17 @@ any other way, which is what makes "exactly one outcome" hold for all of them.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
 from approvalbot.core import machine
+from approvalbot.core.errors import DomainError, IdempotencyMismatch, NotFound, Refused
 from approvalbot.core.events import EventType, event_for
-from approvalbot.core.machine import SYSTEM, Refused, Transition
+from approvalbot.core.ids import Cursor, new_request_id
+from approvalbot.core.machine import SYSTEM, Transition
 from approvalbot.core.models import (
     Actor,
     Agent,
@@ -34,19 +34,10 @@ from approvalbot.store.audit import AuditLog
 from approvalbot.store.identities import IdentityStore
 from approvalbot.store.requests import Conflict, Duplicate, RequestStore, digest
 
+__all__ = ["ApprovalService", "IdempotencyMismatch", "NotFound", "fingerprint", "human_actor", "new_request_id"]
+
 MAX_RACE_RETRIES = 50
-
-
-class NotFound(LookupError):
-    pass
-
-
-class IdempotencyMismatch(ValueError):
-    """The same Idempotency-Key was sent with a different body."""
-
-
-def new_request_id() -> str:
-    return "req_" + base64.b32encode(secrets.token_bytes(10)).decode().lower()
+Step = Callable[[ApprovalRequest, datetime], Transition]
 
 
 def fingerprint(body: RequestCreate) -> str:
@@ -119,7 +110,7 @@ class ApprovalService:
         """Expire if still pending and due; None when someone else settled it first."""
         try:
             return await self._apply(request_id, machine.expire)
-        except (Refused, ValueError, NotFound):
+        except DomainError:  # not pending any more, not due yet, or gone
             return None
 
     async def timer_fired(self, request_id: str, type: EventType) -> None:
@@ -133,7 +124,7 @@ class ApprovalService:
             )
         )
 
-    async def _apply(self, request_id: str, step) -> ApprovalRequest:
+    async def _apply(self, request_id: str, step: Step) -> ApprovalRequest:
         for _ in range(MAX_RACE_RETRIES):
             request = await self.get(request_id)
             try:
@@ -162,8 +153,8 @@ class ApprovalService:
         return transition
 
     async def pending_for(
-        self, approver: Approver, after: tuple[int, str] | None, limit: int
-    ) -> tuple[list[ApprovalRequest], tuple[int, str] | None]:
+        self, approver: Approver, after: Cursor | None, limit: int
+    ) -> tuple[list[ApprovalRequest], Cursor | None]:
         """What this approver may decide, oldest first, and the cursor of the next page.
 
         Requests the approver may not decide (their own) are skipped; the scan is

@@ -87,7 +87,7 @@ async def test_approval_of_an_unknown_or_invisible_id(teams, people):
     created = await teams.ask()
     channel = new_conversation("approvals")
     for person, text in (
-        (people["alice"], "approval req_doesnotexist"),
+        (people["alice"], "approval req_doesnotexistxyza"),
         (people["mallory"], f"approval {created['id']}"),
     ):
         since = len(teams.fake.calls)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from approvalbot.core.errors import NotDue, Refusal, Refused
 from approvalbot.core.events import Event, EventType, event_for
 from approvalbot.core.models import (
     Actor,
@@ -20,7 +21,9 @@ from approvalbot.core.models import (
     RequestCreate,
     Status,
 )
-from approvalbot.core.rules import Refusal, refusal_for
+from approvalbot.core.rules import approvals_given, check_reason, refusal_for
+
+__all__ = ["SYSTEM", "Refused", "Transition", "cancel", "create", "decide", "expire"]
 
 SYSTEM = Actor(kind="system", id="approvalbot", channel="system")
 
@@ -29,26 +32,6 @@ SYSTEM = Actor(kind="system", id="approvalbot", channel="system")
 class Transition:
     request: ApprovalRequest
     events: list[Event] = field(default_factory=list)
-
-
-class Refused(Exception):
-    """A decision that may not happen; `event` is still recorded when it is an attempt worth auditing."""
-
-    def __init__(self, refusal: Refusal, message: str, event: Event | None = None):
-        super().__init__(message)
-        self.refusal = refusal
-        self.message = message
-        self.event = event
-
-
-REFUSAL_MESSAGES = {
-    Refusal.NOT_HUMAN: "only a human approver can decide a request",
-    Refusal.UNKNOWN_APPROVER: "you are not a registered approver",
-    Refusal.SELF_APPROVAL: "you cannot decide your own request",
-    Refusal.NOT_ELIGIBLE: "you are not among the approvers this request's policy names",
-    Refusal.ALREADY_DECIDED: "you have already decided this request",
-    Refusal.NOT_PENDING: "the request is no longer pending",
-}
 
 
 def create(
@@ -106,16 +89,15 @@ def decide(
         blocked = None
         if refusal is Refusal.SELF_APPROVAL:
             blocked = event_for(request, EventType.SELF_APPROVAL_BLOCKED, actor, now, reason, attempted=decision)
-        raise Refused(refusal, REFUSAL_MESSAGES[refusal], blocked)
-    if decision == "deny" and not (reason and reason.strip()):
-        raise ValueError("a reason is required to deny")
-    assert approver is not None
+        raise Refused(refusal, event=blocked)
+    check_reason(decision, reason)
+    assert approver is not None  # refusal_for refuses an unknown approver
     entry = Decision(approver=approver.email, decision=decision, reason=reason, at=now, channel=actor.channel)
     updated = request.model_copy(update={"decisions": [*request.decisions, entry]})
     if decision == "deny":
         updated = _settle(updated, Status.DENIED, now, reason)
         return Transition(updated, [_final(updated, EventType.DENIED, actor, now, reason)])
-    approvals = sum(1 for d in updated.decisions if d.decision == "approve")
+    approvals = approvals_given(updated)
     remaining = max(request.policy.min_approvals - approvals, 0)
     updated = updated.model_copy(update={"approvals_needed": remaining})
     events = [
@@ -139,7 +121,7 @@ def cancel(request: ApprovalRequest, agent_id: str, actor: Actor, now: datetime)
     if request.agent_id != agent_id:
         raise Refused(Refusal.NOT_HUMAN, "only the requesting agent can cancel its request")
     if request.status is not Status.PENDING:
-        raise Refused(Refusal.NOT_PENDING, REFUSAL_MESSAGES[Refusal.NOT_PENDING])
+        raise Refused(Refusal.NOT_PENDING)
     updated = _settle(request, Status.CANCELLED, now, "cancelled by the agent")
     return Transition(updated, [_final(updated, EventType.CANCELLED, actor, now)])
 
@@ -147,9 +129,9 @@ def cancel(request: ApprovalRequest, agent_id: str, actor: Actor, now: datetime)
 def expire(request: ApprovalRequest, now: datetime) -> Transition:
     """Fail closed: nobody decided in time, so the action does not happen."""
     if request.status is not Status.PENDING:
-        raise Refused(Refusal.NOT_PENDING, REFUSAL_MESSAGES[Refusal.NOT_PENDING])
+        raise Refused(Refusal.NOT_PENDING)
     if now < request.expires_at:
-        raise ValueError("request has not expired yet")
+        raise NotDue("request has not expired yet")
     updated = _settle(request, Status.EXPIRED, now, "nobody decided before the request expired")
     return Transition(updated, [_final(updated, EventType.EXPIRED, SYSTEM, now, updated.outcome_reason)])
 

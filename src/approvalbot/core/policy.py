@@ -26,11 +26,12 @@ from pydantic import (
     model_validator,
 )
 
+from approvalbot.core.errors import DomainError
 from approvalbot.core.models import AppliedPolicy, normalize_email
+from approvalbot.core.rules import ANY_APPROVER
 
 __all__ = ["Condition", "Defaults", "Match", "Policy", "PolicyError", "Rule", "parse_duration"]
 
-ANY_APPROVER = "*"
 NO_MATCH = "(no matching rule)"
 MAX_DURATION = 365 * 24 * 3600
 
@@ -43,8 +44,10 @@ _DURATION_RE = re.compile(r"(\d+)\s*([smhd]?)")
 _MISSING = object()
 
 
-class PolicyError(ValueError):
+class PolicyError(DomainError, ValueError):
     """A policy that cannot be used; the message starts with `<file> line <n>:`."""
+
+    code = "invalid_policy"
 
     def __init__(self, message: str, source: str = "<string>", line: int | None = None):
         super().__init__(message)
@@ -133,7 +136,7 @@ class Condition(_Model):
     def holds(self, params: dict[str, Any]) -> bool:
         actual = _lookup(params, self.param)
         if self.op == "exists":
-            return (actual is not _MISSING) == self.value
+            return bool((actual is not _MISSING) == self.value)
         if actual is _MISSING:
             return False
         match self.op:
@@ -160,10 +163,7 @@ class Match(_Model):
     params: list[Condition] = Field(default_factory=list)
 
     def matches(self, action: str, resource: str | None, agent_name: str, params: dict[str, Any]) -> bool:
-        if resource is None:
-            resource_ok = self.resource == "*"
-        else:
-            resource_ok = fnmatchcase(resource, self.resource)
+        resource_ok = self.resource == "*" if resource is None else fnmatchcase(resource, self.resource)
         return (
             resource_ok
             and fnmatchcase(action, self.action)

@@ -31,7 +31,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from approvalbot.core.models import ApprovalRequest, Status
-from approvalbot.core.rules import ANY_APPROVER
+from approvalbot.core.rules import ANY_APPROVER, approval_progress
 from approvalbot.slack.escape import code, fold_params, mrkdwn, plain, slack_date
 
 APPROVE = "approve"
@@ -96,11 +96,6 @@ def _table(rows: list[tuple[str, Any]]) -> list[SectionBlock]:
     return [SectionBlock(fields=fields[i : i + 10]) for i in range(0, len(fields), 10)]
 
 
-def approvals_of(request: ApprovalRequest) -> tuple[int, int]:
-    approvals = sum(1 for d in request.decisions if d.decision == "approve")
-    return approvals, request.policy.min_approvals
-
-
 def approver_names(request: ApprovalRequest, mentions: dict[str, str]) -> str:
     """Approvers the policy names: people we could resolve are mentioned, groups are named."""
     names = []
@@ -138,7 +133,7 @@ def request_rows(request: ApprovalRequest) -> list[tuple[str, Any]]:
     for key, label in CONTEXT_LABELS.items():
         if request.context.get(key):
             rows.append((label, request.context[key]))
-    approvals, needed = approvals_of(request)
+    approvals, needed = approval_progress(request)
     rows += [
         ("Policy rule", request.policy.rule),
         ("Approvals", f"{approvals} of {needed}"),

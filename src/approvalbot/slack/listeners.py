@@ -19,10 +19,10 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 
-from approvalbot.core.machine import Refused
+from approvalbot.core.errors import NotFound, Refusal, Refused, sentence
+from approvalbot.core.ids import decode_cursor, encode_cursor, is_request_id
 from approvalbot.core.models import ApprovalRequest, Status
-from approvalbot.core.rules import Refusal, refusal_for
-from approvalbot.service import NotFound
+from approvalbot.core.rules import clean_reason, is_active_approver, may_view, reason_missing, refusal_for
 from approvalbot.slack import blocks
 from approvalbot.slack.client import error_code
 from approvalbot.slack.escape import mrkdwn
@@ -36,8 +36,6 @@ COMMANDS = ("/pending", "/approval")
 EVENTS = ("app_home_opened",)
 PAGE = 5
 HOME_PAGE = 10
-REQUEST_ID_RE = re.compile(r"^req_[a-z2-7]{16}$")
-CURSOR_RE = re.compile(r"^(\d{1,16}):(req_[a-z2-7]{16})$")
 
 
 def refusal_text(refusal: Refusal, request: ApprovalRequest | None, who: Who) -> str:
@@ -66,7 +64,7 @@ def refusal_text(refusal: Refusal, request: ApprovalRequest | None, who: Who) ->
     if refusal is Refusal.NOT_PENDING:
         status = request.status.value if request else "decided"
         return f"{rid} was already decided: it is {status}."
-    return ":no_entry: You cannot decide this request."
+    return f":no_entry: {sentence(refusal.message)}"
 
 
 def _channel_of(body: dict[str, Any]) -> str | None:
@@ -76,15 +74,6 @@ def _channel_of(body: dict[str, Any]) -> str | None:
 
 def _from_home(body: dict[str, Any]) -> bool:
     return (body.get("view") or {}).get("type") == "home" or (body.get("container") or {}).get("type") == "view"
-
-
-def encode_cursor(cursor: tuple[int, str] | None) -> str | None:
-    return f"{cursor[0]}:{cursor[1]}" if cursor else None
-
-
-def decode_cursor(value: str) -> tuple[int, str] | None:
-    match = CURSOR_RE.match(value or "")
-    return (int(match[1]), match[2]) if match else None
 
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
@@ -151,9 +140,8 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             await ack()
             return
         values = (view.get("state") or {}).get("values") or {}
-        reason = ((values.get(blocks.REASON_BLOCK) or {}).get(blocks.REASON_INPUT) or {}).get("value")
-        reason = reason.strip() if isinstance(reason, str) and reason.strip() else None
-        if decision == blocks.DENY and reason is None:
+        reason = clean_reason(((values.get(blocks.REASON_BLOCK) or {}).get(blocks.REASON_INPUT) or {}).get("value"))
+        if reason_missing(decision, reason):
             await ack(
                 response_action="errors",
                 errors={blocks.REASON_BLOCK: "Say why: the agent and the audit log will show it."},
@@ -185,7 +173,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
 
     async def pending_page(user: str, cursor: tuple[int, str] | None) -> blocks.Rendered:
         who = await adapter.who(user)
-        if who.approver is None or who.approver.revoked:
+        if not is_active_approver(who.approver):
             return blocks.notice(refusal_text(Refusal.UNKNOWN_APPROVER, None, who))
         items, after = await service.pending_for(who.approver, cursor, PAGE)
         return blocks.pending_message(items, encode_cursor(after), cursor is None)
@@ -209,7 +197,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     async def on_approval(ack, body, respond):
         await ack()
         request_id = (body.get("text") or "").strip().split(" ")[0]
-        if not REQUEST_ID_RE.match(request_id):
+        if not is_request_id(request_id):
             await respond(
                 text="Usage: `/approval req_...` (the id on the card or in the API).", response_type="ephemeral"
             )
@@ -220,10 +208,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         except NotFound:
             await respond(text=f"No request `{request_id}`.", response_type="ephemeral")
             return
-        allowed = (who.approver is not None and not who.approver.revoked) or (
-            who.email is not None and who.email in request.requesters
-        )
-        if not allowed:
+        if not may_view(request, approver=who.approver, email=who.email):
             await respond(text=refusal_text(Refusal.UNKNOWN_APPROVER, request, who), response_type="ephemeral")
             return
         records = [(r.seq, r.hash, r.as_dict()) for r in await service.audit.for_request(request.id)]
@@ -234,7 +219,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         who = await adapter.who(user)
         items: list[ApprovalRequest] = []
         more = False
-        registered = who.approver is not None and not who.approver.revoked
+        registered = is_active_approver(who.approver)
         if registered:
             items, after = await service.pending_for(who.approver, None, HOME_PAGE)
             more = after is not None

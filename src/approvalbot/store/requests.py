@@ -18,9 +18,10 @@ from redis.asyncio import Redis
 
 from approvalbot.core.chain import canonical
 from approvalbot.core.events import Event
+from approvalbot.core.ids import Cursor
 from approvalbot.core.machine import Transition
 from approvalbot.core.models import ApprovalRequest, Status
-from approvalbot.core.rules import ANY_APPROVER
+from approvalbot.core.rules import pending_targets_of
 from approvalbot.store import codec, keys
 
 IDEMPOTENCY_TTL = 7 * 24 * 3600
@@ -64,10 +65,6 @@ def ms(when: datetime) -> int:
 
 def audit_body(event: Event) -> str:
     return canonical(event.model_dump(mode="json", exclude_none=True)).decode()
-
-
-def pending_targets_of(request: ApprovalRequest) -> list[str]:
-    return list(dict.fromkeys(request.policy.approvers)) or [ANY_APPROVER]
 
 
 @dataclass
@@ -188,9 +185,7 @@ class RequestStore:
                 continue
         raise Conflict(request.id)
 
-    async def pending_page(
-        self, targets: list[str], after: tuple[int, str] | None, limit: int
-    ) -> list[tuple[int, str]]:
+    async def pending_page(self, targets: list[str], after: Cursor | None, limit: int) -> list[Cursor]:
         """Oldest-first (score, id) pairs across the queues of the given targets."""
         pipe = self.redis.pipeline(transaction=False)
         for target in targets:

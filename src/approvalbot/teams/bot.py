@@ -13,17 +13,24 @@ serialises the body twice and answers HTTP 500 (see docs/teams.md).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from botbuilder.core import ActivityHandler, InvokeResponse, MessageFactory, TurnContext
 from botbuilder.schema import AdaptiveCardInvokeResponse, Attachment
 from redis.asyncio import Redis
 
-from approvalbot.core.machine import Refused
+from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
+from approvalbot.core.ids import EXAMPLE_REQUEST_ID, is_request_id
 from approvalbot.core.models import MAX_TEXT, Actor, ApprovalRequest, Approver, Status
-from approvalbot.core.rules import Refusal, is_requester, refusal_for
-from approvalbot.service import ApprovalService, NotFound
+from approvalbot.core.rules import (
+    approval_progress,
+    clean_reason,
+    is_active_approver,
+    may_view,
+    reason_missing,
+    refusal_for,
+)
+from approvalbot.service import ApprovalService
 from approvalbot.store.requests import Conflict
 from approvalbot.teams import cards
 from approvalbot.teams.cards import Notice
@@ -46,23 +53,13 @@ log = logging.getLogger("approvalbot.teams.bot")
 
 INVOKE_NAME = "adaptiveCard/action"
 ERROR_TYPE = "application/vnd.microsoft.error"
-REQUEST_ID_RE = re.compile(r"^req_[a-z0-9]{1,64}$")
 PENDING_PAGE = 10
 
-REFUSAL_TEXT = {
-    Refusal.SELF_APPROVAL: "You cannot approve or deny your own request: you own the agent that asked, "
-    "or it acts on your behalf.",
-    Refusal.NOT_ELIGIBLE: "You are not among the approvers this request's policy names.",
-    Refusal.UNKNOWN_APPROVER: "You are not a registered approver.",
-    Refusal.NOT_PENDING: "This request is no longer pending.",
-    Refusal.ALREADY_DECIDED: "You have already decided this request.",
-    Refusal.NOT_HUMAN: "Only a human approver can decide a request.",
-}
 UNRESOLVED = "Teams could not confirm who you are right now; try again in a minute."
 
 HELP_LINES = [
     "pending: the requests waiting for your decision, as cards.",
-    "approval ID: one request and its audit trail, e.g. approval req_abc123.",
+    "approval ID: one request and its audit trail, e.g. approval " + EXAMPLE_REQUEST_ID + ".",
     "Cards posted in channels are updated for everyone after each decision.",
 ]
 
@@ -190,7 +187,7 @@ class ApprovalBot(ActivityHandler):
 
     async def _pending(self, turn_context: TurnContext) -> None:
         clicker, approver, _ = await self._identify(turn_context)
-        if approver is None or approver.revoked:
+        if not is_active_approver(approver):
             await turn_context.send_activity(card_message(self._who_notice_card(clicker)))
             return
         items, cursor = await self.service.pending_for(approver, None, PENDING_PAGE)
@@ -208,9 +205,11 @@ class ApprovalBot(ActivityHandler):
 
     async def _approval(self, turn_context: TurnContext, request_id: str) -> None:
         request_id = request_id.strip().lower()
-        if not REQUEST_ID_RE.match(request_id):
+        if not is_request_id(request_id):
             await turn_context.send_activity(
-                card_message(cards.message_card("That is not a request id.", ["Request ids look like req_abc123."]))
+                card_message(
+                    cards.message_card("That is not a request id.", [f"Request ids look like {EXAMPLE_REQUEST_ID}."])
+                )
             )
             return
         clicker, approver, actor = await self._identify(turn_context)
@@ -218,10 +217,8 @@ class ApprovalBot(ActivityHandler):
             request = await self.service.get(request_id)
         except NotFound:
             request = None
-        allowed = request is not None and (
-            (approver is not None and not approver.revoked) or is_requester(request, clicker.email)
-        )
-        if not allowed:  # same answer for "no such request" and "not yours to see"
+        # The same answer for "no such request" and "not yours to see".
+        if request is None or not may_view(request, approver=approver, email=clicker.email):
             await turn_context.send_activity(
                 card_message(cards.message_card("No request with that id is visible to you."))
             )
@@ -264,7 +261,7 @@ class ApprovalBot(ActivityHandler):
         request_id = data.get("request_id")
         if verb not in (cards.VERB_APPROVE, cards.VERB_DENY, cards.VERB_REFRESH):
             return invoke_error(400, "unknown action")
-        if not isinstance(request_id, str) or not REQUEST_ID_RE.match(request_id):
+        if not isinstance(request_id, str) or not is_request_id(request_id):
             return invoke_error(400, "the card does not name a request")
         clicker, approver, actor = await self._identify(turn_context)
         try:
@@ -275,10 +272,9 @@ class ApprovalBot(ActivityHandler):
             return invoke_card(await self._view(request, actor, approver, clicker))
 
         field = cards.DENY_REASON_INPUT if verb == cards.VERB_DENY else cards.REASON_INPUT
-        reason = data.get(field)
-        if verb == cards.VERB_DENY and not (isinstance(reason, str) and reason.strip()):
-            reason = data.get(cards.REASON_INPUT)
-        reason = reason.strip() if isinstance(reason, str) and reason.strip() else None
+        reason = clean_reason(data.get(field))
+        if verb == cards.VERB_DENY and reason is None:
+            reason = clean_reason(data.get(cards.REASON_INPUT))
         if reason is not None and len(reason) > MAX_TEXT:
             return invoke_card(
                 await self._view(
@@ -289,10 +285,9 @@ class ApprovalBot(ActivityHandler):
                     Notice(f"The reason is too long (at most {MAX_TEXT} characters)."),
                 )
             )
-        if verb == cards.VERB_DENY and reason is None:
-            return invoke_card(
-                await self._view(request, actor, approver, clicker, Notice("A reason is required to deny."))
-            )
+        if reason_missing(verb, reason):
+            notice = Notice(sentence(Refusal.REASON_REQUIRED.message))
+            return invoke_card(await self._view(request, actor, approver, clicker, notice))
         try:
             decided = await self.service.decide(request_id, actor, approver, verb, reason)
         except Refused as refused:
@@ -301,13 +296,15 @@ class ApprovalBot(ActivityHandler):
                 Notice(UNRESOLVED)
                 if (refused.refusal is Refusal.UNKNOWN_APPROVER and clicker.email is None)
                 else Notice(
-                    REFUSAL_TEXT[refused.refusal],
+                    sentence(refused.message),
                     clicker.email if refused.refusal is Refusal.UNKNOWN_APPROVER else None,
                 )
             )
             return invoke_card(await self._view(fresh, actor, approver, clicker, notice))
-        except ValueError as exc:  # the core's own validation (e.g. deny without reason)
-            return invoke_card(await self._view(request, actor, approver, clicker, Notice(str(exc).capitalize())))
+        except NotFound:
+            return invoke_card(cards.message_card("This request no longer exists."))
+        except DomainError as exc:  # any other rule of the core
+            return invoke_card(await self._view(request, actor, approver, clicker, Notice(sentence(exc.message))))
         except Conflict:
             return invoke_card(
                 await self._view(
@@ -322,7 +319,7 @@ class ApprovalBot(ActivityHandler):
             return Notice("You denied this request.", style="good")
         if request.status is Status.APPROVED:
             return Notice("You approved this request.", style="good")
-        approvals, needed = cards.approvals_so_far(request)
+        approvals, needed = approval_progress(request)
         return Notice(f"Your approval is recorded: {approvals} of {needed}.", style="good")
 
     async def _view(
@@ -343,5 +340,5 @@ class ApprovalBot(ActivityHandler):
         if refusal is None:
             return cards.request_card(request, notice=notice, refresh_user_ids=refresh)
         if notice is None:
-            notice = Notice(UNRESOLVED if clicker.email is None else REFUSAL_TEXT[refusal], style="warning")
+            notice = Notice(UNRESOLVED if clicker.email is None else sentence(refusal.message), style="warning")
         return cards.request_card(request, actions=False, notice=notice, refresh_user_ids=refresh)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from approvalbot.core.models import ApprovalRequest, Status
+from approvalbot.core.rules import approval_progress
 from approvalbot.teams.text import inert
 
 CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
@@ -119,11 +120,6 @@ def notice_block(notice: Notice) -> dict[str, Any]:
     if notice.detail:
         items.append(rich(run(notice.detail, 300)))
     return {"type": "Container", "style": notice.style, "items": items, "spacing": "Medium"}
-
-
-def approvals_so_far(request: ApprovalRequest) -> tuple[int, int]:
-    approvals = sum(1 for d in request.decisions if d.decision == "approve")
-    return approvals, max(request.policy.min_approvals, approvals)
 
 
 def _context_rows(context: dict[str, str]) -> list[dict[str, Any]]:
@@ -270,7 +266,7 @@ def request_card(
 ) -> dict[str, Any]:
     """The approval card. `actions=False` shows a pending request read-only (e.g. to its owner)."""
     title, style = STATUS_TITLES[request.status]
-    approvals, needed = approvals_so_far(request)
+    approvals, needed = approval_progress(request)
     header = {
         "type": "Container",
         "style": style,

@@ -6,19 +6,20 @@ Messages never echo request bodies or headers: they may hold tokens or secrets.
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from approvalbot.core.machine import Refused
-from approvalbot.core.rules import Refusal
-from approvalbot.service import IdempotencyMismatch, NotFound
+from approvalbot.core.errors import IdempotencyMismatch, NotFound, Refusal, Refused
 from approvalbot.store.identities import IdentityError
 
 log = logging.getLogger("approvalbot.web")
 M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# The core owns the codes and their wording; the API only picks the HTTP status.
 REFUSAL_STATUS = {
     Refusal.NOT_HUMAN: 403,
     Refusal.UNKNOWN_APPROVER: 403,
@@ -26,6 +27,7 @@ REFUSAL_STATUS = {
     Refusal.NOT_ELIGIBLE: 403,
     Refusal.ALREADY_DECIDED: 409,
     Refusal.NOT_PENDING: 409,
+    Refusal.REASON_REQUIRED: 422,
 }
 
 
@@ -36,13 +38,13 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, details: object = None) -> web.Response:
-    body: dict = {"code": code, "message": message}
+    body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
     return web.json_response({"error": body}, status=status)
 
 
-def validation_details(exc: ValidationError) -> list[dict]:
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     """Where and what, without the offending input (it may be a secret)."""
     return [
         {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
@@ -51,7 +53,7 @@ def validation_details(exc: ValidationError) -> list[dict]:
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler) -> web.StreamResponse:
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
@@ -59,11 +61,11 @@ async def json_errors(request: web.Request, handler) -> web.StreamResponse:
     except ValidationError as exc:
         return error_response(422, "invalid_request", "the request body is not valid", validation_details(exc))
     except Refused as exc:
-        return error_response(REFUSAL_STATUS[exc.refusal], exc.refusal.value, exc.message)
-    except NotFound:
-        return error_response(404, "not_found", "no such request")
+        return error_response(REFUSAL_STATUS[exc.refusal], exc.code, exc.message)
+    except NotFound as exc:
+        return error_response(404, exc.code, "no such request")
     except IdempotencyMismatch as exc:
-        return error_response(422, "idempotency_key_reused", str(exc))
+        return error_response(422, exc.code, exc.message)
     except IdentityError as exc:
         return error_response(422, "invalid_identity", str(exc))
     except web.HTTPRequestEntityTooLarge:

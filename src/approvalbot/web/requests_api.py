@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
 import time
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from approvalbot.core import ids
+from approvalbot.core.errors import NotFound, Refusal, Refused
 from approvalbot.core.models import ApprovalRequest, DecisionIn, RequestCreate, Status
-from approvalbot.service import NotFound, human_actor
+from approvalbot.core.rules import check_reason, may_view
+from approvalbot.service import human_actor
 from approvalbot.web.auth import principal, require_agent, require_approver
 from approvalbot.web.context import services
 from approvalbot.web.errors import ApiError, read_body, validation_details
 
 MAX_WAIT = 60
+Q = TypeVar("Q", bound=BaseModel)
 routes = web.RouteTableDef()
 
 
@@ -39,24 +44,16 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=200)
 
 
-def encode_cursor(cursor: tuple[int, str] | None) -> str | None:
-    if cursor is None:
-        return None
-    return base64.urlsafe_b64encode(f"{cursor[0]}:{cursor[1]}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(raw: str | None) -> tuple[int, str] | None:
+def decode_cursor(raw: str | None) -> ids.Cursor | None:
     if not raw:
         return None
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        score, _, rid = text.partition(":")
-        return int(score), rid
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(422, "invalid_cursor", "the cursor is not one this API returned") from None
+    cursor = ids.decode_cursor(raw)
+    if cursor is None:
+        raise ApiError(422, "invalid_cursor", "the cursor is not one this API returned")
+    return cursor
 
 
-def query(model: type[BaseModel], request: web.Request) -> BaseModel:
+def query(model: type[Q], request: web.Request) -> Q:
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
@@ -81,7 +78,11 @@ async def readable(request: web.Request) -> ApprovalRequest:
     """Agents see only their own requests; to them, another agent's request does not exist."""
     who = await principal(request)
     found = await services(request).service.get(request.match_info["id"])
-    if who.agent is not None and found.agent_id != who.agent.id:
+    if who.agent is not None:
+        visible = may_view(found, agent_id=who.agent.id)
+    else:
+        visible = may_view(found, approver=who.approver)
+    if not visible:
         raise NotFound(found.id)
     return found
 
@@ -100,10 +101,8 @@ async def get_request(request: web.Request) -> web.Response:
             remaining = deadline - time.monotonic()
             if found.status.final or remaining <= 0:
                 return as_json(found)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=remaining)
-            except TimeoutError:
-                pass
 
 
 @routes.post("/v1/requests/{id}/cancel")
@@ -120,10 +119,10 @@ async def list_requests(request: web.Request) -> web.Response:
     if q.status is not Status.PENDING:
         raise ApiError(422, "invalid_query", "only status=pending can be listed")
     items, cursor = await services(request).service.pending_for(approver, decode_cursor(q.cursor), q.limit)
-    body = '{"items":[%s],"next_cursor":%s}' % (
-        ",".join(i.model_dump_json(exclude={"version"}) for i in items),
-        f'"{encode_cursor(cursor)}"' if cursor else "null",
-    )
+    # Built by hand: each item is already JSON from pydantic, so it is not parsed and dumped again.
+    listed = ",".join(i.model_dump_json(exclude={"version"}) for i in items)
+    after = f'"{ids.encode_cursor(cursor)}"' if cursor else "null"
+    body = f'{{"items":[{listed}],"next_cursor":{after}}}'
     return web.Response(body=body, content_type="application/json")
 
 
@@ -131,10 +130,9 @@ async def list_requests(request: web.Request) -> web.Response:
 async def decide_request(request: web.Request) -> web.Response:
     who = await principal(request)
     if who.approver is None:
-        raise ApiError(403, "forbidden", "only a human approver can decide; agent tokens never can")
+        raise Refused(Refusal.NOT_HUMAN, "only a human approver can decide; agent tokens never can")
     body = await read_body(request, DecisionIn)
-    if body.decision == "deny" and not (body.reason and body.reason.strip()):
-        raise ApiError(422, "reason_required", "a reason is required to deny")
+    check_reason(body.decision, body.reason)  # before any lookup, as the API always has
     ctx = services(request)
     decided = await ctx.service.decide(
         request.match_info["id"], human_actor(who.approver), who.approver, body.decision, body.reason
