@@ -1,8 +1,10 @@
 """Shared fixtures: a real Redis-protocol server and the real web server on loopback.
 
 With REDIS_URL set, tests run against that server (CI also runs the machine's
-Redis 7); otherwise one embedded Valkey is started for the session. Each test
-starts from an empty database.
+Redis 7); otherwise one embedded Valkey is started for the session, the first
+time a test asks for Redis. Each test that uses Redis starts from an empty
+database; tests that do not (policy parsing, card rendering, ...) never start
+or touch a server.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,8 @@ from approvalbot.web.app import build_app
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_server_url() -> Iterator[str]:
+    """The session's server, started on first use; tests ask for `redis_url`, which also empties it."""
     url = os.environ.get("REDIS_URL")
     if url:
         yield url
@@ -41,11 +44,15 @@ def redis_url() -> str:
         server.stop()
 
 
-@pytest.fixture(autouse=True)
-def clean_db(redis_url: str) -> None:
-    client = sync_redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The server's URL, with the database flushed: every Redis-using fixture and test comes through here."""
+    client = sync_redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server_url
 
 
 @pytest.fixture
