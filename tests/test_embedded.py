@@ -33,6 +33,7 @@ from approvalbot.embedded import (
     redis_url_from_env,
     socket_path_for,
 )
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="process checks need Linux /proc")
 
@@ -79,14 +80,6 @@ def server_pids(data_dir: Path) -> list[int]:
             continue
         found.append(int(entry.name))
     return found
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def pings(sock: Path) -> bool:

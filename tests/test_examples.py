@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_client import approve_when_asked
+from tests.helpers import approve_when_asked
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -7,7 +7,7 @@ import json
 import time
 
 from approvalbot.slack.client import METHOD_SCOPES
-from tests.conftest import eventually
+from tests.helpers import eventually
 from tests.slack.conftest import CHANNEL, sign
 
 
