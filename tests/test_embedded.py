@@ -7,6 +7,7 @@ folder) so no test leaves a valkey-server behind, even when it fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -148,10 +149,8 @@ def _cleanup(path: Path) -> None:
     """Kill any server left for ``path`` and delete its folders."""
     socket_dir = socket_path_for(path).parent
     for pid in server_pids(path):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     wait_until(lambda: not server_pids(path), what="leftover servers to die")
     embedded._reap_spawned()
     shutil.rmtree(path, ignore_errors=True)

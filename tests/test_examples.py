@@ -34,7 +34,7 @@ async def test_agent_export_then_executor_verifies_and_redeems_once(api, agent_e
     approved = await decider
     assert "exporting customers" in capsys.readouterr().out
 
-    status, keys = await api.call("GET", "/v1/keys")
+    _, keys = await api.call("GET", "/v1/keys")
     pem = keys["keys"][0]["pem"]
     await asyncio.to_thread(
         executor.perform_export, approved["grant"], pem, "customers", "s3://analytics-drop/customers.parquet"
