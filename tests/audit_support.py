@@ -7,7 +7,7 @@ depend on that wiring being in place and keep working once it is.
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -16,41 +16,17 @@ from aiohttp.test_utils import TestServer
 from approvalbot.audit import grants
 from approvalbot.audit.signing import Signer, signer_for
 from approvalbot.config import Settings
-from approvalbot.service import ApprovalService
 from approvalbot.web import audit_api
 from approvalbot.web.app import build_app
 from approvalbot.web.context import SERVICES
+from tests.helpers import Api
 
 
-class Client:
-    """A small HTTP client for the running test server."""
+@dataclass
+class Client(Api):
+    """The API client plus the signer these tests check signatures with, and grant consumption."""
 
-    def __init__(self, base: str, http: aiohttp.ClientSession):
-        self.base, self.http = base, http
-        self.service: ApprovalService | None = None
-        self.signer: Signer | None = None
-        self.agent_token = self.approver_token = ""
-
-    async def call(self, method: str, path: str, token: str | None = None, raw: bool = False, **kw):
-        headers = kw.pop("headers", {})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        async with self.http.request(method, self.base + path, headers=headers, **kw) as resp:
-            data = await resp.read()
-            if raw:
-                return resp.status, data, resp.headers
-            try:
-                return resp.status, json.loads(data)
-            except ValueError:
-                return resp.status, data.decode()
-
-    async def ask(self, token: str | None = None, **body):
-        body.setdefault("action", "dataset.export")
-        return await self.call("POST", "/v1/requests", token or self.agent_token, json=body)
-
-    async def decide(self, request_id: str, token: str, decision: str = "approve", reason=None):
-        payload = {"decision": decision, **({"reason": reason} if reason is not None else {})}
-        return await self.call("POST", f"/v1/requests/{request_id}/decisions", token, json=payload)
+    signer: Signer | None = None
 
     async def consume(self, grant: str, token: str | None = None, **extra):
         return await self.call("POST", "/v1/grants/consume", token or self.agent_token, json={"grant": grant, **extra})

@@ -1,17 +1,17 @@
 """Shared fixtures: a real Redis-protocol server and the real web server on loopback.
 
 With REDIS_URL set, tests run against that server (CI also runs the machine's
-Redis 7); otherwise one embedded Valkey is started for the session. Each test
-starts from an empty database.
+Redis 7); otherwise one embedded Valkey is started for the session, the first
+time a test asks for Redis. Each test that uses Redis starts from an empty
+database; tests that do not (policy parsing, card rendering, ...) never start
+or touch a server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -25,10 +25,12 @@ from approvalbot.config import Settings
 from approvalbot.core.policy import Policy
 from approvalbot.runtime import Runtime
 from approvalbot.web.app import build_app
+from tests.helpers import Api
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_server_url() -> Iterator[str]:
+    """The session's server, started on first use; tests ask for `redis_url`, which also empties it."""
     url = os.environ.get("REDIS_URL")
     if url:
         yield url
@@ -41,11 +43,15 @@ def redis_url() -> str:
         server.stop()
 
 
-@pytest.fixture(autouse=True)
-def clean_db(redis_url: str) -> None:
-    client = sync_redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
+@pytest.fixture
+def redis_url(redis_server_url: str) -> str:
+    """The server's URL, with the database flushed: every Redis-using fixture and test comes through here."""
+    client = sync_redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server_url
 
 
 @pytest.fixture
@@ -75,39 +81,6 @@ async def redis(rt: Runtime) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@dataclass
-class Api:
-    """A client for the running server, with the identities tests need most."""
-
-    base: str
-    http: aiohttp.ClientSession
-    service: object
-    agent_token: str = ""
-    approver_token: str = ""
-
-    async def call(self, method: str, path: str, token: str | None = None, **kwargs):
-        headers = kwargs.pop("headers", {})
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        async with self.http.request(method, self.base + path, headers=headers, **kwargs) as resp:
-            text = await resp.text()
-            try:
-                body = await resp.json(content_type=None)
-            except ValueError:
-                body = text
-            return resp.status, body
-
-    async def ask(self, token: str | None = None, **body):
-        body.setdefault("action", "dataset.export")
-        return await self.call("POST", "/v1/requests", token or self.agent_token, json=body)
-
-    async def decide(self, request_id: str, token: str, decision: str = "approve", reason=None):
-        payload = {"decision": decision}
-        if reason is not None:
-            payload["reason"] = reason
-        return await self.call("POST", f"/v1/requests/{request_id}/decisions", token, json=payload)
-
-
 @pytest.fixture
 async def api(rt: Runtime, redis: Redis) -> AsyncIterator[Api]:
     service = rt.service(redis)
@@ -120,15 +93,3 @@ async def api(rt: Runtime, redis: Redis) -> AsyncIterator[Api]:
         _, client.approver_token = await service.identities.add_approver("alice@example.com", ["security"])
         yield client
     await server.close()
-
-
-async def eventually(check, timeout: float = 5.0, interval: float = 0.02):
-    """Bounded wait for an asynchronous effect; returns the last truthy value or fails."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)

@@ -243,7 +243,7 @@ async def test_pending_list_oldest_first_paged_and_without_own_requests(api):
             break
     assert seen == ids
     assert own["id"] not in seen
-    status, err = await api.call("GET", "/v1/requests?cursor=%%%", api.approver_token)
+    status, _ = await api.call("GET", "/v1/requests?cursor=%%%", api.approver_token)
     assert status == 422
 
 

@@ -506,7 +506,7 @@ async def test_racing_writers_in_two_processes_and_many_tasks_keep_the_log_whole
         **os.environ,
         "REDIS_URL": redis_url,
         "DATA_DIR": str(settings.data_dir),
-        "ROOT_DIR": str(Path(__file__).resolve().parents[1]),
+        "ROOT_DIR": str(SRC.parent),
         "PYTHONPATH": str(SRC),
     }
     per_process, procs = 300, []
@@ -672,7 +672,7 @@ async def test_csv_export_and_filters(server):
         "hash",
     ]
     assert len(rows) == 1 + 3 * 3 + 3 * 2
-    first = dict(zip(rows[0], rows[1]))
+    first = dict(zip(rows[0], rows[1], strict=True))
     assert (first["seq"], first["type"], first["request_id"], first["actor_kind"]) == (
         "1",
         "request.created",
@@ -680,7 +680,7 @@ async def test_csv_export_and_filters(server):
         "agent",
     )
     assert first["reason"].startswith("'=")  # a formula is never live in a spreadsheet
-    denied = dict(zip(rows[0], rows[2]))
+    denied = dict(zip(rows[0], rows[2], strict=True))
     assert denied["type"] == "request.denied" and denied["reason"] == "'@SUM(1+1)"
     assert denied["actor_email"] == "alice@example.com" and denied["actor_channel"] == "api"
     assert len(denied["hash"]) == 64

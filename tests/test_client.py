@@ -20,19 +20,7 @@ from approvalbot.client import (
     StillPending,
 )
 from approvalbot.gate import approval, requires_approval
-
-
-async def approve_when_asked(api, decision="approve", reason=None, timeout=10.0):
-    """Act as the human: wait for the next pending request and decide it."""
-    redis = api.service.redis
-    for _ in range(int(timeout / 0.02)):
-        ids = await redis.zrange("ab:pending", 0, 0)
-        if ids:
-            status, body = await api.decide(ids[0].decode(), api.approver_token, decision, reason)
-            assert status == 200, body
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError("no request arrived")
+from tests.helpers import approve_when_asked
 
 
 async def test_async_client_request_get_wait_cancel(api):
@@ -194,7 +182,7 @@ async def run_cli(api, *args, token=None):
 
 @pytest.mark.parametrize("decision, code", [("approve", 0), ("deny", 1)])
 async def test_cli_request_wait_exit_codes(api, decision, code):
-    decider = asyncio.create_task(approve_when_asked(api, decision, "because", timeout=30))
+    decider = asyncio.create_task(approve_when_asked(api, decision, "because", within=30))
     rc, out, err = await run_cli(
         api,
         "request",

@@ -7,6 +7,7 @@ folder) so no test leaves a valkey-server behind, even when it fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -33,6 +34,7 @@ from approvalbot.embedded import (
     redis_url_from_env,
     socket_path_for,
 )
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="process checks need Linux /proc")
 
@@ -79,14 +81,6 @@ def server_pids(data_dir: Path) -> list[int]:
             continue
         found.append(int(entry.name))
     return found
-
-
-def wait_until(predicate, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def pings(sock: Path) -> bool:
@@ -155,10 +149,8 @@ def _cleanup(path: Path) -> None:
     """Kill any server left for ``path`` and delete its folders."""
     socket_dir = socket_path_for(path).parent
     for pid in server_pids(path):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     wait_until(lambda: not server_pids(path), what="leftover servers to die")
     embedded._reap_spawned()
     shutil.rmtree(path, ignore_errors=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_client import approve_when_asked
+from tests.helpers import approve_when_asked
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -34,7 +34,7 @@ async def test_agent_export_then_executor_verifies_and_redeems_once(api, agent_e
     approved = await decider
     assert "exporting customers" in capsys.readouterr().out
 
-    status, keys = await api.call("GET", "/v1/keys")
+    _, keys = await api.call("GET", "/v1/keys")
     pem = keys["keys"][0]["pem"]
     await asyncio.to_thread(
         executor.perform_export, approved["grant"], pem, "customers", "s3://analytics-drop/customers.parquet"

@@ -9,7 +9,7 @@ import sys
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.test_client import approve_when_asked
+from tests.helpers import approve_when_asked
 
 
 def server_params(api) -> StdioServerParameters:
@@ -28,7 +28,7 @@ async def test_mcp_tools_gate_an_action_through_a_human(api):
         tools = {t.name for t in (await session.list_tools()).tools}
         assert {"request_approval", "approval_status"} <= tools
 
-        decider = asyncio.create_task(approve_when_asked(api, timeout=30))
+        decider = asyncio.create_task(approve_when_asked(api, within=30))
         result = await asyncio.wait_for(
             session.call_tool(
                 "request_approval",
@@ -46,7 +46,7 @@ async def test_mcp_tools_gate_an_action_through_a_human(api):
         assert outcome["approved"] is True and outcome["status"] == "approved"
         assert outcome["decided_by"] == ["alice@example.com"]
 
-        decider = asyncio.create_task(approve_when_asked(api, "deny", "use a revert", timeout=30))
+        decider = asyncio.create_task(approve_when_asked(api, "deny", "use a revert", within=30))
         denied = structured(
             await session.call_tool("request_approval", {"action": "repo.force_push", "wait_seconds": 30})
         )

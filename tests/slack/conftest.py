@@ -7,7 +7,6 @@ the outbox has turned audit records into jobs.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import itertools
@@ -20,9 +19,8 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from rq import Queue, SimpleWorker
+from rq import Queue
 from rq.scheduler import RQScheduler
-from rq.timeouts import TimerDeathPenalty
 
 from approvalbot.config import Settings
 from approvalbot.core.policy import Policy
@@ -30,7 +28,7 @@ from approvalbot.jobs.outbox import Outbox
 from approvalbot.slack import subscribers
 from approvalbot.web.app import build_app
 from approvalbot.web.context import SERVICES
-from tests.conftest import Api
+from tests.helpers import Api, drain, eventually
 from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, TEAM, FakeSlack
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -110,15 +108,6 @@ def policy() -> Policy:
 def sign(body: str, timestamp: int, secret: str = SIGNING_SECRET) -> str:
     base = f"v0:{timestamp}:{body}".encode()
     return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-
-
-class BurstWorker(SimpleWorker):
-    """An RQ worker for a test thread: in-process jobs, no signal handlers, exits when idle."""
-
-    death_penalty_class = TimerDeathPenalty
-
-    def _install_signal_handlers(self) -> None:
-        pass
 
 
 @dataclass
@@ -252,13 +241,9 @@ class SlackHarness:
             views = self.fake.calls_of("views.open")
             return views[count - 1] if len(views) >= count else None
 
-        from tests.conftest import eventually
-
         return (await eventually(check))["view"]
 
     async def ephemerals_to(self, user: str, count: int = 1) -> list[dict[str, Any]]:
-        from tests.conftest import eventually
-
         async def check():
             found = [c for c in self.fake.calls_of("chat.postEphemeral") if c.get("user") == user]
             return found if len(found) >= count else None
@@ -267,10 +252,6 @@ class SlackHarness:
 
     # --- acting as the worker ----------------------------------------------------
 
-    def _work(self) -> None:
-        worker = BurstWorker([self.queue], connection=self.queue.connection)
-        worker.work(burst=True, logging_level="WARNING")
-
     async def run_jobs(self, rounds: int = 10) -> None:
         """Dispatch the outbox and run jobs until nothing new is queued (jobs may add records)."""
         for _ in range(rounds):
@@ -278,7 +259,7 @@ class SlackHarness:
                 pass
             if self.queue.count == 0:
                 return
-            await asyncio.to_thread(self._work)
+            await drain(self.queue)
         raise AssertionError("jobs kept producing work")
 
     def scheduled(self) -> list[tuple[str, float]]:

@@ -264,13 +264,12 @@ class FakeSlack:
         limit = int(args.get("limit") or 100)
         page = items[start : start + limit]
         more = start + limit < len(items)
-        body = {
+        return {
             "ok": True,
             key: page,
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
-        return body
 
     def _shown(self, messages, args):
         with_meta = str(args.get("include_all_metadata")) in ("1", "true", "True")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.conftest import eventually
+from tests.helpers import eventually
 
 
 async def _responses(slack, key, n=1):

@@ -7,7 +7,7 @@ import json
 import time
 
 from approvalbot.slack.client import METHOD_SCOPES
-from tests.conftest import eventually
+from tests.helpers import eventually
 from tests.slack.conftest import CHANNEL, sign
 
 
@@ -70,7 +70,7 @@ async def test_full_flow_from_agent_request_to_unblocked_agent(slack):
     replies = slack.fake.replies(CHANNEL, card["ts"])
     assert [r["metadata"]["event_payload"]["seq"] for r in replies] == [r.seq for r in records]
     assert [r.as_dict()["type"] for r in records] == ["request.created", "approval.recorded", "request.approved"]
-    for reply, record in zip(replies, records):
+    for reply, record in zip(replies, records, strict=True):
         assert f"#{record.seq} {record.hash[:12]}" in reply["text"]
 
     # The owner learns the outcome in a DM.

@@ -90,7 +90,7 @@ async def test_failure_storm_many_requests_two_channels_one_card_each(teams, peo
     rng = random.Random(7)
     for _ in range(10):
         teams.fake.fail_next(1, rng.choice([429, 500, 502, 503]), retry_after=rng.choice([None, 1]))
-    await teams.run_jobs(timeout=60)
+    await teams.run_jobs(within=60)
     # decisions from Teams and from the API while another storm blows
     for _ in range(6):
         teams.fake.fail_next(1, rng.choice([429, 500]), retry_after=1, kinds=("reply", "update"))
@@ -98,7 +98,7 @@ async def test_failure_storm_many_requests_two_channels_one_card_each(teams, peo
     await teams.call(
         "POST", f"/v1/requests/{requests[1]['id']}/decisions", bob, json={"decision": "deny", "reason": "no"}
     )
-    await teams.run_jobs(timeout=60)
+    await teams.run_jobs(within=60)
 
     assert any(c.status >= 429 for c in teams.fake.calls)
     for channel in channels:
@@ -300,14 +300,16 @@ async def test_a_slow_connector_makes_the_job_hand_over_within_its_timeout(teams
     monkeypatch.setattr(delivery.Budget, "check", spy)
     teams.fake.slow = 0.4
     started = asyncio.get_running_loop().time()
-    await teams.run_jobs(timeout=60)
+    await teams.run_jobs(within=60)
     records = await teams.service.audit.for_request(created["id"])
     assert len(records) == 7
     root = teams.fake.root(channel)
     chain = [
         texts(c)[0]
         for c, call in zip(
-            teams.fake.cards("reply", channel), [c for c in teams.fake.ok("reply") if c.conversation == channel]
+            teams.fake.cards("reply", channel),
+            [c for c in teams.fake.ok("reply") if c.conversation == channel],
+            strict=True,
         )
         if call.activity_id == root
     ]

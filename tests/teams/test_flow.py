@@ -107,7 +107,7 @@ async def test_full_flow_card_approve_update_reply_chain_long_poll(teams, people
     assert [r["type"] for r in records] == ["request.created", "approval.recorded", "request.approved"]
     chain = teams.fake.cards("reply", channel)
     assert [texts(c)[0] for c in chain] == [f"#{r['seq']}" for r in records]
-    for card_json, record in zip(chain, records):
+    for card_json, record in zip(chain, records, strict=True):
         assert f"hash {record['hash'][:12]}" in texts(card_json)
     assert all(
         c.activity_id == teams.fake.root(channel)
@@ -122,7 +122,7 @@ async def test_full_flow_card_approve_update_reply_chain_long_poll(teams, people
     await teams.run_jobs()
     assert len(teams.fake.calls) == before
 
-    for produced in teams.fake.all_cards() + [answer["value"]]:
+    for produced in [*teams.fake.all_cards(), answer["value"]]:
         assert not list(card_validator.iter_errors(produced))
 
 

@@ -64,7 +64,7 @@ async def test_agent_text_is_inert_in_every_card(teams, people, card_validator):
     assert status == 200 and answer["statusCode"] == 200
     assert_inert(answer["value"])
     await teams.run_jobs()
-    for produced in teams.fake.all_cards() + [answer["value"]]:
+    for produced in [*teams.fake.all_cards(), answer["value"]]:
         assert_inert(produced)
         assert not list(card_validator.iter_errors(produced))
     # Plain messages the bot sent (the welcome) carry no agent text at all.
