@@ -35,7 +35,7 @@ from approvalbot.config import Settings
 from approvalbot.jobs.outbox import Outbox
 from approvalbot.teams import delivery
 from approvalbot.teams.cards import CONTENT_TYPE
-from approvalbot.web.app import build_app
+from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "adaptive-card-1.5.json"

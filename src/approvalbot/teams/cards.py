@@ -365,7 +365,7 @@ def audit_card(record: dict[str, Any]) -> dict[str, Any]:
     if kind == "delivery.failed":
         body.append(
             rich(
-                run(f"{data.get('channel', '')} {data.get('conversation', '')}: {data.get('error', '')}", 300),
+                run(f"{data.get('channel', '')} {data.get('target', '')} {data.get('stage', '')}: {data.get('error', '')}", 300),
                 spacing="None",
             )
         )
