@@ -91,5 +91,7 @@ async def test_a_permanent_failure_is_one_delivery_failed_record_with_the_common
     await run_jobs(redis, rt)
     failed = [r.as_dict() for r in await service.audit.for_request(request.id)]
     failed = [r for r in failed if r["type"] == "delivery.failed"]
-    assert [r["data"] for r in failed] == [{"channel": "memory", "target": "board", "stage": "post", "error": "http_403"}]
+    assert [r["data"] for r in failed] == [
+        {"channel": "memory", "target": "board", "stage": "post", "error": "http_403"}
+    ]
     assert BOARD.posts == []  # a permanent failure closes the target

@@ -78,4 +78,4 @@ def add_commands(subparsers: Any) -> Commands:
     return commands
 
 
-__all__ = ["CHANNELS", "channel_types", "add_commands", "build_app", "channels", "status_lines", "subscribers"]
+__all__ = ["CHANNELS", "add_commands", "build_app", "channel_types", "channels", "status_lines", "subscribers"]

@@ -8,12 +8,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from approvalbot.app import build_app
 from approvalbot.config import Settings
 from approvalbot.teams.delivery import subscribers
 from approvalbot.teams.mount import mount
 from approvalbot.teams.references import ReferenceStore
 from approvalbot.teams.settings import TeamsConfigError, status_line, teams_settings
-from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 
 from .conftest import new_conversation

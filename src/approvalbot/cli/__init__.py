@@ -15,7 +15,6 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-
 from pydantic import ValidationError
 
 from approvalbot import app as composition

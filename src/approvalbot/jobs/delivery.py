@@ -181,9 +181,7 @@ class Engine:
 
     # --- one target -----------------------------------------------------------------------
 
-    async def sync_target(
-        self, request: ApprovalRequest, records: list[StoredRecord], target: Target
-    ) -> float | None:
+    async def sync_target(self, request: ApprovalRequest, records: list[StoredRecord], target: Target) -> float | None:
         """Post / update / mirror for one target; returns a delay when it must be retried."""
         state = await self.store.load(request.id, self.p.channel, target.id)
         if state.failed:
@@ -222,7 +220,12 @@ class Engine:
                 if found is not None:
                     # Shown as posted back then: compare digests from scratch, so it is updated if stale.
                     await self._save(
-                        request.id, target.id, state, message_id=found.message_id, where=found.where, digest="",
+                        request.id,
+                        target.id,
+                        state,
+                        message_id=found.message_id,
+                        where=found.where,
+                        digest="",
                         posting_since=0.0,
                     )
                     if state.digest != card.digest:
@@ -242,7 +245,12 @@ class Engine:
         await self._save(request.id, target.id, state, posting_since=time.time())
         posted = await self.p.post(target, card, request)
         await self._save(
-            request.id, target.id, state, message_id=posted.message_id, where=posted.where, digest=card.digest,
+            request.id,
+            target.id,
+            state,
+            message_id=posted.message_id,
+            where=posted.where,
+            digest=card.digest,
             posting_since=0.0,
         )
 
@@ -306,7 +314,11 @@ class Engine:
             if failures < MAX_FAILURES:
                 await self._save(request.id, where, state, failures=failures, last_error=failure.code)
                 log.info(
-                    "%s %s of %s to %s failed (%s); retrying", self.p.channel, stage, request.id, target.id,
+                    "%s %s of %s to %s failed (%s); retrying",
+                    self.p.channel,
+                    stage,
+                    request.id,
+                    target.id,
                     failure.code,
                 )
                 return max(failure.retry_after or 0, BACKOFF[min(failures, len(BACKOFF)) - 1])

@@ -47,7 +47,7 @@ class Lease:
         self.token = token or secrets.token_hex(8)
 
     async def try_acquire(self) -> bool:
-        return bool(await self.redis.eval(_ACQUIRE, 1, self.key, self.token, self.ms))  # type: ignore[misc]
+        return bool(await self.redis.eval(_ACQUIRE, 1, self.key, self.token, self.ms))
 
     async def acquire(self, wait: float = 0.0) -> bool:
         """Take the lease, polling for up to `wait` seconds while someone else holds it."""
@@ -60,8 +60,8 @@ class Lease:
 
     async def extend(self) -> None:
         """Before each write that must be ours alone; raises LeaseLost if it is not ours any more."""
-        if not await self.redis.eval(_EXTEND, 1, self.key, self.token, self.ms):  # type: ignore[misc]
+        if not await self.redis.eval(_EXTEND, 1, self.key, self.token, self.ms):
             raise LeaseLost(self.key)
 
     async def release(self) -> None:
-        await self.redis.eval(_RELEASE, 1, self.key, self.token)  # type: ignore[misc]
+        await self.redis.eval(_RELEASE, 1, self.key, self.token)

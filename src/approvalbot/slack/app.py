@@ -17,7 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvalbot.core.models import Actor, Approver, Channel
+from approvalbot.core.models import Actor, Channel
 from approvalbot.service import ApprovalService, human_actor
 from approvalbot.slack import blocks, listeners
 from approvalbot.slack.client import error_code, make_client
@@ -50,9 +50,7 @@ class SlackAdapter:
             process_before_response=False,
             logger=logging.getLogger("approvalbot.slack.bolt"),
         )
-        self.verifier = (
-            SignatureVerifier(config.signing_secret.get_secret_value()) if config.signing_secret else None
-        )
+        self.verifier = SignatureVerifier(config.signing_secret.get_secret_value()) if config.signing_secret else None
         listeners.register(self.bolt, self)
         self.socket_mode = None
 

@@ -29,7 +29,6 @@ from approvalbot.slack.escape import mrkdwn
 from approvalbot.slack.host import SlackHost as SlackAdapter
 from approvalbot.slack.host import Who
 
-
 log = logging.getLogger("approvalbot.slack")
 
 COMMANDS = ("/pending", "/approval")

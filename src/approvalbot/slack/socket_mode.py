@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 

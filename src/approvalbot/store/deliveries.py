@@ -9,10 +9,12 @@ so the deliveries API can show every channel's progress without knowing them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
 
 from approvalbot.store import keys
 
@@ -52,8 +54,8 @@ class TargetState:
     errors: dict[str, str] = field(default_factory=dict)  # stage -> error code already recorded
 
     @classmethod
-    def parse(cls, raw: dict[bytes, bytes]) -> TargetState:
-        data = {k.decode(): v.decode() for k, v in raw.items()}
+    def parse(cls, raw: Mapping[bytes | str, bytes | str]) -> TargetState:
+        data = {_str(k): _str(v) for k, v in raw.items()}
         state = cls(errors={k[4:]: v for k, v in data.items() if k.startswith("err:")})
         for f in dataclasses.fields(cls):
             if f.name == "errors" or f.name not in data:
@@ -78,7 +80,7 @@ class DeliveryStore:
         errors: dict[str, str | None] = changes.pop("errors", {})
         for name, value in changes.items():
             setattr(state, name, value)
-        mapping: dict[str, str] = {k: _text(v) for k, v in changes.items()}
+        mapping: dict[FieldT, EncodableT] = {k: _text(v) for k, v in changes.items()}
         drop = []
         for stage, code in errors.items():
             if code is None:
@@ -100,12 +102,16 @@ class DeliveryStore:
 
     async def all(self, request_id: str) -> dict[tuple[str, str], TargetState]:
         """Every (channel, target) with state for this request."""
-        names = sorted(m.decode() for m in await self.redis.smembers(index_key(request_id)))
+        names = sorted(_str(m) for m in await self.redis.smembers(index_key(request_id)))
         found: dict[tuple[str, str], TargetState] = {}
         for name in names:
             channel, _, target = name.partition(":")
             found[(channel, target)] = await self.load(request_id, channel, target)
         return found
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _text(value: Any) -> str:
