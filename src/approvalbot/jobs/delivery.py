@@ -128,7 +128,6 @@ class Engine:
             return Outcome("another worker holds the request", retry_in=2)
         self.lease = lease
         try:
-            await self.audit.seal()
             request = await self.requests.get(request_id) or request  # the freshest state, under the lease
             return await self._sync(request)
         except LeaseLost:
@@ -142,6 +141,9 @@ class Engine:
     async def _sync(self, request: ApprovalRequest) -> Outcome:
         targets = await self._targets(request)
         records = await self.audit.for_request(request.id)
+        if records and records[-1].hash is None:  # seal only when something of ours is waiting for it
+            await self.audit.seal()
+            records = await self.audit.for_request(request.id)
         delays: list[float] = []
         done = 0
         for target in targets:
