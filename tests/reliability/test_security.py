@@ -35,8 +35,8 @@ from approvalbot.jobs.outbox import CALLBACKS, Outbox
 from approvalbot.runtime import Runtime
 from approvalbot.slack import subscribers as slack_subscribers
 from approvalbot.store.identities import IdentityStore
-from approvalbot.teams import subscribers as teams_subscribers
-from approvalbot.web.app import build_app
+from approvalbot.teams.delivery import subscribers as teams_subscribers
+from approvalbot.app import build_app
 from approvalbot.web.openapi import document
 from tests.helpers import Api, eventually
 from tests.reliability.chat_support import (

@@ -26,7 +26,7 @@ from approvalbot.config import Settings
 from approvalbot.core.policy import Policy
 from approvalbot.jobs.outbox import Outbox
 from approvalbot.slack import subscribers
-from approvalbot.web.app import build_app
+from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.helpers import Api, drain, eventually
 from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, TEAM, FakeSlack

@@ -8,10 +8,12 @@ import json
 import pytest
 
 from approvalbot.core.events import EventType
+from approvalbot.jobs.delivery import Engine, lease_key, pause_key
 from approvalbot.slack.client import make_client
-from approvalbot.slack.delivery import Syncer, lock_key, state_key
+from approvalbot.slack.delivery import SlackDelivery
 from approvalbot.slack.escape import ZWSP
 from approvalbot.slack.settings import SlackConfig
+from approvalbot.store.deliveries import DeliveryStore, state_key
 from tests.slack.conftest import CHANNEL
 
 NASTY = (
@@ -105,7 +107,13 @@ async def test_429_storm_honours_retry_after_and_ends_with_one_card(slack):
     assert slack.cards() == []
     ((_, due_in),) = slack.scheduled()
     assert 25 < due_in <= 31  # rescheduled for Retry-After, not hammering Slack
-    await slack.run_until_settled()
+    assert 25_000 < await slack.service.redis.pttl(pause_key("slack", CHANNEL)) <= 30_000  # the channel waits too
+    for _ in range(6):  # each retry falls due when Retry-After has passed (the pause with it)
+        await slack.service.redis.delete(pause_key("slack", CHANNEL))
+        await slack.promote()
+        await slack.run_jobs()
+        if not slack.scheduled():
+            break
     slack.card_for(req["id"])  # exactly one
     card_attempts = [c for c in slack.fake.calls if c.method == "chat.postMessage" and "thread_ts" not in c.args]
     assert len(card_attempts) == 4
@@ -133,43 +141,40 @@ async def test_5xx_storm_and_lost_answers_end_with_one_card_and_one_reply_each(s
     assert slack.fake.calls_of("conversations.history")  # the lost card was looked up, not re-posted
 
 
-async def test_job_killed_after_posting_before_saving_ts_does_not_post_twice(slack, monkeypatch):
-    original = Syncer._remember_card
+def kill_once(monkeypatch, when):
+    """Make the worker "die" once, at the first state write `when(changes)` picks: nothing after it is saved."""
+    original = DeliveryStore.save
     kills = []
 
-    async def killed_once(self, *args, **kwargs):
-        if not kills:
-            kills.append(1)
+    async def save(self, request_id, channel, target, state, **changes):
+        if not kills and when(changes):
+            kills.append(changes)
             raise RuntimeError("worker killed")
-        return await original(self, *args, **kwargs)
+        return await original(self, request_id, channel, target, state, **changes)
 
-    monkeypatch.setattr(Syncer, "_remember_card", killed_once)
+    monkeypatch.setattr(DeliveryStore, "save", save)
+    return kills
+
+
+async def test_job_killed_after_posting_before_saving_ts_does_not_post_twice(slack, monkeypatch):
+    kills = kill_once(monkeypatch, lambda changes: "message_id" in changes)
     _, req = await slack.api.ask()
     await slack.run_jobs()
     assert kills and len(slack.cards()) == 1
-    state = await slack.service.redis.hgetall(state_key(req["id"]))
-    assert b"ts" not in state and b"posting" in state  # the intent is remembered, the ts is not
+    state = await slack.service.redis.hgetall(state_key(req["id"], "slack", CHANNEL))
+    assert not state.get(b"message_id") and state.get(b"posting_since")  # the intent is remembered, the ts is not
     await slack.run_until_settled()
     assert len(slack.cards()) == 1
     assert len(slack.fake.calls_of("conversations.history")) == 1
     card = slack.card_for(req["id"])
-    assert (await slack.service.redis.hget(state_key(req["id"]), "ts")).decode() == card["ts"]
+    assert (await slack.service.redis.hget(state_key(req["id"], "slack", CHANNEL), "message_id")).decode() == card["ts"]
     assert len(slack.fake.replies(CHANNEL, card["ts"])) == 1
 
 
 async def test_job_killed_mid_thread_does_not_repeat_replies(slack, monkeypatch):
-    original = Syncer._remember_mirrored
-    kills = []
-
-    async def killed_once(self, request_id, state, seq):
-        if seq > 1 and not kills:
-            kills.append(seq)
-            raise RuntimeError("worker killed")
-        return await original(self, request_id, state, seq)
-
     _, req = await slack.api.ask()
     await slack.run_jobs()
-    monkeypatch.setattr(Syncer, "_remember_mirrored", killed_once)
+    kills = kill_once(monkeypatch, lambda changes: changes.get("mirrored_seq", 0) > 1)
     await slack.api.decide(req["id"], slack.api.approver_token, "approve")
     await slack.run_until_settled()
     assert kills
@@ -181,7 +186,7 @@ async def test_job_killed_mid_thread_does_not_repeat_replies(slack, monkeypatch)
 
 async def test_lock_left_by_a_dead_worker_expires_and_sync_proceeds(slack):
     _, req = await slack.api.ask()
-    await slack.service.redis.set(lock_key(req["id"]), "dead-worker", px=300)
+    await slack.service.redis.set(lease_key("slack", req["id"]), "dead-worker", px=300)
     await slack.run_jobs()
     assert len(slack.cards()) == 1
 
@@ -190,8 +195,10 @@ async def test_concurrent_syncs_of_one_request_post_one_card(slack, settings):
     config = SlackConfig.from_settings(settings)
     _, req = await slack.api.ask()
     redis = slack.service.redis
-    results = await asyncio.gather(*(Syncer(redis, make_client(config), config).sync(req["id"]) for _ in range(4)))
-    assert all(r.startswith("synced") for r in results)
+    results = await asyncio.gather(
+        *(Engine(redis, SlackDelivery(redis, make_client(config), config)).sync(req["id"]) for _ in range(4))
+    )
+    assert all(r.retry_in is None for r in results)
     assert len(slack.cards()) == 1
     assert len(slack.fake.replies(CHANNEL, slack.card_for(req["id"])["ts"])) == 1
 
@@ -205,12 +212,12 @@ async def test_permanent_errors_are_recorded_once_and_the_request_stays_decidabl
     records = [r.as_dict() for r in await slack.service.audit.for_request(req["id"])]
     failed = [r for r in records if r["type"] == "delivery.failed"]
     assert len(failed) == 1
-    assert failed[0]["data"] == {"channel": "slack", "step": "card", "error": code}
+    assert failed[0]["data"] == {"channel": "slack", "target": CHANNEL, "stage": "post", "error": code}
     assert "xoxb" not in json.dumps(records) and "xapp" not in json.dumps(records)
 
     status, body = await slack.api.call("GET", f"/v1/requests/{req['id']}/deliveries", slack.api.agent_token)
     assert status == 200
-    assert body["slack"]["errors"] == {"card": code} and body["slack"]["ts"] is None
+    assert body["slack"]["errors"] == {"post": code} and body["slack"]["ts"] is None
     assert body["slack"]["failures"][0]["error"] == code
 
     await slack.run_until_settled()  # more jobs, same failure: not recorded again
@@ -269,6 +276,6 @@ async def test_owner_outside_slack_is_recorded_once_and_nothing_else_breaks(slac
     await slack.run_until_settled()
     records = [r.as_dict() for r in await slack.service.audit.for_request(req["id"])]
     failures = [r["data"] for r in records if r["type"] == "delivery.failed"]
-    assert failures == [{"channel": "slack", "step": "dm", "error": "users_not_found"}]
+    assert failures == [{"channel": "slack", "target": "final", "stage": "final", "error": "users_not_found"}]
     card = slack.card_for(req["id"])
     assert len(slack.fake.replies(CHANNEL, card["ts"])) == len(records)

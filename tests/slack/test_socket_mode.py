@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from approvalbot.config import Settings
 from approvalbot.runtime import ConfigError
-from approvalbot.web.app import build_app
+from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.slack.conftest import SlackHarness
 from tests.slack.fake_slack import APP_TOKEN

@@ -35,7 +35,7 @@ from approvalbot.config import Settings
 from approvalbot.jobs.outbox import Outbox
 from approvalbot.teams import delivery
 from approvalbot.teams.cards import CONTENT_TYPE
-from approvalbot.web.app import build_app
+from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.helpers import Api, drain
 

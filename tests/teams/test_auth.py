@@ -8,12 +8,12 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from approvalbot.app import build_app
 from approvalbot.config import Settings
 from approvalbot.teams.delivery import subscribers
 from approvalbot.teams.mount import mount
 from approvalbot.teams.references import ReferenceStore
 from approvalbot.teams.settings import TeamsConfigError, status_line, teams_settings
-from approvalbot.web.app import build_app
 from approvalbot.web.context import SERVICES
 
 from .conftest import new_conversation
@@ -85,7 +85,7 @@ def test_without_app_id_or_dev_mode_teams_is_off(redis_url, data_dir):
     from aiohttp import web
 
     app = web.Application()
-    assert mount(app, ctx) is False
+    assert mount(app, teams_settings(settings)) is False
     assert not [r for r in app.router.routes() if r.resource and r.resource.canonical == "/api/messages"]
 
 

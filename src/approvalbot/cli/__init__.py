@@ -15,13 +15,15 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from pydantic import ValidationError
 
+from approvalbot import app as composition
 from approvalbot import client_cli
 from approvalbot.cli import audit as audit_cli
 from approvalbot.config import Settings, load_settings
+from approvalbot.jobs.worker import run_worker, start_worker_thread
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.identities import IdentityError
-from approvalbot.teams import cli as teams_cli
 
 log = logging.getLogger("approvalbot")
 
@@ -32,10 +34,8 @@ def say(message: str) -> None:
 
 async def serve_http(rt: Runtime, host: str, port: int) -> None:
     """Run the web server until SIGINT/SIGTERM."""
-    from approvalbot.web.app import build_app
-
     redis = rt.async_redis()
-    app = build_app(rt.settings, rt.service(redis))
+    app = composition.build_app(rt.settings, rt.service(redis), signer=rt.signer())
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -58,17 +58,14 @@ async def serve_http(rt: Runtime, host: str, port: int) -> None:
 
 def announce_channels(rt: Runtime) -> None:
     """Validate chat settings in the main thread, before any thread starts, and say what is on."""
-    from approvalbot.slack import status_line as slack_status
-    from approvalbot.teams import status_line as teams_status
-
-    say(slack_status(rt.settings))
-    say(teams_status(rt.settings))
+    for line in composition.status_lines(rt.settings):
+        say(line)
 
 
 def run_loop(main) -> None:
     """The web server's event loop: uvloop where installed (much faster sockets), else asyncio's."""
     try:
-        import uvloop
+        import uvloop  # optional: not installed on Windows
     except ImportError:
         asyncio.run(main)
     else:
@@ -76,11 +73,9 @@ def run_loop(main) -> None:
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
-    from approvalbot.jobs.worker import start_worker_thread
-
     announce_channels(rt)
 
-    thread, worker, ticker = start_worker_thread(rt)
+    thread, worker, ticker = start_worker_thread(rt, composition.subscribers(rt.settings))
     try:
         run_loop(serve_http(rt, args.host, args.port))
     finally:
@@ -97,11 +92,9 @@ def cmd_web(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
-    from approvalbot.jobs.worker import run_worker
-
     announce_channels(rt)
     say(f"approvalbot worker started (state: {rt.mode})")
-    run_worker(rt, burst=args.burst)
+    run_worker(rt, composition.subscribers(rt.settings), burst=args.burst)
     return 0
 
 
@@ -196,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_parser("list")
     rev = ap.add_parser("revoke")
     rev.add_argument("email")
-    teams_cli.add_commands(sub)
+    CHANNEL_COMMANDS.update(composition.add_commands(sub))
     client_cli.add_commands(sub)
     audit_cli.add_commands(sub)
     sub.add_parser("mcp", help="MCP server on stdio: request_approval and approval_status tools")
@@ -209,9 +202,10 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "agents": cmd_agents,
     "approvers": cmd_approvers,
-    "teams": teams_cli.cmd_teams,
     **audit_cli.COMMANDS,
 }
+# Filled by parser() from each channel's commands (e.g. `approvalbot teams ...`).
+CHANNEL_COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {}
 NEEDS_POLICY = {"serve", "web", "worker"}
 
 
@@ -222,26 +216,22 @@ def main(argv: list[str] | None = None) -> int:
     if audit_cli.runs_offline(args):
         return audit_cli.run_offline(args)
     if args.command == "mcp":
-        from approvalbot.mcp_server import run as run_mcp
+        from approvalbot.mcp_server import run as run_mcp  # optional: needs the `mcp` extra
 
         return run_mcp()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings: Settings = load_settings()
         with runtime(settings, need_policy=args.command in NEEDS_POLICY) as rt:
-            return COMMANDS[args.command](rt, args)
+            return {**COMMANDS, **CHANNEL_COMMANDS}[args.command](rt, args)
     except (ConfigError, IdentityError) as exc:
         say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # settings validation and the like: one line, no traceback
-        from pydantic import ValidationError
-
-        if isinstance(exc, ValidationError):
-            say(f"error: invalid settings: {exc.errors(include_input=False, include_url=False)}")
-            return 2
-        raise
+    except ValidationError as exc:  # settings validation and the like: one line, no traceback
+        say(f"error: invalid settings: {exc.errors(include_input=False, include_url=False)}")
+        return 2
 
 
 if __name__ == "__main__":

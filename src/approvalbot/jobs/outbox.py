@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +20,11 @@ from rq.job import Job
 
 from approvalbot.core.events import EventType
 from approvalbot.jobs import callbacks
+from approvalbot.jobs.lease import Lease
 from approvalbot.store import keys
 
 log = logging.getLogger("approvalbot.outbox")
 BATCH = 500
-LOCK_MS = 15_000
 
 
 @dataclass(frozen=True)
@@ -61,13 +60,12 @@ class Outbox:
         self.queue = queue
         self.subscribers = subscribers
         self.job_timeout = job_timeout  # short, so a job abandoned by a killed worker is retried soon
-        self._token = secrets.token_hex(8)
+        self._lease = Lease(redis, keys.OUTBOX_LOCK)
 
     async def dispatch(self) -> int:
         """Enqueue work for sealed records past the cursor; returns how many records were read."""
-        if not await self.redis.set(keys.OUTBOX_LOCK, self._token, nx=True, px=LOCK_MS):
-            if (await self.redis.get(keys.OUTBOX_LOCK) or b"").decode() != self._token:
-                return 0
+        if not await self._lease.try_acquire():
+            return 0
         try:
             cursor = int(await self.redis.get(keys.OUTBOX_CURSOR) or 0)
             sealed = int(await self.redis.llen(keys.AUDIT_CHAIN))
@@ -80,9 +78,8 @@ class Outbox:
             await self.redis.set(keys.OUTBOX_CURSOR, cursor + len(bodies))
             return len(bodies)
         finally:
-            # Release only our own lock (a slow batch may have lost it to another dispatcher).
-            if (await self.redis.get(keys.OUTBOX_LOCK) or b"").decode() == self._token:
-                await self.redis.delete(keys.OUTBOX_LOCK)
+            # Atomic: only our own lease is released (a slow batch may have lost it to another dispatcher).
+            await self._lease.release()
 
     def _enqueue(self, seq: int, record: dict[str, Any]) -> None:
         for sub in self.subscribers:

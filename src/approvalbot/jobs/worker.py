@@ -13,28 +13,23 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
 
-from approvalbot.jobs.outbox import CALLBACKS, Subscriber
+from approvalbot.jobs.outbox import Subscriber
 from approvalbot.jobs.ticker import Ticker, TickerThread
 from approvalbot.runtime import Runtime
-from approvalbot.slack import subscribers as slack_subscribers
-from approvalbot.teams import subscribers as teams_subscribers
 
 log = logging.getLogger("approvalbot.worker")
 
 
-def subscribers(rt: Runtime) -> list[Subscriber]:
-    """Follow-up work per audit record; chat adapters add theirs when configured."""
-    return [CALLBACKS, *slack_subscribers(rt.settings), *teams_subscribers(rt.settings)]
+def ticker_thread(rt: Runtime, subscribers: list[Subscriber]) -> TickerThread:
+    """The ticker, dispatching the outbox to `subscribers` (given by the composition root)."""
 
-
-def ticker_thread(rt: Runtime) -> TickerThread:
     async def make():
         redis = rt.async_redis()
         queue = Queue(rt.settings.queue_name, connection=rt.sync_redis())
         ticker = Ticker(
             rt.service(redis),
             queue,
-            subscribers(rt),
+            subscribers,
             rt.settings.tick_seconds,
             rt.settings.job_timeout,
             signer=rt.signer(),
@@ -88,9 +83,9 @@ def make_worker(rt: Runtime, cls: type[Worker] = Worker) -> Worker:
     return cls([Queue(rt.settings.queue_name, connection=connection)], connection=connection)
 
 
-def run_worker(rt: Runtime, burst: bool = False) -> None:
+def run_worker(rt: Runtime, subscribers: list[Subscriber], burst: bool = False) -> None:
     """`approvalbot worker`: blocks until SIGINT/SIGTERM (warm shutdown)."""
-    ticker = ticker_thread(rt)
+    ticker = ticker_thread(rt, subscribers)
     ticker.start()
     try:
         make_worker(rt).work(burst=burst, logging_level="WARNING")
@@ -98,12 +93,14 @@ def run_worker(rt: Runtime, burst: bool = False) -> None:
         ticker.stop()
 
 
-def start_worker_thread(rt: Runtime) -> tuple[threading.Thread, ThreadWorker, TickerThread]:
+def start_worker_thread(
+    rt: Runtime, subscribers: list[Subscriber]
+) -> tuple[threading.Thread, ThreadWorker, TickerThread]:
     worker = make_worker(rt, ThreadWorker)
     thread = threading.Thread(
         target=worker.work, kwargs={"logging_level": "WARNING"}, name="approvalbot-worker", daemon=True
     )
     thread.start()
-    ticker = ticker_thread(rt)
+    ticker = ticker_thread(rt, subscribers)
     ticker.start()
     return thread, worker, ticker

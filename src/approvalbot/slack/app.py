@@ -8,7 +8,6 @@ any listener runs. With SLACK_APP_TOKEN the same app also runs over Socket Mode.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -18,13 +17,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvalbot.core.models import Actor, Approver, Channel
+from approvalbot.core.models import Actor, Channel
 from approvalbot.service import ApprovalService, human_actor
 from approvalbot.slack import blocks, listeners
 from approvalbot.slack.client import error_code, make_client
-from approvalbot.slack.delivery import failure_records, load_state
+from approvalbot.slack.host import Who
 from approvalbot.slack.identity import SlackDirectory
 from approvalbot.slack.settings import EVENTS_PATH, SlackConfig
+from approvalbot.slack.socket_mode import connect
+from approvalbot.web.context import SERVICES
 from approvalbot.web.errors import error_response
 
 log = logging.getLogger("approvalbot.slack")
@@ -32,16 +33,6 @@ log = logging.getLogger("approvalbot.slack")
 # Interactive payloads carry the whole message they came from; allow more than the API's JSON limit.
 MAX_BODY = 1024 * 1024
 SLACK = web.AppKey("slack", object)
-
-
-@dataclass(frozen=True)
-class Who:
-    """The clicker as the core sees them: an Actor, and their Approver record if registered."""
-
-    user_id: str
-    email: str | None
-    actor: Actor
-    approver: Approver | None
 
 
 class SlackAdapter:
@@ -55,11 +46,11 @@ class SlackAdapter:
         self.bolt = AsyncApp(
             name="approvalbot",
             client=self.client,
-            signing_secret=config.signing_secret or "",
+            signing_secret=config.signing_secret.get_secret_value() if config.signing_secret else "",
             process_before_response=False,
             logger=logging.getLogger("approvalbot.slack.bolt"),
         )
-        self.verifier = SignatureVerifier(config.signing_secret) if config.signing_secret else None
+        self.verifier = SignatureVerifier(config.signing_secret.get_secret_value()) if config.signing_secret else None
         listeners.register(self.bolt, self)
         self.socket_mode = None
 
@@ -118,8 +109,6 @@ class SlackAdapter:
             log.warning("could not tell %s (no ephemeral, no DM: %s)", user, error_code(exc))
 
     async def start_socket_mode(self) -> None:
-        from approvalbot.slack.socket_mode import connect
-
         self.socket_mode = await connect(self)
 
     async def stop_socket_mode(self) -> None:
@@ -128,28 +117,14 @@ class SlackAdapter:
             self.socket_mode = None
 
 
-async def delivery_status(request: web.Request) -> web.Response:
-    """GET /v1/requests/{id}/deliveries: where the card is, and what failed (for agents and approvers)."""
-    from approvalbot.web.context import services
-    from approvalbot.web.requests_api import readable
-
-    found = await readable(request)  # the same visibility rules as GET /v1/requests/{id}
-    ctx = services(request)
-    state = await load_state(ctx.redis, found.id)
-    records = [r.as_dict() for r in await ctx.service.audit.for_request(found.id)]
-    failures = [
-        {"seq": r["seq"], "at": r.get("at"), "step": r["data"].get("step"), "error": r["data"].get("error")}
-        for r in failure_records(records)
-    ]
-    return web.json_response({"request_id": found.id, "slack": {**state.public(), "failures": failures}})
-
-
-def mount(app: web.Application, ctx) -> bool:
+def mount(app: web.Application, config: SlackConfig | None = None) -> bool:
     """Add Slack to the web app when SLACK_BOT_TOKEN is set; returns whether Slack is on.
 
-    Raises ConfigError (from approvalbot.runtime) when the Slack settings are incomplete.
+    The shared services come from the app (`web.context`). Raises ConfigError (from
+    approvalbot.runtime) when the Slack settings are incomplete.
     """
-    config = SlackConfig.from_settings(ctx.settings)
+    ctx = app[SERVICES]
+    config = config or SlackConfig.from_settings(ctx.settings)
     if config is None:
         return False
     adapter = SlackAdapter(config, ctx.service, ctx.redis)
@@ -157,7 +132,6 @@ def mount(app: web.Application, ctx) -> bool:
     ctx.extras["slack"] = adapter
     if config.http_events:
         app.router.add_post(EVENTS_PATH, adapter.handle)
-    app.router.add_get("/v1/requests/{id}/deliveries", delivery_status)
     if config.socket_mode:
 
         async def socket_mode(app: web.Application):

@@ -241,7 +241,7 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
     if kind == "delivery.failed":
         return ":x:", (
             f"Delivery failed: {code(data.get('channel', '?'), 20)} "
-            f"{code(data.get('step', '?'), 20)}: {code(data.get('error', '?'))}"
+            f"{code(data.get('stage', '?'), 20)}: {code(data.get('error', '?'))}"
         )
     return ":memo:", mrkdwn(kind, 100)
 

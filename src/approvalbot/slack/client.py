@@ -75,7 +75,7 @@ def retry_after(headers) -> int:
 
 def make_client(config: SlackConfig, timeout: int = 10, max_wait: float = 3) -> AsyncWebClient:
     return AsyncWebClient(
-        token=config.bot_token,
+        token=config.bot_token.get_secret_value(),
         base_url=config.api_url,
         timeout=timeout,
         logger=logging.getLogger("approvalbot.slack.client"),

@@ -86,10 +86,7 @@ def slack_date(epoch: float, fallback: str) -> str:
 
 def fold_value(value: Any, limit: int = 300) -> str:
     """One parameter value on one readable line, long values folded."""
-    if isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     return clip(" ".join(text.split()) if "\n" in text or "\r" in text else text, limit)
 
 

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
@@ -26,9 +26,8 @@ from approvalbot.core.rules import clean_reason, is_active_approver, may_view, r
 from approvalbot.slack import blocks
 from approvalbot.slack.client import error_code
 from approvalbot.slack.escape import mrkdwn
-
-if TYPE_CHECKING:
-    from approvalbot.slack.app import SlackAdapter, Who
+from approvalbot.slack.host import SlackHost as SlackAdapter
+from approvalbot.slack.host import Who
 
 log = logging.getLogger("approvalbot.slack")
 

@@ -8,7 +8,9 @@ empty signing secret and then answers every request from Slack with a 500.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
 
 from approvalbot.config import Settings
 from approvalbot.runtime import ConfigError
@@ -18,7 +20,7 @@ CHANNEL_ID_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 CHANNEL_NAME_RE = re.compile(r"^#?[a-z0-9][a-z0-9_\-]{0,79}$")
 
 
-def _secret(value) -> str | None:
+def _secret(value: SecretStr | None) -> str | None:
     if value is None:
         return None
     text = value.get_secret_value().strip()
@@ -27,9 +29,11 @@ def _secret(value) -> str | None:
 
 @dataclass(frozen=True)
 class SlackConfig:
-    bot_token: str
-    signing_secret: str | None
-    app_token: str | None
+    """Validated Slack settings; the three secrets stay `SecretStr` (and out of the repr) until used."""
+
+    bot_token: SecretStr = field(repr=False)
+    signing_secret: SecretStr | None = field(repr=False)
+    app_token: SecretStr | None = field(repr=False)
     channel: str
     api_url: str
 
@@ -95,7 +99,13 @@ class SlackConfig:
             raise ConfigError("SLACK_API_URL must be an http(s) URL such as https://slack.com/api/")
         if not api_url.endswith("/"):
             api_url += "/"
-        return cls(token, signing, app_token, channel, api_url)
+        return cls(
+            SecretStr(token),
+            SecretStr(signing) if signing is not None else None,
+            SecretStr(app_token) if app_token is not None else None,
+            channel,
+            api_url,
+        )
 
 
 def status_line(settings: Settings) -> str:

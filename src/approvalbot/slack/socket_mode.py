@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_sdk.errors import SlackApiError
 
 from approvalbot.runtime import ConfigError
 from approvalbot.slack.client import error_code
-
-if TYPE_CHECKING:
-    from approvalbot.slack.app import SlackAdapter
+from approvalbot.slack.host import SlackHost as SlackAdapter
 
 log = logging.getLogger("approvalbot.slack.socket_mode")
 
@@ -30,7 +27,7 @@ async def connect(adapter: SlackAdapter, ping_interval: float = 10) -> AsyncSock
     """Open the socket; a bad app token stops start-up, an unreachable Slack is retried in the background."""
     handler = AsyncSocketModeHandler(
         adapter.bolt,
-        app_token=adapter.config.app_token,
+        app_token=adapter.config.app_token.get_secret_value() if adapter.config.app_token else None,
         web_client=adapter.client,
         logger=logging.getLogger("approvalbot.slack.socket_mode.client"),
         ping_interval=ping_interval,

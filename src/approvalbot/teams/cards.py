@@ -361,7 +361,11 @@ def audit_card(record: dict[str, Any]) -> dict[str, Any]:
     if kind == "delivery.failed":
         body.append(
             rich(
-                run(f"{data.get('channel', '')} {data.get('conversation', '')}: {data.get('error', '')}", 300),
+                run(
+                    " ".join(str(data.get(k, "")) for k in ("channel", "target", "stage"))
+                    + f": {data.get('error', '')}",
+                    300,
+                ),
                 spacing="None",
             )
         )

@@ -15,6 +15,7 @@ from msrest.exceptions import DeserializationError
 from approvalbot.teams.bot import ApprovalBot
 from approvalbot.teams.sdk import build_adapter
 from approvalbot.teams.settings import DEV_WARNING, TeamsSettings, teams_settings
+from approvalbot.web.context import SERVICES
 from approvalbot.web.errors import error_response
 
 log = logging.getLogger("approvalbot.teams")
@@ -30,16 +31,18 @@ class TeamsApp:
     bot: ApprovalBot
 
 
-def mount(app: web.Application, ctx) -> bool:
+def mount(app: web.Application, ts: TeamsSettings | None = None) -> bool:
     """Add the Bot Framework endpoint; returns whether Teams is on.
 
-    `ctx` is the web app's `Services` (settings, redis, service). Raises
-    `TeamsConfigError` when the registration is incomplete, before any traffic.
+    The shared services (settings, redis, service) come from the app (`web.context`).
+    Raises `TeamsConfigError` when the registration is incomplete, before any traffic.
     """
-    ts = teams_settings(ctx.settings)
+    if ts is None:
+        ts = teams_settings(app[SERVICES].settings)
     if not ts.enabled:
         return False
     ts.validate()
+    ctx = app[SERVICES]
     if ts.mode == "dev":
         log.warning(DEV_WARNING)
     teams = TeamsApp(ts, build_adapter(ts), ApprovalBot(ctx.service, ctx.redis))

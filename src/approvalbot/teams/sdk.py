@@ -36,7 +36,7 @@ class _AuthConfig:
 
     def __init__(self, ts: TeamsSettings):
         self.APP_ID = ts.app_id or None
-        self.APP_PASSWORD = ts.app_password or None
+        self.APP_PASSWORD = ts.app_password.get_secret_value() or None
         self.APP_TYPE = APP_TYPES.get(ts.app_type.lower(), "MultiTenant")
         self.APP_TENANTID = ts.tenant_id or None
 

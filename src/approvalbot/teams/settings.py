@@ -8,7 +8,9 @@ can reach `/api/messages`: for local testing only, and said loudly at start-up.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from pydantic import SecretStr
 
 from approvalbot.config import Settings
 from approvalbot.runtime import ConfigError
@@ -30,8 +32,10 @@ class TeamsConfigError(ConfigError):
 
 @dataclass(frozen=True)
 class TeamsSettings:
+    """Validated Teams settings; the app password stays a `SecretStr`, never in a repr or a log."""
+
     app_id: str
-    app_password: str
+    app_password: SecretStr = field(repr=False)
     tenant_id: str
     app_type: str
     dev: bool
@@ -57,7 +61,7 @@ class TeamsSettings:
             stray = [
                 name
                 for name, value in (
-                    ("MICROSOFT_APP_PASSWORD", self.app_password),
+                    ("MICROSOFT_APP_PASSWORD", self.app_password.get_secret_value()),
                     ("MICROSOFT_APP_TENANT_ID", self.tenant_id),
                 )
                 if value
@@ -71,17 +75,16 @@ class TeamsSettings:
         kind = self.app_type.lower()
         if kind not in APP_TYPES:
             raise TeamsConfigError(f"MICROSOFT_APP_TYPE must be one of {', '.join(APP_TYPES.values())}")
-        if kind in ("multitenant", "singletenant") and not self.app_password:
+        if kind in ("multitenant", "singletenant") and not self.app_password.get_secret_value():
             raise TeamsConfigError(f"MICROSOFT_APP_PASSWORD is required with MICROSOFT_APP_TYPE={APP_TYPES[kind]}")
         if kind in ("singletenant", "userassignedmsi") and not self.tenant_id:
             raise TeamsConfigError(f"MICROSOFT_APP_TENANT_ID is required with MICROSOFT_APP_TYPE={APP_TYPES[kind]}")
 
 
 def teams_settings(settings: Settings) -> TeamsSettings:
-    password = settings.microsoft_app_password.get_secret_value() if settings.microsoft_app_password else ""
     return TeamsSettings(
         app_id=(settings.microsoft_app_id or "").strip(),
-        app_password=password,
+        app_password=settings.microsoft_app_password or SecretStr(""),
         tenant_id=(settings.microsoft_app_tenant_id or "").strip(),
         app_type=(settings.microsoft_app_type or "MultiTenant").strip(),
         dev=settings.teams_dev,

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 from redis.asyncio import Redis
 
+from approvalbot.channels import Channel
 from approvalbot.config import Settings
 from approvalbot.service import ApprovalService
 from approvalbot.web.waiters import Waiters
@@ -20,6 +21,7 @@ class Services:
     service: ApprovalService
     waiters: Waiters
     extras: dict[str, Any] = field(default_factory=dict)
+    channels: list[Channel] = field(default_factory=list)  # the ones that are on
 
 
 SERVICES = web.AppKey("services", Services)

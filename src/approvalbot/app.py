@@ -1,0 +1,81 @@
+"""The composition root: the one module that names the list of channels.
+
+Everything else knows channels only through `approvalbot.channels`: the web app mounts
+what it is given, the worker runs the outbox subscriptions it is given, the CLI asks
+here for status lines and commands. A new channel is one package plus one line below.
+
+Channels are named by dotted path and loaded with importlib: each chat SDK must stay
+inside its own package, and the import contracts forbid even indirect SDK imports from
+this module, so it holds the names of the channel classes, not static imports of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from typing import Any, cast
+
+from aiohttp import web
+
+from approvalbot.audit.signing import Signer
+from approvalbot.channels import Channel, ChannelFactory, Commands
+from approvalbot.config import Settings
+from approvalbot.jobs import delivery
+from approvalbot.jobs.outbox import CALLBACKS, Subscriber
+from approvalbot.service import ApprovalService
+from approvalbot.web import app as web_app
+
+CHANNELS: tuple[str, ...] = (
+    "approvalbot.slack.channel:SlackChannel",
+    "approvalbot.teams.channel:TeamsChannel",
+)
+
+
+def load(path: str) -> ChannelFactory:
+    """`package.module:Class` -> the channel class."""
+    module, _, name = path.partition(":")
+    return cast(ChannelFactory, getattr(importlib.import_module(module), name))
+
+
+@cache
+def channel_types() -> tuple[ChannelFactory, ...]:
+    return tuple(load(path) for path in CHANNELS)
+
+
+def channels(settings: Settings) -> list[Channel]:
+    """Every channel, built from the settings (each validates its own; a bad one raises ConfigError)."""
+    return [factory(settings) for factory in channel_types()]
+
+
+def build_app(
+    settings: Settings,
+    service: ApprovalService,
+    signer: Signer | None = None,
+    channel_list: list[Channel] | None = None,
+) -> web.Application:
+    """The web app with every channel that is on mounted."""
+    chosen = channels(settings) if channel_list is None else channel_list
+    return web_app.build_app(settings, service, signer=signer, channels=chosen)
+
+
+def subscribers(settings: Settings, channel_list: list[Channel] | None = None) -> list[Subscriber]:
+    """The outbox's follow-up work per audit record: agent callbacks, and each channel's delivery job."""
+    chosen = channels(settings) if channel_list is None else channel_list
+    jobs = [job for channel in chosen if channel.enabled for job in channel.jobs()]
+    return [CALLBACKS, *(delivery.subscriber(job.name, job.func, job.job_id) for job in jobs)]
+
+
+def status_lines(settings: Settings) -> list[str]:
+    """One start-up line per channel (building them validates their settings)."""
+    return [channel.status_line() for channel in channels(settings)]
+
+
+def add_commands(subparsers: Any) -> Commands:
+    """Each channel's CLI commands on the main parser; returns name -> handler."""
+    commands: Commands = {}
+    for factory in channel_types():
+        commands.update(factory.add_commands(subparsers))
+    return commands
+
+
+__all__ = ["CHANNELS", "add_commands", "build_app", "channel_types", "channels", "status_lines", "subscribers"]

@@ -1,0 +1,77 @@
+"""Teams as an `approvalbot.channels.Channel`: what the composition root needs to wire it in."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from approvalbot.channels import Commands, JobSpec
+from approvalbot.config import Settings
+from approvalbot.core.models import Approver
+from approvalbot.store.deliveries import REQUEST_TARGET, TargetState
+from approvalbot.store.identities import IdentityStore
+from approvalbot.teams import cli as teams_cli
+from approvalbot.teams import mount as teams_mount
+from approvalbot.teams.delivery import JOB
+from approvalbot.teams.identity import member_key
+from approvalbot.teams.settings import status_line, teams_settings
+
+
+class TeamsChannel:
+    """Built at start-up; raises TeamsConfigError when the Azure registration is incomplete."""
+
+    name = "teams"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.ts = teams_settings(settings)
+        self.ts.validate()
+
+    @property
+    def enabled(self) -> bool:
+        return self.ts.enabled
+
+    def status_line(self) -> str:
+        return status_line(self.settings)
+
+    def mount(self, app: web.Application) -> bool:
+        return teams_mount.mount(app, self.ts)
+
+    def jobs(self) -> list[JobSpec]:
+        return [JOB] if self.enabled else []
+
+    @staticmethod
+    def add_commands(subparsers: Any) -> Commands:
+        teams_cli.add_commands(subparsers)
+        return {"teams": teams_cli.cmd_teams}
+
+    async def approver_for(self, redis: Redis, chat_user: str) -> Approver | None:
+        """`<tenant>/<AAD object id or user id>` -> the email Teams gave for that member -> the approver.
+
+        Teams only tells who someone is inside a turn; this reads what the bot cached then.
+        """
+        tenant, _, who = chat_user.rpartition("/")
+        raw = await redis.get(member_key(tenant or None, who))
+        email = (json.loads(raw) or {}).get("email") if raw else None
+        return await IdentityStore(redis).get_approver(email) if email else None
+
+    def delivery_status(self, states: dict[str, TargetState], failures: list[dict[str, Any]]) -> dict[str, Any]:
+        """One entry per conversation the card went to (by conversation hash), and what failed."""
+        request_state = states.get(REQUEST_TARGET, TargetState())
+        return {
+            "conversations": {
+                target: {
+                    "activity_id": s.message_id or None,
+                    "mirrored_seq": s.mirrored_seq,
+                    "reposts": s.reposts,
+                    "failed": s.failed or None,
+                }
+                for target, s in states.items()
+                if target != REQUEST_TARGET
+            },
+            "errors": dict(request_state.errors),
+            "failures": failures,
+        }
