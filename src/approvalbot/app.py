@@ -4,16 +4,13 @@ Everything else knows channels only through `approvalbot.channels`: the web app 
 what it is given, the worker runs the outbox subscriptions it is given, the CLI asks
 here for status lines and commands. A new channel is one package plus one line below.
 
-Channels are named by dotted path and loaded with importlib: each chat SDK must stay
-inside its own package, and the import contracts forbid even indirect SDK imports from
-this module, so it holds the names of the channel classes, not static imports of them.
+Each chat SDK is imported only inside its own channel package; this module imports the
+channel classes themselves, so the dependency is visible to the import contracts.
 """
 
 from __future__ import annotations
 
-import importlib
-from functools import cache
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
@@ -23,23 +20,18 @@ from approvalbot.config import Settings
 from approvalbot.jobs import delivery
 from approvalbot.jobs.outbox import CALLBACKS, Subscriber
 from approvalbot.service import ApprovalService
+from approvalbot.slack.channel import SlackChannel
+from approvalbot.teams.channel import TeamsChannel
 from approvalbot.web import app as web_app
 
-CHANNELS: tuple[str, ...] = (
-    "approvalbot.slack.channel:SlackChannel",
-    "approvalbot.teams.channel:TeamsChannel",
+CHANNELS: tuple[ChannelFactory, ...] = (
+    SlackChannel,
+    TeamsChannel,
 )
 
 
-def load(path: str) -> ChannelFactory:
-    """`package.module:Class` -> the channel class."""
-    module, _, name = path.partition(":")
-    return cast(ChannelFactory, getattr(importlib.import_module(module), name))
-
-
-@cache
 def channel_types() -> tuple[ChannelFactory, ...]:
-    return tuple(load(path) for path in CHANNELS)
+    return CHANNELS
 
 
 def channels(settings: Settings) -> list[Channel]:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio import Redis
 from rq import Queue
 
+from approvalbot.app import build_app
 from approvalbot.config import Settings
 from approvalbot.core.policy import Policy
 from approvalbot.jobs.outbox import CALLBACKS, Outbox
@@ -36,7 +37,6 @@ from approvalbot.runtime import Runtime
 from approvalbot.slack import subscribers as slack_subscribers
 from approvalbot.store.identities import IdentityStore
 from approvalbot.teams.delivery import subscribers as teams_subscribers
-from approvalbot.app import build_app
 from approvalbot.web.openapi import document
 from tests.helpers import Api, eventually
 from tests.reliability.chat_support import (

@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestServer
 from rq import Queue
 from rq.scheduler import RQScheduler
 
+from approvalbot.app import build_app
 from approvalbot.config import Settings
 from approvalbot.core.policy import Policy
 from approvalbot.jobs.outbox import Outbox
 from approvalbot.slack import subscribers
-from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.helpers import Api, drain, eventually
 from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, TEAM, FakeSlack

@@ -9,13 +9,13 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
+from approvalbot.app import build_app
 from approvalbot.config import Settings
 from approvalbot.runtime import ConfigError
 from approvalbot.slack import status_line, subscribers
 from approvalbot.slack.client import BOT_SCOPES, METHOD_SCOPES
 from approvalbot.slack.listeners import COMMANDS, EVENTS
 from approvalbot.slack.settings import EVENTS_PATH, SlackConfig
-from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.slack.conftest import SIGNING_SECRET
 

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from approvalbot.app import build_app
 from approvalbot.config import Settings
 from approvalbot.runtime import ConfigError
-from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.slack.conftest import SlackHarness
 from tests.slack.fake_slack import APP_TOKEN

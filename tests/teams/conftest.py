@@ -31,11 +31,11 @@ from jsonschema import Draft6Validator
 from rq import Queue
 from rq.scheduler import RQScheduler
 
+from approvalbot.app import build_app
 from approvalbot.config import Settings
 from approvalbot.jobs.outbox import Outbox
 from approvalbot.teams import delivery
 from approvalbot.teams.cards import CONTENT_TYPE
-from approvalbot.app import build_app
 from approvalbot.web.context import SERVICES
 from tests.helpers import Api, drain
 
