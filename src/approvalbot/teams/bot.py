@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from botbuilder.core import ActivityHandler, InvokeResponse, MessageFactory, TurnContext
-from botbuilder.schema import AdaptiveCardInvokeResponse, Attachment
+from botbuilder.schema import Activity, AdaptiveCardInvokeResponse, Attachment
 from redis.asyncio import Redis
 
 from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
@@ -79,11 +79,16 @@ def invoke_error(status: int, message: str) -> InvokeResponse:
     return InvokeResponse(status=200, body=body)
 
 
-def card_message(card: dict[str, Any]):
+def card_message(card: dict[str, Any]) -> Activity:
     return MessageFactory.attachment(Attachment(content_type=cards.CONTENT_TYPE, content=card))
 
 
-class ApprovalBot(ActivityHandler):
+def _json_object(value: object) -> dict[str, Any]:
+    """A JSON object from an activity's payload; anything else (missing, a list, a string) reads as empty."""
+    return value if isinstance(value, dict) else {}
+
+
+class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (Any)
     def __init__(self, service: ApprovalService, redis: Redis):
         self.service = service
         self.redis = redis
@@ -92,7 +97,7 @@ class ApprovalBot(ActivityHandler):
 
     # --- where cards go ----------------------------------------------------------------
 
-    async def on_conversation_update_activity(self, turn_context: TurnContext):
+    async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
         bot_id = activity.recipient.id if activity.recipient else None
         event = (activity.channel_data or {}).get("eventType")
@@ -111,7 +116,7 @@ class ApprovalBot(ActivityHandler):
                     if ref.team_id and ref.team_id == team.get("id"):
                         await self.references.rename(ref.id, team=team["name"])
 
-    async def on_installation_update(self, turn_context: TurnContext):
+    async def on_installation_update(self, turn_context: TurnContext) -> None:
         action = (turn_context.activity.action or "").lower()
         if action.startswith("add"):
             await self._remember(turn_context)
@@ -163,7 +168,7 @@ class ApprovalBot(ActivityHandler):
 
     # --- commands ----------------------------------------------------------------------
 
-    async def on_message_activity(self, turn_context: TurnContext):
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
         verb, args = parse_command(turn_context.activity.text)
         try:
             connector(turn_context)  # our timeout, no hidden retries, for every reply below
@@ -242,7 +247,7 @@ class ApprovalBot(ActivityHandler):
 
     # --- card actions (Universal Actions) --------------------------------------------------
 
-    async def on_invoke_activity(self, turn_context: TurnContext):
+    async def on_invoke_activity(self, turn_context: TurnContext) -> InvokeResponse:
         if turn_context.activity.name != INVOKE_NAME:
             # The only invoke the app declares. The SDK would answer 501, which reads as a server
             # fault; an invoke we never offered is the sender's mistake.
@@ -254,10 +259,10 @@ class ApprovalBot(ActivityHandler):
             return invoke_error(500, "Something went wrong; nothing was changed. Try again later.")
 
     async def _card_action(self, turn_context: TurnContext) -> InvokeResponse:
-        value = turn_context.activity.value if isinstance(turn_context.activity.value, dict) else {}
-        action = value.get("action") if isinstance(value.get("action"), dict) else {}
+        value = _json_object(turn_context.activity.value)
+        action = _json_object(value.get("action"))
         verb = action.get("verb")
-        data = action.get("data") if isinstance(action.get("data"), dict) else {}
+        data = _json_object(action.get("data"))
         request_id = data.get("request_id")
         if verb not in (cards.VERB_APPROVE, cards.VERB_DENY, cards.VERB_REFRESH):
             return invoke_error(400, "unknown action")

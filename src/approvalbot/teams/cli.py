@@ -6,16 +6,21 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TypeVar
 
+from approvalbot.runtime import Runtime
 from approvalbot.teams.package import PackageError, build, default_source
 from approvalbot.teams.references import ReferenceStore
+
+# Any ArgumentParser subclass: the main CLI builds its subcommands with its own.
+ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def add_commands(subparsers) -> argparse.ArgumentParser:
+def add_commands(subparsers: argparse._SubParsersAction[ParserT]) -> ParserT:
     """Register `teams` on the main parser's subparsers; dispatch with `cmd_teams`."""
     teams = subparsers.add_parser("teams", help="Microsoft Teams: conversations and the app package")
     actions = teams.add_subparsers(dest="teams_action", required=True)
@@ -34,13 +39,13 @@ def add_commands(subparsers) -> argparse.ArgumentParser:
     return teams
 
 
-def cmd_teams(rt, args: argparse.Namespace) -> int:
+def cmd_teams(rt: Runtime, args: argparse.Namespace) -> int:
     if args.teams_action == "channels":
         return cmd_channels(rt, args)
     return cmd_package(rt, args)
 
 
-def cmd_channels(rt, args: argparse.Namespace) -> int:
+def cmd_channels(rt: Runtime, args: argparse.Namespace) -> int:
     async def main() -> int:
         redis = rt.async_redis()
         try:
@@ -57,7 +62,7 @@ def cmd_channels(rt, args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def cmd_package(rt, args: argparse.Namespace) -> int:
+def cmd_package(rt: Runtime, args: argparse.Namespace) -> int:
     app_id = args.app_id or rt.settings.microsoft_app_id
     if not app_id:
         say("error: pass --app-id or set MICROSOFT_APP_ID (the Azure bot's Microsoft App ID)")

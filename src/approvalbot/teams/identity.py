@@ -14,14 +14,16 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from botbuilder.core import TurnContext
 from botbuilder.core.teams import TeamsInfo
+from botbuilder.schema import Activity
 from redis.asyncio import Redis
 
 from approvalbot.core.models import Actor, Approver, Channel, normalize_email
 from approvalbot.service import human_actor
-from approvalbot.store import keys
+from approvalbot.store import codec, keys
 from approvalbot.store.identities import IdentityStore
 from approvalbot.teams import sdk
 
@@ -84,7 +86,7 @@ class IdentityResolver:
         await self.redis.set(key, json.dumps({"email": email, "user_id": user_id, "at": time.time()}), ex=KEEP_SECONDS)
         return await self._seen(Clicker(user_id, aad, tenant, email, "teams"))
 
-    async def _cached(self, key: str) -> dict | None:
+    async def _cached(self, key: str) -> dict[str, Any] | None:
         raw = await self.redis.get(key)
         if not raw:
             return None
@@ -120,7 +122,7 @@ class IdentityResolver:
         )
 
 
-def tenant_of(activity) -> str | None:
+def tenant_of(activity: Activity) -> str | None:
     """Teams always sends channelData.tenant.id; the SDK's conversation.tenant_id may be missing."""
     data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
     tenant = (data.get("tenant") or {}).get("id")
@@ -130,10 +132,10 @@ def tenant_of(activity) -> str | None:
 
 
 async def recent_user_ids(redis: Redis, limit: int = 60) -> list[str]:
-    return [u.decode() for u in await redis.zrevrange(SEEN, 0, limit - 1)]
+    return [codec.member(u) for u in await redis.zrevrange(SEEN, 0, limit - 1)]
 
 
-def _email_of(member) -> str | None:
+def _email_of(member: object) -> str | None:
     for candidate in (getattr(member, "email", None), getattr(member, "user_principal_name", None)):
         if candidate:
             try:

@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import web
+from azure.core.exceptions import DeserializationError  # what msrest.exceptions re-exports
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity
-from msrest.exceptions import DeserializationError
 
 from approvalbot.teams.bot import ApprovalBot
 from approvalbot.teams.sdk import build_adapter

@@ -13,6 +13,7 @@ import struct
 import uuid
 import zipfile
 from pathlib import Path
+from typing import Any
 
 FILES = ("manifest.json", "color.png", "outline.png")
 ICON_SIZES = {"color.png": (192, 192), "outline.png": (32, 32)}
@@ -39,7 +40,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def render_manifest(template: str, app_id: str, domain: str) -> dict:
+def render_manifest(template: str, app_id: str, domain: str) -> dict[str, Any]:
     try:
         app_id = str(uuid.UUID(app_id))
     except ValueError:
@@ -51,11 +52,13 @@ def render_manifest(template: str, app_id: str, domain: str) -> dict:
     if "{{" in text:
         raise PackageError("manifest.json has a placeholder this command does not know")
     manifest = json.loads(text)
+    if not isinstance(manifest, dict):
+        raise PackageError("manifest.json must hold a JSON object")
     check_manifest(manifest, app_id)
     return manifest
 
 
-def check_manifest(manifest: dict, app_id: str) -> None:
+def check_manifest(manifest: dict[str, Any], app_id: str) -> None:
     """The mistakes that make Teams reject an upload, caught before the upload."""
     if manifest.get("id") != app_id:
         raise PackageError("manifest id is not the app id")

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from approvalbot.store import keys
+from approvalbot.store import codec, keys
 
 CHANNEL, GROUP_CHAT, PERSONAL = "channel", "groupChat", "personal"
 STORED_KINDS = (CHANNEL, GROUP_CHAT)
@@ -122,7 +122,7 @@ class ReferenceStore:
         return ConversationRef.from_json(raw) if raw else None
 
     async def all(self) -> list[ConversationRef]:
-        hashes = sorted(h.decode() for h in await self.redis.smembers(REFS))
+        hashes = sorted(codec.text(h) for h in await self.redis.smembers(REFS))
         if not hashes:
             return []
         raws = await self.redis.mget([ref_key(h) for h in hashes])

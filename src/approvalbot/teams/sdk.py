@@ -22,6 +22,7 @@ from botbuilder.integration.aiohttp import (
 )
 from botbuilder.schema import Activity, ActivityTypes, Attachment, ConversationReference
 from botframework.connector.aio import ConnectorClient
+from botframework.connector.auth import AuthenticateRequestResult
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from approvalbot.teams.cards import CONTENT_TYPE
@@ -41,14 +42,14 @@ class _AuthConfig:
         self.APP_TENANTID = ts.tenant_id or None
 
 
-class _Authentication(ConfigurationBotFrameworkAuthentication):
+class _Authentication(ConfigurationBotFrameworkAuthentication):  # type: ignore[misc]  # untyped SDK base (Any)
     """The SDK's check of inbound tokens, where one that is not even a JWT is refused.
 
     The SDK decodes the bearer token before validating it and lets PyJWT's errors escape,
     so `Authorization: Bearer junk` answered 500; refused, it is a 401 like any bad token.
     """
 
-    async def authenticate_request(self, activity: Activity, auth_header: str):
+    async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
         try:
             return await super().authenticate_request(activity, auth_header)
         except jwt.PyJWTError:
@@ -65,7 +66,8 @@ def reference_of(activity: Activity) -> dict[str, Any]:
     ref = TurnContext.get_conversation_reference(activity)
     ref.activity_id = None  # proactive posts are new messages, not replies to this activity
     ref.user = None  # the conversation, not whoever triggered the event
-    return ref.serialize()
+    data: dict[str, Any] = ref.serialize()  # msrest's Model.serialize: a JSON-ready dict
+    return data
 
 
 def reference_from(data: dict[str, Any]) -> ConversationReference:
