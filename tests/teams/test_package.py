@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from approvalbot.teams import cli as teams_cli
-from approvalbot.teams.package import PackageError, build, default_source
+from approvalbot.teams.package import PackageError, build, default_source, render_manifest
 
 APP_ID = "5B1F0A5E-1C2D-4E5F-8A9B-0C1D2E3F4A5B"
 
@@ -133,3 +133,9 @@ async def test_teams_channels_lists_the_stored_conversations(teams, capsys):
         ["channel", "Platform/approvals", channel],
         ["groupChat", "Incident", "19:chat@thread.v2"],
     ]
+
+
+def test_a_manifest_that_is_not_json_is_a_clear_error(tmp_path):
+    """A hand-edited template with a syntax error is named, not a traceback."""
+    with pytest.raises(PackageError, match="not valid JSON"):
+        render_manifest('{"id": "{{MICROSOFT_APP_ID}}",', "00000000-0000-0000-0000-000000000001", "a.example.com")

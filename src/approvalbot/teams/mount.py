@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import web
-from azure.core.exceptions import DeserializationError  # what msrest.exceptions re-exports
+from azure.core.exceptions import DeserializationError  # defined here; msrest re-exports it
 from botbuilder.integration.aiohttp import CloudAdapter
 from botbuilder.schema import Activity
 

@@ -51,7 +51,10 @@ def render_manifest(template: str, app_id: str, domain: str) -> dict[str, Any]:
     text = template.replace("{{MICROSOFT_APP_ID}}", app_id).replace("{{BOT_DOMAIN}}", domain)
     if "{{" in text:
         raise PackageError("manifest.json has a placeholder this command does not know")
-    manifest = json.loads(text)
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise PackageError(f"manifest.json is not valid JSON (line {getattr(exc, 'lineno', '?')})") from None
     if not isinstance(manifest, dict):
         raise PackageError("manifest.json must hold a JSON object")
     check_manifest(manifest, app_id)
