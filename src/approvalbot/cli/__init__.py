@@ -12,7 +12,8 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from approvalbot.cli import audit as audit_cli
 from approvalbot.config import Settings, load_settings
 from approvalbot.jobs.worker import run_worker, start_worker_thread
 from approvalbot.runtime import ConfigError, Runtime, runtime
+from approvalbot.service import ApprovalService
 from approvalbot.store.identities import IdentityError
 
 log = logging.getLogger("approvalbot")
@@ -62,7 +64,7 @@ def announce_channels(rt: Runtime) -> None:
         say(line)
 
 
-def run_loop(main) -> None:
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """The web server's event loop: uvloop where installed (much faster sockets), else asyncio's."""
     try:
         import uvloop  # optional: not installed on Windows
@@ -98,7 +100,9 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
-def with_service(fn: Callable[..., Awaitable[int]]) -> Callable[[Runtime, argparse.Namespace], int]:
+def with_service(
+    fn: Callable[[ApprovalService, argparse.Namespace], Awaitable[int]],
+) -> Callable[[Runtime, argparse.Namespace], int]:
     """Run an async command against the store, closing the connection after."""
 
     def run(rt: Runtime, args: argparse.Namespace) -> int:
@@ -115,7 +119,7 @@ def with_service(fn: Callable[..., Awaitable[int]]) -> Callable[[Runtime, argpar
 
 
 @with_service
-async def cmd_agents(service, args) -> int:
+async def cmd_agents(service: ApprovalService, args: argparse.Namespace) -> int:
     ids = service.identities
     if args.action == "add":
         agent, token = await ids.add_agent(args.name, args.owner)
@@ -131,7 +135,7 @@ async def cmd_agents(service, args) -> int:
 
 
 @with_service
-async def cmd_approvers(service, args) -> int:
+async def cmd_approvers(service: ApprovalService, args: argparse.Namespace) -> int:
     ids = service.identities
     if args.action == "add":
         approver, token = await ids.add_approver(args.email, args.group or [])
@@ -151,7 +155,7 @@ async def cmd_approvers(service, args) -> int:
 class Parser(argparse.ArgumentParser):
     """Usage errors of client commands exit 3, as their other errors do (2 means expired)."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         words = self.prog.split()
         self.print_usage(sys.stderr)
         code = 3 if len(words) > 1 and words[1] in client_cli.COMMANDS else 2

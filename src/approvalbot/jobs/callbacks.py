@@ -11,6 +11,8 @@ import hmac
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPMessage
+from typing import IO
 
 from rq import Retry, get_current_job
 
@@ -25,7 +27,9 @@ TIMEOUT = 10
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # a callback must answer where it was registered
+    def redirect_request(  # a callback must answer where it was registered
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
+    ) -> urllib.request.Request | None:
         return None
 
 
@@ -52,7 +56,10 @@ def verify(secret: bytes, body: bytes, header: str, tolerance: int = 300) -> boo
 
 def deliver_callback(request_id: str) -> int:
     """RQ job. Raises on failure so RQ retries it; returns the receiver's status code."""
-    connection = get_current_job().connection
+    job = get_current_job()
+    if job is None:
+        raise RuntimeError("deliver_callback runs only as an RQ job (it reads through the job's connection)")
+    connection = job.connection
     doc = connection.hget(keys.request(request_id), "doc")
     if doc is None:
         return 0
@@ -74,7 +81,8 @@ def deliver_callback(request_id: str) -> int:
     )
     try:
         with _opener.open(request, timeout=TIMEOUT) as response:
-            return response.status
+            status: int = response.status
+            return status
     except urllib.error.HTTPError as exc:
         if 400 <= exc.code < 500 and exc.code not in (408, 429):
             return exc.code  # the receiver rejected it; retrying will not change its mind

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job
 
 from approvalbot.core.events import EventType
@@ -34,9 +34,9 @@ class Subscriber:
     name: str
     wants: Callable[[dict[str, Any]], bool]
     func: Callable[..., Any]
-    args: Callable[[int, dict[str, Any]], tuple]
+    args: Callable[[int, dict[str, Any]], tuple[object, ...]]
     job_id: Callable[[int, dict[str, Any]], str]
-    retry: Any = None
+    retry: Retry | None = None
     at_front: bool = False
 
 

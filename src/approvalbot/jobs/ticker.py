@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Awaitable, Callable
 
 from rq import Queue
 from rq.registry import StartedJobRegistry
@@ -20,6 +21,7 @@ from rq.scheduler import RQScheduler
 from rq.scripts import acquire_or_refresh_lock
 
 from approvalbot.audit.checkpoints import maybe_checkpoint
+from approvalbot.audit.signing import Signer
 from approvalbot.core.events import EventType
 from approvalbot.jobs.outbox import Outbox, Subscriber
 from approvalbot.service import ApprovalService
@@ -41,7 +43,7 @@ class Ticker:
         subscribers: list[Subscriber],
         interval: float = 1.0,
         job_timeout: int = 30,
-        signer=None,
+        signer: Signer | None = None,
         checkpoint_seconds: float = 300,
     ):
         self.service = service
@@ -73,14 +75,14 @@ class Ticker:
         RQ's own scheduler would fork a process, and its worker looks for abandoned
         jobs only every ten minutes; both are done here, cheaply, on every tick.
         """
-        if self.scheduler.acquire_locks():
+        if self.scheduler.acquire_locks():  # type: ignore[no-untyped-call]  # unannotated in rq
             acquire_or_refresh_lock(
                 self.queue.connection,
                 self.scheduler.get_locking_key(self.queue.name),
                 self.scheduler.name,
                 max(SCHEDULER_LOCK_SECONDS, math.ceil(3 * self.interval)),
             )
-            self.scheduler.enqueue_scheduled_jobs()
+            self.scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]  # unannotated in rq
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5
             self.started.cleanup()
@@ -94,13 +96,18 @@ class Ticker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval)
         with contextlib.suppress(Exception):
-            self.scheduler.release_locks()
+            self.scheduler.release_locks()  # type: ignore[no-untyped-call]  # unannotated in rq
+
+
+# Builds the ticker on the thread's own event loop; returns it with the coroutine function that closes
+# what it opened.
+TickerFactory = Callable[[], Awaitable[tuple[Ticker, Callable[[], Awaitable[None]]]]]
 
 
 class TickerThread(threading.Thread):
     """Runs a Ticker on its own event loop, so blocking RQ calls never stall the web server."""
 
-    def __init__(self, make_ticker):
+    def __init__(self, make_ticker: TickerFactory):
         super().__init__(name="approvalbot-ticker", daemon=True)
         self._make_ticker = make_ticker
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
+from rq.job import Job
 from rq.timeouts import TimerDeathPenalty
 
 from approvalbot.jobs.outbox import Subscriber
@@ -23,7 +26,7 @@ log = logging.getLogger("approvalbot.worker")
 def ticker_thread(rt: Runtime, subscribers: list[Subscriber]) -> TickerThread:
     """The ticker, dispatching the outbox to `subscribers` (given by the composition root)."""
 
-    async def make():
+    async def make() -> tuple[Ticker, Callable[[], Awaitable[None]]]:
         redis = rt.async_redis()
         queue = Queue(rt.settings.queue_name, connection=rt.sync_redis())
         ticker = Ticker(
@@ -36,7 +39,7 @@ def ticker_thread(rt: Runtime, subscribers: list[Subscriber]) -> TickerThread:
             checkpoint_seconds=rt.settings.checkpoint_seconds,
         )
 
-        async def cleanup():
+        async def cleanup() -> None:
             await redis.aclose()
 
         return ticker, cleanup
@@ -45,7 +48,7 @@ def ticker_thread(rt: Runtime, subscribers: list[Subscriber]) -> TickerThread:
 
 
 class Worker(SimpleWorker):
-    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """A job's lease outlives its timeout by seconds, not RQ's minute, so the
         ticker retries the job of a killed worker soon after its timeout."""
         return int(job.timeout or 30) + 10
@@ -56,7 +59,9 @@ class ThreadWorker(Worker):
 
     death_penalty_class = TimerDeathPenalty
 
-    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
         """Wait for a job in one-second slices, so stop_soon() is noticed while idle."""
         if timeout is None:  # burst mode: one non-blocking look, as RQ does
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
@@ -78,7 +83,10 @@ class ThreadWorker(Worker):
         self._stop_requested = True
 
 
-def make_worker(rt: Runtime, cls: type[Worker] = Worker) -> Worker:
+W = TypeVar("W", bound=Worker)
+
+
+def make_worker(rt: Runtime, cls: type[W]) -> W:
     connection = rt.sync_redis()
     return cls([Queue(rt.settings.queue_name, connection=connection)], connection=connection)
 
@@ -88,7 +96,7 @@ def run_worker(rt: Runtime, subscribers: list[Subscriber], burst: bool = False) 
     ticker = ticker_thread(rt, subscribers)
     ticker.start()
     try:
-        make_worker(rt).work(burst=burst, logging_level="WARNING")
+        make_worker(rt, Worker).work(burst=burst, logging_level="WARNING")
     finally:
         ticker.stop()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -246,7 +247,7 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
     return ":memo:", mrkdwn(kind, 100)
 
 
-def audit_reply(seq: int, record_hash: str, record: dict[str, Any], mentions: list[str] = ()) -> Rendered:
+def audit_reply(seq: int, record_hash: str, record: dict[str, Any], mentions: Sequence[str] = ()) -> Rendered:
     """One thread reply per audit record, with the numbers `approvalbot audit verify` prints."""
     icon, summary = describe(record)
     head = f"`#{seq}` `{record_hash[:12]}` {icon} {summary}"

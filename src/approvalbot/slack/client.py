@@ -9,8 +9,10 @@ left to the caller (delivery jobs reschedule themselves for `Retry-After`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry import HttpRequest, HttpResponse, RetryState
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -54,20 +56,26 @@ class ShortRateLimitRetryHandler(AsyncRateLimitErrorRetryHandler):
         super().__init__(max_retry_count=max_retry_count)
         self.max_wait = max_wait
 
-    async def _can_retry_async(self, *, state, request, response=None, error=None) -> bool:
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
         if not await super()._can_retry_async(state=state, request=request, response=response, error=error):
             return False
         return retry_after(response.headers if response else {}) <= self.max_wait
 
 
-def retry_after(headers) -> int:
+def retry_after(headers: Mapping[str, str | list[str]] | None) -> int:
     """Seconds from a Retry-After header (Slack sends whole seconds); 30 when absent or odd."""
-    for key in headers or {}:
+    for key, value in (headers or {}).items():
         if key.lower() == "retry-after":
-            value = headers[key]
-            value = value[0] if isinstance(value, list) else value
+            first = value[0] if isinstance(value, list) else value
             try:
-                return max(int(float(value)), 0)
+                return max(int(float(first)), 0)
             except (TypeError, ValueError):
                 return 30
     return 30

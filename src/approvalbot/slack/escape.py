@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 ZWSP = "\u200b"
@@ -37,7 +38,7 @@ def clip(text: str, limit: int) -> str:
     return text[: max(limit - len(note), 1)] + note
 
 
-def _fit(text: str, limit: int, render) -> str:
+def _fit(text: str, limit: int, render: Callable[[str], str]) -> str:
     """Clip the raw text so that its rendered (escaped) form fits in `limit`."""
     budget = limit
     while True:

@@ -7,8 +7,9 @@ name the adapter through this Protocol rather than importing `slack.app` (a cycl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -32,7 +33,7 @@ class SlackHost(Protocol):
     service: ApprovalService
     client: AsyncWebClient
     bolt: AsyncApp
-    socket_mode: Any
+    socket_mode: AsyncSocketModeHandler | None
 
     async def who(self, user_id: str) -> Who: ...
 

@@ -20,6 +20,7 @@ from approvalbot.core.models import EMAIL_RE
 from approvalbot.slack.escape import USER_ID_RE
 from approvalbot.slack.settings import CHANNEL_ID_RE
 from approvalbot.store import keys
+from approvalbot.store.codec import text
 
 USER_TTL = 3600
 MISS_TTL = 300
@@ -46,6 +47,12 @@ class ChannelNotFound(LookupError):
     code = "channel_not_found"
 
 
+def _cached(raw: bytes | str, field: str) -> str | None:
+    """One string field of a cached JSON answer (`null` there is a cached miss)."""
+    value = json.loads(raw).get(field)
+    return value if isinstance(value, str) else None
+
+
 def _error(exc: SlackApiError) -> str:
     data = getattr(exc.response, "data", None)
     return str(data.get("error") or "") if isinstance(data, dict) else ""
@@ -63,7 +70,7 @@ class SlackDirectory:
             return None
         cached = await self.redis.get(user_key(user_id))
         if cached is not None:
-            return json.loads(cached).get("email")
+            return _cached(cached, "email")
         try:
             answer = await self.client.users_info(user=user_id)
         except SlackApiError as exc:
@@ -85,7 +92,7 @@ class SlackDirectory:
         email = email.strip().lower()
         cached = await self.redis.get(email_key(email))
         if cached is not None:
-            return json.loads(cached).get("user") or None
+            return _cached(cached, "user") or None
         try:
             answer = await self.client.users_lookupByEmail(email=email)
         except SlackApiError as exc:
@@ -118,7 +125,7 @@ class SlackDirectory:
         """Our own bot id, to recognise our messages when looking one up after a crash."""
         cached = await self.redis.get(BOT_KEY)
         if cached is not None:
-            return cached.decode() or None
+            return text(cached) or None
         answer = await self.client.auth_test()
         bot = answer.get("bot_id") or ""
         await self.redis.set(BOT_KEY, bot, ex=24 * 3600)
@@ -141,16 +148,17 @@ class ChannelDirectory:
             raise ChannelNotFound(target)
         cached = await self.redis.get(channel_key(name))
         if cached:
-            return cached.decode()
+            return text(cached)
         cursor = None
         for _ in range(CHANNEL_PAGES):
             page = await self.client.conversations_list(
                 types="public_channel,private_channel", exclude_archived=True, limit=1000, cursor=cursor
             )
             for channel in page.get("channels") or []:
-                if channel.get("name") == name and CHANNEL_ID_RE.match(channel.get("id", "")):
-                    await self.redis.set(channel_key(name), channel["id"], ex=CHANNEL_TTL)
-                    return channel["id"]
+                channel_id = channel.get("id")
+                if channel.get("name") == name and isinstance(channel_id, str) and CHANNEL_ID_RE.match(channel_id):
+                    await self.redis.set(channel_key(name), channel_id, ex=CHANNEL_TTL)
+                    return channel_id
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
                 break

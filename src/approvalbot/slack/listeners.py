@@ -15,9 +15,10 @@ import logging
 import re
 from typing import Any
 
-from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from approvalbot.core.errors import NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import decode_cursor, encode_cursor, is_request_id
@@ -78,7 +79,7 @@ def _from_home(body: dict[str, Any]) -> bool:
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     service = adapter.service
 
-    async def identify(client, user: str, channel: str | None) -> Who | None:
+    async def identify(client: AsyncWebClient, user: str, channel: str | None) -> Who | None:
         """The clicker, or None (and they are told) when Slack cannot say who they are right now."""
         try:
             return await adapter.who(user)
@@ -94,7 +95,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
                 )
             return None
 
-    async def on_decision_button(ack, body, action, client):
+    async def on_decision_button(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
         await ack()
         user = body["user"]["id"]
         channel = _channel_of(body)
@@ -129,7 +132,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     app.action(blocks.DENY)(on_decision_button)
 
     @app.view(blocks.DECISION_VIEW)
-    async def on_decision_submitted(ack, body, view, client):
+    async def on_decision_submitted(
+        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
         try:
             meta = json.loads(view.get("private_metadata") or "{}")
             request_id, decision = str(meta["r"]), meta["d"]
@@ -178,13 +183,13 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         return blocks.pending_message(items, encode_cursor(after), cursor is None)
 
     @app.command("/pending")
-    async def on_pending(ack, body, respond):
+    async def on_pending(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         page = await pending_page(body["user_id"], None)
         await respond(text=page.text, blocks=page.blocks, response_type="ephemeral")
 
     @app.action(blocks.MORE)
-    async def on_more(ack, body, action, respond):
+    async def on_more(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         cursor = decode_cursor(str(action.get("value") or ""))
         if cursor is None:
@@ -193,7 +198,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         await respond(text=page.text, blocks=page.blocks, response_type="ephemeral", replace_original=True)
 
     @app.command("/approval")
-    async def on_approval(ack, body, respond):
+    async def on_approval(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         request_id = (body.get("text") or "").strip().split(" ")[0]
         if not is_request_id(request_id):
@@ -214,24 +219,26 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         detail = blocks.detail_message(request, records)
         await respond(text=detail.text, blocks=detail.blocks, response_type="ephemeral")
 
-    async def publish_home(client, user: str) -> None:
+    async def publish_home(client: AsyncWebClient, user: str) -> None:
         who = await adapter.who(user)
         items: list[ApprovalRequest] = []
-        more = False
-        registered = is_active_approver(who.approver)
-        if registered:
+        more = registered = False
+        if is_active_approver(who.approver):
+            registered = True
             items, after = await service.pending_for(who.approver, None, HOME_PAGE)
             more = after is not None
         await client.views_publish(user_id=user, view=blocks.home_view(items, more, registered))
 
     @app.event("app_home_opened")
-    async def on_home(event, client):
+    async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("tab", "home") != "home":
             return
         await publish_home(client, event["user"])
 
     @app.error
-    async def on_error(error, body, response):
+    async def on_error(
+        error: Exception, body: dict[str, Any] | None, response: BoltResponse | None
+    ) -> BoltResponse | None:
         kind = (body or {}).get("type") or ((body or {}).get("event") or {}).get("type")
         if isinstance(error, SlackApiError):
             log.warning("slack listener for %s: Slack answered %s", kind, error_code(error))

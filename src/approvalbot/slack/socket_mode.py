@@ -35,7 +35,7 @@ async def connect(adapter: SlackAdapter, ping_interval: float = 10) -> AsyncSock
     try:
         handler.client.wss_uri = await handler.client.issue_new_wss_url()
     except SlackApiError as exc:
-        await handler.close_async()
+        await handler.close_async()  # type: ignore[no-untyped-call]  # unannotated in slack_bolt
         code = error_code(exc)
         if code in AUTH_ERRORS:
             raise ConfigError(
@@ -45,8 +45,10 @@ async def connect(adapter: SlackAdapter, ping_interval: float = 10) -> AsyncSock
         raise ConfigError(f"Socket Mode could not start: Slack answered {code}") from None
     except Exception as exc:
         log.warning("Socket Mode: Slack unreachable (%s); retrying in the background", exc.__class__.__name__)
-        asyncio.get_running_loop().create_task(handler.connect_async())
+        asyncio.get_running_loop().create_task(
+            handler.connect_async()  # type: ignore[no-untyped-call]  # unannotated in slack_bolt
+        )
         return handler
-    await handler.connect_async()
+    await handler.connect_async()  # type: ignore[no-untyped-call]  # unannotated in slack_bolt
     log.info("Socket Mode connected")
     return handler
