@@ -28,6 +28,8 @@ REFUSAL_STATUS = {
     Refusal.ALREADY_DECIDED: 409,
     Refusal.NOT_PENDING: 409,
     Refusal.REASON_REQUIRED: 422,
+    Refusal.IDENTITY_UNKNOWN: 403,
+    Refusal.FOREIGN_WORKSPACE: 403,
 }
 
 
