@@ -18,6 +18,7 @@ from aiohttp import web
 
 from approvalbot import client_cli
 from approvalbot.cli import audit as audit_cli
+from approvalbot.cli import people as people_cli
 from approvalbot.config import Settings, load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.identities import IdentityError
@@ -196,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_parser("list")
     rev = ap.add_parser("revoke")
     rev.add_argument("email")
+    people_cli.add_commands(sub)
     teams_cli.add_commands(sub)
     client_cli.add_commands(sub)
     audit_cli.add_commands(sub)
@@ -211,6 +213,7 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "approvers": cmd_approvers,
     "teams": teams_cli.cmd_teams,
     **audit_cli.COMMANDS,
+    **people_cli.COMMANDS,
 }
 NEEDS_POLICY = {"serve", "web", "worker"}
 

@@ -33,6 +33,7 @@ class EventType(StrEnum):
     PERSON_UNLINKED = "person.unlinked"
     PERSON_REMOVED = "person.removed"
     IDENTITY_REFUSED = "identity.refused"
+    IDENTITY_CHANGED = "identity.changed"
     EXECUTOR_ADDED = "executor.added"
     EXECUTOR_REVOKED = "executor.revoked"
 

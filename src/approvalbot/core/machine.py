@@ -68,7 +68,7 @@ def create(
         policy=policy,
         approvals_needed=policy.min_approvals if policy.effect == "require_approval" else 0,
     )
-    actor = Actor(kind="agent", id=agent.id, email=agent.owner)  # the agent acts; its owner is accountable
+    actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)  # owner: accountable
     events = [event_for(request, EventType.REQUESTED, actor, now, body.justification)]
     if policy.effect == "allow":
         request = _settle(request, Status.APPROVED, now, f"allowed by policy rule {policy.rule}")
