@@ -176,7 +176,7 @@ class PersonStore:
                 pipe.delete(keys.person_address(address))
         for identity in person.identities:
             if await self._owner_of(keys.person_identity(identity.key)) == person.id:
-                pipe.delete(keys.person_identity(identity.key))
+                pipe.delete(keys.person_identity(identity.key), keys.person_identity(identity.key) + ":address")
         pipe.delete(keys.person(person.id))
         pipe.srem(keys.PERSONS, person.id)
         event = event_about_people(EventType.PERSON_REMOVED, actor, self.clock(), **_summary(person))
@@ -202,7 +202,7 @@ class PersonStore:
             raise IdentityError(f"{identity.key} is not linked to {person.email}")
         person = person.model_copy(update={"identities": [i for i in person.identities if i.key != identity.key]})
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.person_identity(identity.key))
+        pipe.delete(keys.person_identity(identity.key), keys.person_identity(identity.key) + ":address")
         event = event_about_people(
             EventType.PERSON_UNLINKED,
             actor,
@@ -247,6 +247,7 @@ class PersonStore:
             person_id=person.id,
             workspace=identity.workspace,
         )
+        await self.redis.set(keys.person_identity(identity.key) + ":address", address or "")
         return await self._link(person, identity, actor, "first_use", claimed=True)
 
     async def issue_token(self, person: Person) -> str:
@@ -372,8 +373,9 @@ class PersonStore:
     async def _note_address(self, identity: ChatIdentity, person: Person, address: str | None) -> None:
         """Record once when a linked identity's verified address stops matching its person."""
         seen_key = keys.person_identity(identity.key) + ":address"
-        previous = await self.redis.getset(seen_key, address or "")
-        if previous is None or codec.text(previous) == (address or ""):
+        raw = await self.redis.getset(seen_key, address or "")
+        previous = codec.text(raw) if raw is not None else None
+        if previous == (address or ""):
             return
         if address is not None and address in person.addresses():
             return
@@ -393,7 +395,7 @@ class PersonStore:
             person_id=person.id,
             email=person.email,
             identity=_id(identity),
-            previous_address=codec.text(previous) or None,
+            previous_address=previous or None,
             address=address,
         )
         await self.write_audited(self.redis.pipeline(transaction=True), event)
