@@ -677,7 +677,7 @@ async def test_csv_export_and_filters(server):
     ]
     assert len(rows) == 1 + 2 + 3 * 3 + 3 * 2  # header, the fixture's person.added records, traffic
     assert [r[2] for r in rows[1:3]] == ["person.added", "person.added"]
-    first = dict(zip(rows[0], rows[3]))
+    first = dict(zip(rows[0], rows[3], strict=True))
     assert (first["seq"], first["type"], first["request_id"], first["actor_kind"]) == (
         "3",
         "request.created",
@@ -685,7 +685,7 @@ async def test_csv_export_and_filters(server):
         "agent",
     )
     assert first["reason"].startswith("'=")  # a formula is never live in a spreadsheet
-    denied = dict(zip(rows[0], rows[4]))
+    denied = dict(zip(rows[0], rows[4], strict=True))
     assert denied["type"] == "request.denied" and denied["reason"] == "'@SUM(1+1)"
     assert denied["actor_email"] == "alice@example.com" and denied["actor_channel"] == "api"
     assert len(denied["hash"]) == 64

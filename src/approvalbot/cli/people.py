@@ -11,6 +11,7 @@ import asyncio
 import re
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from approvalbot.core.models import ChatIdentity, Person
 from approvalbot.runtime import Runtime
@@ -149,7 +150,7 @@ def _identity_args(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--teams", metavar="TENANT/AADID", help="a Teams user (tenant id / AAD object id)")
 
 
-def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_commands(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("people", help="manage persons: addresses, groups and linked chat identities")
     a = p.add_subparsers(dest="action", required=True)
     add = a.add_parser("add", help="create a person, or add aliases and groups to one")
