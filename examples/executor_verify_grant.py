@@ -2,10 +2,15 @@
 
     curl -s localhost:3000/v1/keys \
       | python -c 'import json,sys; print(json.load(sys.stdin)["keys"][0]["pem"])' > approvalbot.pub.pem
-    python examples/executor_verify_grant.py approvalbot.pub.pem "$GRANT"
+    EXECUTOR_TOKEN=$(approvalbot executors add exporter --agent etl-bot)
+    APPROVALBOT_AGENT_ID=agt_... APPROVALBOT_TOKEN=$EXECUTOR_TOKEN \
+      python examples/executor_verify_grant.py approvalbot.pub.pem "$GRANT"
 
-Offline verification needs only the public key; redeeming (optional, online)
-makes the grant single-use: a second redemption is refused with 409.
+Offline verification needs only the public key. It checks `sub`: a grant is
+issued to one agent, and this executor acts only for the agent it serves (a grant
+another agent obtained is not a licence to act here). Redeeming (optional,
+online) makes the grant single-use: a second redemption is refused with 409.
+Only the agent's own token or an executor token bound to it may redeem.
 """
 
 import os
@@ -27,7 +32,9 @@ def perform_export(grant: str, public_pem: str, table: str, destination: str) ->
         )
     except GrantError as exc:
         sys.exit(f"refusing to export: {exc.code}")
-    # Single use: redeem before acting (any approvalbot token of this deployment may redeem).
+    if claims["sub"] != os.environ["APPROVALBOT_AGENT_ID"]:
+        sys.exit("refusing to export: the grant was issued to another agent")
+    # Single use: redeem before acting (with an executor token bound to the agent, or the agent's own).
     answer = httpx.post(
         f"{os.environ.get('APPROVALBOT_URL', 'http://127.0.0.1:3000')}/v1/grants/consume",
         json={"grant": grant},

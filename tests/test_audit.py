@@ -169,7 +169,8 @@ async def test_checkpoint_skips_an_unchanged_head_and_concurrent_checkpointers_a
     agent, _ = await service.identities.add_agent("bot", "o@example.com")
     await service.create(agent, RequestCreate(action="x.y"))
     first = await checkpoint(service.audit, signer)
-    assert first is not None and first.seq == 1 and first.key_id == signer.key_id
+    # seq 1 is the owner's person.added record
+    assert first is not None and first.seq == 2 and first.key_id == signer.key_id
     assert await checkpoint(service.audit, signer) is None
     for _ in range(5):
         await service.create(agent, RequestCreate(action="x.y"))
@@ -178,7 +179,7 @@ async def test_checkpoint_skips_an_unchanged_head_and_concurrent_checkpointers_a
     )
     assert sum(m is not None for m in made) == 1
     stored = await read_checkpoints(redis)
-    assert [c.seq for c in stored] == [1, 6]
+    assert [c.seq for c in stored] == [2, 7]
     assert stored[1].signature_problem(signer.keyring) is None
 
 
@@ -191,7 +192,7 @@ async def test_maybe_checkpoint_waits_for_the_interval(redis, signer):
     await service.create(agent, RequestCreate(action="x.y"))
     assert await maybe_checkpoint(service.audit, signer, 300, t0 + timedelta(seconds=299)) is None
     late = await maybe_checkpoint(service.audit, signer, 300, t0 + timedelta(seconds=301))
-    assert late is not None and late.seq == 2
+    assert late is not None and late.seq == 3  # after the owner's person.added
     assert await maybe_checkpoint(service.audit, signer, 300, t0 + timedelta(seconds=900)) is None  # unchanged
 
 
@@ -441,7 +442,7 @@ async def test_unsealed_records_are_counted_not_failed(redis, signer):
     await service.create(agent, RequestCreate(action="x.y"))
     await redis.rpush(keys.AUDIT_LOG, b'{"type":"request.created"}')  # appended, not sealed yet
     report = await verify_redis(redis, signer.keyring)
-    assert report.ok and report.unsealed == 1 and report.count == 2 and report.head_seq == 1
+    assert report.ok and report.unsealed == 1 and report.count == 3 and report.head_seq == 2
 
 
 # --- atomicity under concurrency ----------------------------------------------
@@ -537,7 +538,10 @@ async def test_racing_writers_in_two_processes_and_many_tasks_keep_the_log_whole
         assert types[0] == "request.created"
         final = [t for t in types if t in ("request.approved", "request.denied", "request.cancelled")]
         assert len(final) == 1, (rid, types)
-    assert sorted(seqs) == list(range(1, length + 1))  # no gaps, no duplicates
+    assert len(seqs) == len(set(seqs))  # no duplicates
+    others = sorted(set(range(1, length + 1)) - set(seqs))  # no gaps: the rest are the owners' person records
+    other_types = {json.loads(await redis.lindex(keys.AUDIT_LOG, s - 1))["type"] for s in others}
+    assert other_types <= {"person.added"}
     report = await verify_redis(redis, signer.keyring)
     assert report.ok and report.count == length
     # Every process found or made the same signing key: all grants verify with one public key.
@@ -588,7 +592,7 @@ async def test_http_export_round_trips_into_offline_cli_verify(server, tmp_path)
     status, body, headers = await server.call("GET", "/v1/audit?format=jsonl", server.approver_token, raw=True)
     assert status == 200 and headers["Content-Type"].startswith("application/x-ndjson")
     lines = body.splitlines()
-    assert int(headers["X-Audit-Seq"]) == len(lines) == 20
+    assert int(headers["X-Audit-Seq"]) == len(lines) == 22  # 2 person.added (fixture) + 20
     assert all(canonical(json.loads(line)) == line for line in lines)  # canonical, so it round-trips
 
     export, cp_file = tmp_path / "audit.jsonl", tmp_path / "cps.json"
@@ -634,7 +638,7 @@ async def test_http_export_round_trips_into_offline_cli_verify(server, tmp_path)
     done = await offline_verify()
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["ok"] and report["checkpoints_verified"] == 1 and report["count"] == 20
+    assert report["ok"] and report["checkpoints_verified"] == 1 and report["count"] == 22
     assert "not yet covered" in done.stderr
 
     tampered = [json.loads(line) for line in lines]
@@ -671,16 +675,17 @@ async def test_csv_export_and_filters(server):
         "policy",
         "hash",
     ]
-    assert len(rows) == 1 + 3 * 3 + 3 * 2
-    first = dict(zip(rows[0], rows[1], strict=True))
+    assert len(rows) == 1 + 2 + 3 * 3 + 3 * 2  # header, the fixture's person.added records, traffic
+    assert [r[2] for r in rows[1:3]] == ["person.added", "person.added"]
+    first = dict(zip(rows[0], rows[3], strict=True))
     assert (first["seq"], first["type"], first["request_id"], first["actor_kind"]) == (
-        "1",
+        "3",
         "request.created",
         ids[0],
         "agent",
     )
     assert first["reason"].startswith("'=")  # a formula is never live in a spreadsheet
-    denied = dict(zip(rows[0], rows[2], strict=True))
+    denied = dict(zip(rows[0], rows[4], strict=True))
     assert denied["type"] == "request.denied" and denied["reason"] == "'@SUM(1+1)"
     assert denied["actor_email"] == "alice@example.com" and denied["actor_channel"] == "api"
     assert len(denied["hash"]) == 64
@@ -717,7 +722,7 @@ async def test_verify_endpoint_reports_tampering_with_200(server, redis):
     await checkpoint(server.service.audit, server.signer)
     status, report = await server.call("GET", "/v1/audit/verify", server.approver_token)
     assert status == 200 and report["ok"] and report["checkpoints_verified"] == 1
-    assert report["problem"] is None and report["head"]["seq"] == report["count"] == 7
+    assert report["problem"] is None and report["head"]["seq"] == report["count"] == 9  # 2 person records
     record = json.loads(await redis.lindex(keys.AUDIT_LOG, 2))
     record["reason"] = "rewritten"
     await redis.lset(keys.AUDIT_LOG, 2, canonical(record))

@@ -21,9 +21,11 @@ def load(name: str):
 
 
 @pytest.fixture
-def agent_env(api, monkeypatch):
+async def agent_env(api, monkeypatch):
     monkeypatch.setenv("APPROVALBOT_URL", api.base)
     monkeypatch.setenv("APPROVALBOT_TOKEN", api.agent_token)
+    agent = await api.service.identities.get_agent_by_name("etl-bot")
+    monkeypatch.setenv("APPROVALBOT_AGENT_ID", agent.id)
 
 
 async def test_agent_export_then_executor_verifies_and_redeems_once(api, agent_env, capsys):
@@ -47,6 +49,24 @@ async def test_agent_export_then_executor_verifies_and_redeems_once(api, agent_e
     with pytest.raises(SystemExit, match="resource_mismatch"):
         await asyncio.to_thread(
             executor.perform_export, approved["grant"], pem, "payroll", "s3://analytics-drop/customers.parquet"
+        )
+
+
+async def test_executor_refuses_a_grant_issued_to_another_agent(api, agent_env, monkeypatch, capsys):
+    agent = load("agent_export")
+    executor = load("executor_verify_grant")
+    decider = asyncio.create_task(approve_when_asked(api))
+    await asyncio.to_thread(agent.export, "customers", "s3://analytics-drop/customers.parquet")
+    approved = await decider
+    _, keys = await api.call("GET", "/v1/keys")
+    monkeypatch.setenv("APPROVALBOT_AGENT_ID", "agt_someoneelse")
+    with pytest.raises(SystemExit, match="another agent"):
+        await asyncio.to_thread(
+            executor.perform_export,
+            approved["grant"],
+            keys["keys"][0]["pem"],
+            "customers",
+            "s3://analytics-drop/customers.parquet",
         )
 
 

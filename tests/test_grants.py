@@ -231,13 +231,13 @@ async def test_consume_once_then_409_and_it_is_audited(server, redis):
     assert consumed["data"]["grant_sha256"] and done["grant"] not in json.dumps(records)
     assert await redis.ttl(f"ab:grants:used:{done['id']}") > 300
     status, report = await server.call("GET", "/v1/audit/verify", server.approver_token)
-    assert report["ok"] and report["count"] == 4
+    assert report["ok"] and report["count"] == 6  # the fixture's two person.added records + these four
 
 
 async def test_concurrent_consumes_exactly_one_wins(server):
     done = await approved(server)
-    _, second_agent_approver = await server.service.identities.add_approver("exec@example.com", [])
-    tokens = [server.agent_token, server.approver_token, second_agent_approver] * 10
+    _, executor = await server.service.identities.add_executor("exporter", "etl-bot")
+    tokens = [server.agent_token, executor] * 15
     results = await asyncio.gather(*(server.consume(done["grant"], t) for t in tokens))
     statuses = sorted(s for s, _ in results)
     assert statuses == [200] + [409] * (len(tokens) - 1)
@@ -258,16 +258,21 @@ async def test_consume_rules(server):
     assert (status, err["error"]["code"]) == (422, "invalid_signature")
     status, err = await server.call("POST", "/v1/grants/consume", server.agent_token, json={"token": "x"})
     assert (status, err["error"]["code"]) == (422, "invalid_request")
-    # Failed attempts did not use it up: an executor holding an approver token may still use it once.
-    status, _ = await server.consume(done["grant"], server.approver_token)
+    # People never consume grants: an approver token is refused, and uses nothing up.
+    status, err = await server.consume(done["grant"], server.approver_token)
+    assert (status, err["error"]["code"]) == (403, "forbidden")
+    _, foreign = await server.service.identities.add_executor("foreign", "other-bot")
+    status, err = await server.consume(done["grant"], foreign)
+    assert (status, err["error"]["code"]) == (403, "grant_not_yours")
+    # Failed attempts did not use it up: the executor bound to the agent may still use it once.
+    executor, token = await server.service.identities.add_executor("exporter", "etl-bot")
+    status, _ = await server.consume(done["grant"], token)
     assert status == 200
     records = [r.as_dict() for r in await server.service.audit.for_request(done["id"])]
-    assert records[-1]["actor"] == {
-        "kind": "human",
-        "id": records[-1]["actor"]["id"],
-        "email": "alice@example.com",
-        "channel": "api",
-    }
+    actor = records[-1]["actor"]
+    assert (actor["kind"], actor["id"], actor["channel"]) == ("executor", executor.id, "api")
+    assert actor["channel_user"].startswith("tok_")
+    assert records[-1]["data"]["consumed_by"] == {"kind": "executor", "id": executor.id, "name": "exporter"}
 
 
 # --- the executor snippet in docs/audit.md actually works ---------------------

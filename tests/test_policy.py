@@ -567,7 +567,7 @@ ERRORS = [
               - bob@
         """,
         6,
-        "rules[0].approvers[1]: must be an email address",
+        "rules[0].approvers[1]: not an acceptable email address",
         id="bad-email-approver",
     ),
     pytest.param(

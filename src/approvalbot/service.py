@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from approvalbot.core import machine
 from approvalbot.core.errors import DomainError, IdempotencyMismatch, NotFound, Refused
-from approvalbot.core.events import EventType, event_for
+from approvalbot.core.events import EventType, event_about_people, event_for
 from approvalbot.core.ids import Cursor, new_request_id
 from approvalbot.core.machine import SYSTEM, Transition
 from approvalbot.core.models import (
@@ -24,6 +24,8 @@ from approvalbot.core.models import (
     ApprovalRequest,
     Approver,
     Channel,
+    ChatIdentity,
+    Person,
     RequestCreate,
     Status,
 )
@@ -55,8 +57,9 @@ class ApprovalService:
         self.policy = policy
         self.clock = clock
         self.requests = RequestStore(redis)
-        self.identities = IdentityStore(redis)
         self.audit = AuditLog(redis)
+        self.identities = IdentityStore(redis, self.audit)
+        self.people = self.identities.people
         self.on_final: list[Callable[[ApprovalRequest], ApprovalRequest]] = []
 
     async def create(
@@ -72,7 +75,8 @@ class ApprovalService:
             if found:
                 return await self._replay(found[1], found[0], sent_print), False
         applied = self.policy.evaluate(body.action, body.resource, agent.name, body.params)
-        transition = machine.create(new_request_id(), body, agent, applied, self.clock())
+        requester_ids = await self.requester_ids(agent, body)
+        transition = machine.create(new_request_id(), body, agent, applied, self.clock(), requester_ids)
         transition = self._finish(transition)
         try:
             done = await self.requests.commit(transition, 0, None, idem)
@@ -80,6 +84,36 @@ class ApprovalService:
             return await self._replay(dup.request_id, dup.fingerprint, sent_print), False
         await self.audit.seal_committed(done)
         return done.request, True
+
+    async def requester_ids(self, agent: Agent, body: RequestCreate) -> list[str]:
+        """The persons behind a new request: the agent's owner, and whoever it acts for (an alias
+        names its person). Addresses that name nobody stay addresses; the rules check those too."""
+        found: list[str] = []
+        owner = await self.people.get(agent.owner_id) if agent.owner_id else None
+        owner = owner or await self.people.by_email(agent.owner)
+        if owner is not None:
+            found.append(owner.id)
+        if body.on_behalf_of:
+            behalf = await self.people.by_email(body.on_behalf_of)
+            if behalf is not None:
+                found.append(behalf.id)
+        return found
+
+    async def identity_refused(self, identity: ChatIdentity, code: str, detail: str, email: str | None = None) -> None:
+        """Audit a chat identity that was turned away before any request was touched
+        (unknown or unlinkable person, foreign workspace or tenant)."""
+        actor = Actor(
+            kind="human",
+            id=f"{identity.channel}:{identity.user_id}",
+            email=email,
+            channel=Channel(identity.channel),
+            channel_user=identity.user_id,
+            workspace=identity.workspace,
+        )
+        event = event_about_people(
+            EventType.IDENTITY_REFUSED, actor, self.clock(), detail, code=code, identity=identity.key
+        )
+        await self.people.write_audited(self.redis.pipeline(transaction=True), event)
 
     async def _replay(self, request_id: str, stored: str, sent: str) -> ApprovalRequest:
         if stored != sent:
@@ -103,7 +137,7 @@ class ApprovalService:
         return await self._apply(request_id, lambda r, now: machine.decide(r, actor, approver, decision, reason, now))
 
     async def cancel(self, request_id: str, agent: Agent) -> ApprovalRequest:
-        actor = Actor(kind="agent", id=agent.id, email=agent.owner)
+        actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)
         return await self._apply(request_id, lambda r, now: machine.cancel(r, agent.id, actor, now))
 
     async def expire(self, request_id: str) -> ApprovalRequest | None:
@@ -179,5 +213,19 @@ class ApprovalService:
         return out, cursor
 
 
-def human_actor(approver: Approver, channel: Channel = Channel.API, channel_user: str | None = None) -> Actor:
-    return Actor(kind="human", id=approver.id, email=approver.email, channel=channel, channel_user=channel_user)
+def human_actor(
+    approver: Person,
+    channel: Channel = Channel.API,
+    channel_user: str | None = None,
+    workspace: str | None = None,
+) -> Actor:
+    """A person acting through one concrete identity (API token id, Slack user, Teams user)."""
+    return Actor(
+        kind="human",
+        id=approver.id,
+        email=approver.email,
+        channel=channel,
+        channel_user=channel_user,
+        person_id=approver.id,
+        workspace=workspace,
+    )

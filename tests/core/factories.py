@@ -29,8 +29,24 @@ def policy(approvers: list[str] | None = None, min_approvals: int = 1, **extra: 
     )
 
 
-def approver(email: str, groups: tuple[str, ...] = (), revoked: bool = False) -> Approver:
-    return Approver(id=f"ap_{email.split('@')[0]}", email=email, groups=list(groups), created_at=NOW, revoked=revoked)
+def approver(
+    email: str,
+    groups: tuple[str, ...] = (),
+    revoked: bool = False,
+    *,
+    aliases: tuple[str, ...] = (),
+    person_id: str | None = None,
+    may_approve: bool = True,
+) -> Approver:
+    return Approver(
+        id=person_id or f"ap_{email.split('@')[0]}",
+        email=email,
+        aliases=list(aliases),
+        groups=list(groups),
+        created_at=NOW,
+        revoked=revoked,
+        may_approve=may_approve,
+    )
 
 
 def request(
@@ -40,9 +56,12 @@ def request(
     min_approvals: int = 1,
     on_behalf_of: str | None = None,
     decisions: tuple[tuple[str, str], ...] = (),
+    person_decisions: tuple[tuple[str, str], ...] = (),
+    requester_ids: list[str] | None = None,
     callback_url: str | None = None,
 ) -> ApprovalRequest:
-    """A request as the store would hand it back; `decisions` are (email, "approve"|"deny")."""
+    """A request as the store would hand it back; `decisions` are (email, "approve"|"deny") made
+    before persons, `person_decisions` (person id, "approve"|"deny")."""
     return ApprovalRequest(
         id="req_abcdefghijklmnop",
         status=status,
@@ -51,12 +70,19 @@ def request(
         agent_name=AGENT.name,
         owner=AGENT.owner,
         on_behalf_of=on_behalf_of,
+        requester_ids=requester_ids or [],
         callback_url=callback_url,
         created_at=NOW,
         expires_at=NOW + timedelta(hours=1),
         policy=policy(approvers, min_approvals),
         approvals_needed=min_approvals,
-        decisions=[Decision(approver=e, decision=d, reason="r", at=NOW) for e, d in decisions],  # type: ignore[arg-type]
+        decisions=[
+            *(Decision(approver=e, decision=d, reason="r", at=NOW) for e, d in decisions),  # type: ignore[arg-type]
+            *(
+                Decision(approver=f"{p}@example.com", person_id=p, decision=d, reason="r", at=NOW)  # type: ignore[arg-type]
+                for p, d in person_decisions
+            ),
+        ],
     )
 
 

@@ -22,6 +22,7 @@ from approvalbot.core.models import Actor, Approver, Status
 from approvalbot.core.rules import (
     ANY_APPROVER,
     approval_progress,
+    approvals_given,
     check_reason,
     clean_reason,
     is_active_approver,
@@ -35,6 +36,10 @@ from approvalbot.core.rules import (
 from tests.core.factories import AGENT, approver, request
 
 ALICE = approver("alice@example.com", ("ops",))
+ALICE_BY_ALIAS = approver("alice@example.com", ("ops",), aliases=("alice.smith@example.com",))
+OWNER_BY_ALIAS = approver("o.wner@example.com", ("ops",), aliases=("owner@example.com",))
+OWNER_BY_ID = approver("olga@example.com", ("ops",), person_id="per_owner")
+DAVE = approver("dave@example.com", may_approve=False)
 OWNER_AS_APPROVER = approver("owner@example.com", ("ops",))
 HELPER_AS_APPROVER = approver("helper@example.com", ("ops",))
 
@@ -127,7 +132,11 @@ VIEWS = [
     # An agent token never borrows a person's rights, even with the owner's email alongside.
     ("another agent, owner email", {"agent_id": "ag_other", "email": "owner@example.com"}, False),
     ("an approver", {"approver": ALICE}, True),
-    ("an approver not named", {"approver": approver("carol@example.com", ("finance",))}, True),
+    # Least visibility: registered is not enough, the approver must be one who may decide it.
+    ("an approver not named", {"approver": approver("carol@example.com", ("finance",))}, False),
+    ("the owner as a person, by alias", {"approver": OWNER_BY_ALIAS}, True),
+    ("the owner as a person, by id", {"approver": OWNER_BY_ID}, True),
+    ("a person who is not an approver", {"approver": approver("dave@example.com", may_approve=False)}, False),
     ("a revoked approver", {"approver": approver("alice@example.com", revoked=True)}, False),
     ("the owner", {"email": "owner@example.com"}, True),
     ("the owner, email case", {"email": "OWNER@example.com"}, True),
@@ -139,7 +148,90 @@ VIEWS = [
 
 @pytest.mark.parametrize(("case", "viewer", "expected"), VIEWS, ids=[v[0] for v in VIEWS])
 def test_may_view(case: str, viewer: dict[str, object], expected: bool) -> None:
-    assert may_view(request(on_behalf_of="helper@example.com"), **viewer) is expected  # type: ignore[arg-type]
+    seen = request(approvers=["ops"], on_behalf_of="helper@example.com", requester_ids=[OWNER_BY_ID.id])
+    assert may_view(seen, **viewer) is expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("fields", "viewer", "expected"),
+    [
+        # An approver who decided keeps seeing it, even when the policy no longer names them.
+        ({"approvers": ["finance"], "decisions": (("alice@example.com", "deny"),)}, ALICE, True),
+        ({"approvers": ["finance"], "person_decisions": ((ALICE.id, "approve"),)}, ALICE_BY_ALIAS, True),
+        ({"approvers": ["alice@example.com"]}, ALICE, True),
+        ({"approvers": ["alice.smith@example.com"]}, ALICE_BY_ALIAS, True),  # named by an alias
+        ({"approvers": ["ops"], "status": Status.APPROVED}, ALICE, True),  # eligible: sees the history
+        ({"approvers": ["finance"], "status": Status.APPROVED}, ALICE, False),  # another team's request
+    ],
+)
+def test_may_view_what_one_decided_or_may_decide(fields: dict[str, object], viewer: Approver, expected: bool) -> None:
+    assert may_view(request(**fields), approver=viewer) is expected  # type: ignore[arg-type]
+
+
+# --- persons, not strings ----------------------------------------------------------------------
+
+
+def as_actor(person: Approver, email: str | None = None) -> Actor:
+    return Actor(kind="human", id=person.id, email=email or person.email, person_id=person.id)
+
+
+PERSON_REFUSALS = [
+    # (case, request kwargs, actor, person, expected)
+    ("owner approving under an alias", {}, as_actor(OWNER_BY_ALIAS), OWNER_BY_ALIAS, Refusal.SELF_APPROVAL),
+    ("owner by person id", {"requester_ids": ["per_owner"]}, as_actor(OWNER_BY_ID), OWNER_BY_ID, Refusal.SELF_APPROVAL),
+    (
+        "on_behalf_of names an alias",
+        {"on_behalf_of": "alice.smith@example.com"},
+        as_actor(ALICE_BY_ALIAS),
+        ALICE_BY_ALIAS,
+        Refusal.SELF_APPROVAL,
+    ),
+    (
+        "on_behalf_of spelled with a trailing dot",
+        {"on_behalf_of": "alice@example.com."},
+        as_actor(ALICE),
+        ALICE,
+        Refusal.SELF_APPROVAL,
+    ),
+    (
+        "already decided under another address",
+        {"decisions": (("alice.smith@example.com", "approve"),), "min_approvals": 2},
+        as_actor(ALICE_BY_ALIAS),
+        ALICE_BY_ALIAS,
+        Refusal.ALREADY_DECIDED,
+    ),
+    (
+        "already decided with another token",
+        {"person_decisions": ((ALICE.id, "approve"),), "min_approvals": 2},
+        as_actor(ALICE),
+        ALICE,
+        Refusal.ALREADY_DECIDED,
+    ),
+    ("named by an alias", {"approvers": ["alice.smith@example.com"]}, as_actor(ALICE_BY_ALIAS), ALICE_BY_ALIAS, None),
+    ("a person record of someone else", {}, as_actor(ALICE), HELPER_AS_APPROVER, Refusal.UNKNOWN_APPROVER),
+    ("an owner who is not an approver", {"approvers": ["*"]}, as_actor(DAVE), DAVE, Refusal.UNKNOWN_APPROVER),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "fields", "actor", "record", "expected"), PERSON_REFUSALS, ids=[r[0] for r in PERSON_REFUSALS]
+)
+def test_refusal_for_compares_persons(
+    case: str, fields: dict[str, object], actor: Actor, record: Approver, expected: Refusal | None
+) -> None:
+    assert refusal_for(request(**fields), actor, record) is expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("decisions", "expected"),
+    [
+        ((("per_a", "approve"), ("per_a", "approve")), 1),  # one person, two identities: counts once
+        ((("per_a", "approve"), ("per_b", "approve")), 2),
+        ((("per_a", "approve"), ("per_b", "deny")), 1),
+    ],
+)
+def test_approvals_count_persons(decisions: tuple[tuple[str, str], ...], expected: int) -> None:
+    assert approvals_given(request(person_decisions=decisions, min_approvals=2)) == expected
 
 
 # --- what a decision needs ---------------------------------------------------------------------

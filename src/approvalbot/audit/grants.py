@@ -264,11 +264,13 @@ async def consume(
     resource: str | None = None,
     params: dict[str, Any] | None = None,
     leeway: float = DEFAULT_LEEWAY,
+    consumer_name: str | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Verify and use a grant once: (claims, audit seq) the first time, GrantUsed after.
 
-    `agent_id`, when given, must be the grant's subject (an agent may only use
-    its own grants).
+    `agent_id`, when given, must be the grant's subject (an agent, or an executor
+    bound to it, may only use that agent's grants). The record names the consumer
+    (`data.consumed_by`: kind, id, name), so a thread can say who used the grant.
     """
 
     claims = verify_grant(token, public_key, action, resource, params, leeway=leeway)
@@ -279,10 +281,18 @@ async def consume(
         raise GrantError("invalid_grant", "the request this grant was issued for does not exist")
     now = service.clock()
     token_digest = hashlib.sha256(token.encode()).hexdigest()
+    consumed_by = {"kind": actor.kind, "id": actor.id, "name": consumer_name or actor.id}
     event = event_for(
-        request, EventType.GRANT_CONSUMED, actor, now, None, grant_sha256=token_digest, grant_exp=claims["exp"]
+        request,
+        EventType.GRANT_CONSUMED,
+        actor,
+        now,
+        None,
+        grant_sha256=token_digest,
+        grant_exp=claims["exp"],
+        consumed_by=consumed_by,
     )
-    marker = json.dumps({"at": event.at.isoformat(), "by": actor.email or actor.id})
+    marker = json.dumps({"at": event.at.isoformat(), "by": f"{actor.kind}:{consumer_name or actor.id}"})
     ttl = max(int(claims["exp"] - time.time()), 0) + int(leeway) + USED_MARKER_SLACK
     script = service.redis.register_script(_consume_text())
     result = await script(

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from approvalbot import app as composition
 from approvalbot import client_cli
 from approvalbot.cli import audit as audit_cli
+from approvalbot.cli import people as people_cli
 from approvalbot.config import Settings, load_settings
 from approvalbot.jobs.worker import run_worker, start_worker_thread
 from approvalbot.runtime import ConfigError, Runtime, runtime
@@ -193,6 +194,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_parser("list")
     rev = ap.add_parser("revoke")
     rev.add_argument("email")
+    people_cli.add_commands(sub)
     CHANNEL_COMMANDS.update(composition.add_commands(sub))
     client_cli.add_commands(sub)
     audit_cli.add_commands(sub)
@@ -207,6 +209,7 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "agents": cmd_agents,
     "approvers": cmd_approvers,
     **audit_cli.COMMANDS,
+    **people_cli.COMMANDS,
 }
 # Filled by parser() from each channel's commands (e.g. `approvalbot teams ...`).
 CHANNEL_COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {}

@@ -25,6 +25,8 @@ class Refusal(StrEnum):
     ALREADY_DECIDED = "already_decided"
     NOT_PENDING = "not_pending"
     REASON_REQUIRED = "reason_required"
+    IDENTITY_UNKNOWN = "identity_unknown"
+    FOREIGN_WORKSPACE = "foreign_workspace"
 
     @property
     def message(self) -> str:
@@ -42,6 +44,10 @@ REFUSAL_MESSAGES: dict[Refusal, str] = {
     Refusal.ALREADY_DECIDED: "you have already decided this request",
     Refusal.NOT_PENDING: "this request is no longer pending",
     Refusal.REASON_REQUIRED: "a reason is required to deny",
+    Refusal.IDENTITY_UNKNOWN: (
+        "this chat identity is not linked to a registered person; an admin can link it with `approvalbot people link`"
+    ),
+    Refusal.FOREIGN_WORKSPACE: "this workspace or tenant is not one approvalbot serves",
 }
 
 

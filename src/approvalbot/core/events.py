@@ -27,6 +27,15 @@ class EventType(StrEnum):
     REMINDER_DUE = "reminder.due"
     ESCALATION_DUE = "escalation.due"
     DELIVERY_FAILED = "delivery.failed"
+    PERSON_ADDED = "person.added"
+    PERSON_UPDATED = "person.updated"
+    PERSON_LINKED = "person.linked"
+    PERSON_UNLINKED = "person.unlinked"
+    PERSON_REMOVED = "person.removed"
+    IDENTITY_REFUSED = "identity.refused"
+    IDENTITY_CHANGED = "identity.changed"
+    EXECUTOR_ADDED = "executor.added"
+    EXECUTOR_REVOKED = "executor.revoked"
 
     @property
     def final(self) -> bool:
@@ -37,14 +46,17 @@ FINAL_EVENTS = frozenset({EventType.APPROVED, EventType.DENIED, EventType.EXPIRE
 
 
 class Event(Strict):
+    """One audit record. Records about people and identities concern no request: they have
+    no request_id, action or policy (and subscribers that follow requests skip them)."""
+
     type: EventType
     at: datetime
-    request_id: str
-    action: str
+    request_id: str | None = None
+    action: str | None = None
     resource: str | None = None
     actor: Actor
     reason: str | None = None
-    policy: str
+    policy: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -67,3 +79,8 @@ def event_for(
         policy=request.policy.rule,
         data=data,
     )
+
+
+def event_about_people(type: EventType, actor: Actor, at: datetime, reason: str | None = None, **data: Any) -> Event:
+    """An audit record of a change to persons, identities or executors (no request involved)."""
+    return Event(type=type, at=at, actor=actor, reason=reason, data=data)

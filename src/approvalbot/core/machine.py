@@ -40,8 +40,13 @@ def create(
     agent: Agent,
     policy: AppliedPolicy,
     now: datetime,
+    requester_ids: list[str] | None = None,
 ) -> Transition:
-    """A new request; `allow` and `deny` policies settle it at once."""
+    """A new request; `allow` and `deny` policies settle it at once.
+
+    `requester_ids` are the persons behind it (owner, on_behalf_of), resolved by the
+    service, so self-approval is judged by person and not by how an address is spelled.
+    """
     # An agent may ask for less time than the policy gives, never more.
     expires_in = min(body.expires_in or policy.expires_in, policy.expires_in)
     request = ApprovalRequest(
@@ -56,13 +61,14 @@ def create(
         agent_name=agent.name,
         owner=agent.owner,
         on_behalf_of=body.on_behalf_of,
+        requester_ids=list(dict.fromkeys(requester_ids or [])),
         callback_url=str(body.callback_url) if body.callback_url else None,
         created_at=now,
         expires_at=now + timedelta(seconds=expires_in),
         policy=policy,
         approvals_needed=policy.min_approvals if policy.effect == "require_approval" else 0,
     )
-    actor = Actor(kind="agent", id=agent.id, email=agent.owner)
+    actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)  # owner: accountable
     events = [event_for(request, EventType.REQUESTED, actor, now, body.justification)]
     if policy.effect == "allow":
         request = _settle(request, Status.APPROVED, now, f"allowed by policy rule {policy.rule}")
@@ -92,7 +98,9 @@ def decide(
         raise Refused(refusal, event=blocked)
     check_reason(decision, reason)
     assert approver is not None  # refusal_for refuses an unknown approver
-    entry = Decision(approver=approver.email, decision=decision, reason=reason, at=now, channel=actor.channel)
+    entry = Decision(
+        approver=approver.email, person_id=approver.id, decision=decision, reason=reason, at=now, channel=actor.channel
+    )
     updated = request.model_copy(update={"decisions": [*request.decisions, entry]})
     if decision == "deny":
         updated = _settle(updated, Status.DENIED, now, reason)

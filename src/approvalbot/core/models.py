@@ -19,21 +19,30 @@ from pydantic import (
     Field,
     StringConstraints,
 )
+from pydantic_core import PydanticCustomError
+
+from approvalbot.core.addresses import InvalidAddress, canonical_email
 
 MAX_TEXT = 4000
 
 ACTION_RE = r"^[a-z0-9][a-z0-9_\-]*(\.[a-z0-9][a-z0-9_\-]*)*$"
+
+# A cheap shape check for chat profiles; identity decisions use canonical_email, never this.
 EMAIL_RE = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
 
-
-def normalize_email(value: str) -> str:
-    value = value.strip().lower()
-    if not EMAIL_RE.match(value) or len(value) > 254:
-        raise ValueError("must be an email address")
-    return value
+# Kept for the callers that predate persons; it IS the one canonical form.
+normalize_email = canonical_email
 
 
-Email = Annotated[str, AfterValidator(normalize_email)]
+def _email_field(value: str) -> str:
+    """Pydantic wrapper: the error type names the rule, so the API can answer `invalid_address`."""
+    try:
+        return canonical_email(value)
+    except InvalidAddress as exc:
+        raise PydanticCustomError("invalid_address", exc.message) from None
+
+
+Email = Annotated[str, AfterValidator(_email_field)]
 ActionName = Annotated[str, StringConstraints(pattern=ACTION_RE, max_length=200)]
 ShortText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 
@@ -66,11 +75,13 @@ class Strict(BaseModel):
 class Actor(Strict):
     """Who did something, as proven by credentials (never as claimed by a payload)."""
 
-    kind: Literal["agent", "human", "system"]
+    kind: Literal["agent", "human", "system", "executor"]
     id: str
     email: str | None = None
     channel: Channel = Channel.API
-    channel_user: str | None = None  # e.g. the Slack user id or Teams AAD object id
+    channel_user: str | None = None  # the Slack user id, Teams AAD object id, or API token id
+    person_id: str | None = None  # the person behind a human actor (None: not a registered person)
+    workspace: str | None = None  # Slack team id or Teams tenant id the identity belongs to
 
 
 class RequestCreate(Strict):
@@ -95,7 +106,8 @@ class DecisionIn(Strict):
 
 
 class Decision(Strict):
-    approver: str  # email
+    approver: str  # the person's primary email when decided (display; older records: the identity)
+    person_id: str | None = None  # who decided; counts and "already decided" go by this
     decision: Literal["approve", "deny"]
     reason: str | None = None
     at: datetime
@@ -129,6 +141,7 @@ class ApprovalRequest(Strict):
     agent_name: str
     owner: str
     on_behalf_of: str | None = None
+    requester_ids: list[str] = Field(default_factory=list)  # persons behind owner and on_behalf_of
     callback_url: str | None = None
     created_at: datetime
     expires_at: datetime
@@ -143,7 +156,7 @@ class ApprovalRequest(Strict):
 
     @property
     def requesters(self) -> set[str]:
-        """Humans who stand behind the request and therefore may not approve it."""
+        """Addresses of the humans behind the request; `requester_ids` names them as persons."""
         people = {self.owner}
         if self.on_behalf_of:
             people.add(self.on_behalf_of)
@@ -159,13 +172,59 @@ class Agent(Strict):
     id: str
     name: str
     owner: str
+    owner_id: str | None = None  # the owner person; older agents resolve it by `owner`
     created_at: datetime
     revoked: bool = False
 
 
-class Approver(Strict):
+class ChatIdentity(Strict):
+    """One concrete identity a person uses: an API token, a Slack user in a team, a Teams user in a tenant.
+
+    Identities are bound to a person by id, never by their current email, so a
+    profile change cannot move an identity from one person to another.
+    """
+
+    channel: Literal["api", "slack", "teams"]
+    workspace: str | None = None  # Slack team id (T…/E…) or Teams tenant id; None for api
+    user_id: str  # Slack user id, Teams AAD object id, or the API token id
+
+    @property
+    def key(self) -> str:
+        return f"{self.channel}:{self.workspace or '-'}:{self.user_id}"
+
+
+class Person(Strict):
+    """One human, whatever identity they use: the unit self-approval and N-of-M count.
+
+    A person created only because an agent names them as owner has
+    `may_approve=False`: owning an agent must not make anyone an approver.
+    Migrated approvers keep their old `apr_` id, so their tokens keep working.
+    """
+
     id: str
     email: str
+    name: str | None = None
+    aliases: list[str] = Field(default_factory=list)
     groups: list[str] = Field(default_factory=list)
+    identities: list[ChatIdentity] = Field(default_factory=list)
+    created_at: datetime
+    revoked: bool = False
+    may_approve: bool = True
+
+    def addresses(self) -> set[str]:
+        return {self.email, *self.aliases}
+
+
+# An approver token authenticates a person; the old name stays for the code that speaks of approvers.
+Approver = Person
+
+
+class Executor(Strict):
+    """A machine that carries out approved actions for one agent and may consume that agent's grants."""
+
+    id: str
+    name: str
+    agent_id: str
+    agent_name: str
     created_at: datetime
     revoked: bool = False

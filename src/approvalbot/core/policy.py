@@ -26,8 +26,9 @@ from pydantic import (
     model_validator,
 )
 
+from approvalbot.core.addresses import canonical_email
 from approvalbot.core.errors import DomainError
-from approvalbot.core.models import AppliedPolicy, normalize_email
+from approvalbot.core.models import AppliedPolicy
 from approvalbot.core.rules import ANY_APPROVER
 
 __all__ = ["Condition", "Defaults", "Match", "Policy", "PolicyError", "Rule", "parse_duration"]
@@ -83,7 +84,7 @@ def _approver(value: str) -> str:
     value = value.strip()
     if not value:
         raise ValueError("approver must not be empty")
-    return normalize_email(value) if "@" in value else value
+    return canonical_email(value) if "@" in value else value
 
 
 def _group(value: str) -> str:

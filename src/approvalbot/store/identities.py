@@ -1,79 +1,91 @@
-"""Agents, approvers and their bearer tokens.
+"""Agents, approvers (persons), executors and their bearer tokens.
 
-Tokens are 256-bit random strings shown once; only their SHA-256 is stored, so a
-copy of the database does not let anyone act as an agent or an approver. A slow
-password hash buys nothing for secrets with this much entropy.
+Tokens are 256-bit random strings shown once; only their SHA-256 is stored (see
+store/tokens.py). An approver token authenticates a person, read fresh on every
+call, so a change to the person (groups, aliases, revocation) applies at once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from redis.asyncio import Redis
 
-from approvalbot.core.models import Agent, Approver, normalize_email
+from approvalbot.core.addresses import canonical_email
+from approvalbot.core.events import EventType, event_about_people
+from approvalbot.core.models import Actor, Agent, Approver, ChatIdentity, Executor, Person
 from approvalbot.store import codec, keys
+from approvalbot.store.audit import AuditLog
+from approvalbot.store.people import ADMIN, PersonStore
+from approvalbot.store.tokens import (
+    TOKEN_PREFIX,
+    IdentityError,
+    TokenKind,
+    new_id,
+    new_token,
+    token_digest,
+    token_id,
+)
 
-TokenKind = Literal["agent", "approver"]
-TOKEN_PREFIX = {"agent": "abk_agent_", "approver": "abk_appr_"}
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
+__all__ = [
+    "TOKEN_PREFIX",
+    "IdentityError",
+    "IdentityStore",
+    "Principal",
+    "TokenKind",
+    "new_id",
+    "token_digest",
+]
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a bearer token proves the caller to be."""
+    """Who a bearer token proves the caller to be, and the token's public id (for audit records)."""
 
     kind: TokenKind
     agent: Agent | None = None
-    approver: Approver | None = None
+    approver: Person | None = None
+    executor: Executor | None = None
+    token_id: str = ""
+
+    @property
+    def identity(self) -> ChatIdentity:
+        """The concrete identity used: the API token."""
+        return ChatIdentity(channel="api", user_id=self.token_id)
 
 
-class IdentityError(ValueError):
-    pass
-
-
-def _token_record(kind: TokenKind, doc: Agent | Approver) -> str:
-    return json.dumps({"kind": kind, "doc": doc.model_dump(mode="json")})
+def _valid_name(name: str, what: str) -> str:
+    if not name or len(name) > 100 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise IdentityError(f"{what} names use letters, digits, '.', '-' and '_' (at most 100)")
+    return name
 
 
 class IdentityStore:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: Redis, audit: AuditLog | None = None):
         self.redis = redis
+        self.people = PersonStore(redis, audit)
 
-    async def _issue(self, kind: TokenKind, doc: Agent | Approver) -> str:
-        """The token record carries a snapshot of its subject, so authenticating is one GET."""
-        token = TOKEN_PREFIX[kind] + secrets.token_urlsafe(32)
-        await self.redis.set(keys.token(token_digest(token)), _token_record(kind, doc))
+    async def _issue(self, kind: TokenKind, doc: Agent | Executor) -> str:
+        """Agent and executor token records carry a snapshot of their subject, so authenticating is one GET."""
+        token = new_token(kind)
+        await self.redis.set(
+            keys.token(token_digest(token)), json.dumps({"kind": kind, "doc": doc.model_dump(mode="json")})
+        )
         return token
-
-    async def _refresh_tokens(self, subject_key: str, kind: TokenKind, doc: Agent | Approver) -> None:
-        """Keep every live token's snapshot in step with its subject (e.g. new groups)."""
-        record = _token_record(kind, doc)
-        for digest in await self.redis.smembers(subject_key + ":tokens"):
-            await self.redis.set(keys.token(codec.text(digest)), record, xx=True)
 
     async def _revoke_tokens(self, subject_key: str) -> None:
         digests = await self.redis.smembers(subject_key + ":tokens")
         if digests:
             await self.redis.delete(*(keys.token(codec.text(d)) for d in digests))
 
-    async def add_agent(self, name: str, owner: str) -> tuple[Agent, str]:
-        owner = normalize_email(owner)
-        if not name or len(name) > 100 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise IdentityError("agent names use letters, digits, '.', '-' and '_' (at most 100)")
-        agent = Agent(id=new_id("agt"), name=name, owner=owner, created_at=datetime.now(UTC))
+    async def add_agent(self, name: str, owner: str, actor: Actor = ADMIN) -> tuple[Agent, str]:
+        """A new agent and its token; its owner becomes a person (not an approver) if not one already."""
+        owner = canonical_email(owner)
+        _valid_name(name, "agent")
+        person = await self.people.ensure_owner(owner, actor)
+        agent = Agent(id=new_id("agt"), name=name, owner=owner, owner_id=person.id, created_at=datetime.now(UTC))
         if not await self.redis.set(keys.agent_name(name), agent.id, nx=True):
             existing = await self.get_agent_by_name(name)
             if existing and not existing.revoked:
@@ -110,54 +122,103 @@ class IdentityStore:
         return agent
 
     async def add_approver(self, email: str, groups: list[str]) -> tuple[Approver, str]:
-        email = normalize_email(email)
-        for group in groups:
-            if not group or "@" in group or group == "*" or len(group) > 100:
-                raise IdentityError(f"invalid group name {group!r}")
-        existing = await self.get_approver(email)
-        approver = Approver(
-            id=existing.id if existing else new_id("apr"),
-            email=email,
-            groups=sorted(set(groups) | (set(existing.groups) if existing and not existing.revoked else set())),
-            created_at=existing.created_at if existing else datetime.now(UTC),
-        )
-        token = await self._issue("approver", approver)
-        await self._refresh_tokens(keys.approver(email), "approver", approver)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.approver(email), approver.model_dump_json())
-        pipe.sadd(keys.APPROVERS, email)
-        pipe.sadd(keys.approver(email) + ":tokens", token_digest(token))
-        await pipe.execute()
-        return approver, token
+        """`approvers add`: create or update the person (as an approver) and issue a token."""
+        person = await self.people.add(email, groups=groups, approver=True)
+        return person, await self.people.issue_token(person)
 
     async def get_approver(self, email: str) -> Approver | None:
-        raw = await self.redis.get(keys.approver(email.lower()))
-        return Approver.model_validate_json(raw) if raw else None
+        """The person with this address (primary or alias); may be one who is not an approver."""
+        return await self.people.by_email(email)
 
     async def list_approvers(self) -> list[Approver]:
-        emails = sorted(codec.text(x) for x in await self.redis.smembers(keys.APPROVERS))
-        found = [await self.get_approver(e) for e in emails]
-        return [a for a in found if a]
+        return [p for p in await self.people.list() if p.may_approve]
 
     async def revoke_approver(self, email: str) -> Approver:
-        approver = await self.get_approver(email)
-        if approver is None:
-            raise IdentityError(f"no approver {email!r}")
-        approver = approver.model_copy(update={"revoked": True})
-        await self._revoke_tokens(keys.approver(approver.email))
-        await self.redis.set(keys.approver(approver.email), approver.model_dump_json())
-        return approver
+        return await self.people.revoke(email)
+
+    async def add_executor(self, name: str, agent_name: str, actor: Actor = ADMIN) -> tuple[Executor, str]:
+        """An executor may consume the grants of one agent, and nothing else."""
+        _valid_name(name, "executor")
+        agent = await self.get_agent_by_name(agent_name)
+        if agent is None or agent.revoked:
+            raise IdentityError(f"no active agent named {agent_name!r}")
+        executor = Executor(
+            id=new_id("exe"), name=name, agent_id=agent.id, agent_name=agent.name, created_at=datetime.now(UTC)
+        )
+        if not await self.redis.set(keys.executor_name(name), executor.id, nx=True):
+            existing = await self.get_executor_by_name(name)
+            if existing and not existing.revoked:
+                raise IdentityError(f"an executor named {name!r} already exists")
+            await self.redis.set(keys.executor_name(name), executor.id)
+        token = await self._issue("executor", executor)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.executor(executor.id), executor.model_dump_json())
+        pipe.sadd(keys.EXECUTORS, executor.id)
+        pipe.sadd(keys.executor(executor.id) + ":tokens", token_digest(token))
+        event = event_about_people(
+            EventType.EXECUTOR_ADDED, actor, datetime.now(UTC), executor_id=executor.id, name=name, agent_id=agent.id
+        )
+        await self.people.write_audited(pipe, event)
+        return executor, token
+
+    async def get_executor(self, executor_id: str) -> Executor | None:
+        raw = await self.redis.get(keys.executor(executor_id))
+        return Executor.model_validate_json(raw) if raw else None
+
+    async def get_executor_by_name(self, name: str) -> Executor | None:
+        executor_id = await self.redis.get(keys.executor_name(name))
+        return await self.get_executor(codec.text(executor_id)) if executor_id else None
+
+    async def list_executors(self) -> list[Executor]:
+        ids = sorted(codec.text(x) for x in await self.redis.smembers(keys.EXECUTORS))
+        found = [await self.get_executor(i) for i in ids]
+        return sorted((e for e in found if e), key=lambda e: e.created_at)
+
+    async def revoke_executor(self, name: str, actor: Actor = ADMIN) -> Executor:
+        executor = await self.get_executor_by_name(name)
+        if executor is None:
+            raise IdentityError(f"no executor named {name!r}")
+        executor = executor.model_copy(update={"revoked": True})
+        await self._revoke_tokens(keys.executor(executor.id))
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.executor(executor.id), executor.model_dump_json())
+        event = event_about_people(
+            EventType.EXECUTOR_REVOKED, actor, datetime.now(UTC), executor_id=executor.id, name=name
+        )
+        await self.people.write_audited(pipe, event)
+        return executor
 
     async def authenticate(self, token: str) -> Principal | None:
-        """One GET per call: revocation deletes the digest, so it takes effect at once."""
+        """Revocation deletes the digest, so it takes effect at once; approvers read their person fresh."""
         if not token or len(token) > 200:
             return None
-        raw = await self.redis.get(keys.token(token_digest(token)))
+        digest = token_digest(token)
+        raw = await self.redis.get(keys.token(digest))
         if not raw:
             return None
         record = json.loads(raw)
+        tid = token_id(digest)
         if record["kind"] == "agent":
             agent = Agent.model_validate(record["doc"])
-            return None if agent.revoked else Principal("agent", agent=agent)
-        approver = Approver.model_validate(record["doc"])
-        return None if approver.revoked else Principal("approver", approver=approver)
+            return None if agent.revoked else Principal("agent", agent=agent, token_id=tid)
+        if record["kind"] == "executor":
+            executor = Executor.model_validate(record["doc"])
+            return None if executor.revoked else Principal("executor", executor=executor, token_id=tid)
+        person = await self._token_person(record)
+        if person is None or person.revoked or not person.may_approve:
+            return None
+        return Principal("approver", approver=person, token_id=tid)
+
+    async def _token_person(self, record: dict[str, object]) -> Person | None:
+        """New records name the person; records from before persons carry an approver snapshot,
+        whose id the person kept (the lookup by address upgrades the approver on first use)."""
+        person_id = record.get("person_id")
+        if isinstance(person_id, str):
+            return await self.people.get(person_id)
+        doc = record.get("doc")
+        if not isinstance(doc, dict):
+            return None
+        person = await self.people.get(str(doc.get("id")))
+        if person is None:
+            person = await self.people.by_email(str(doc.get("email")))
+        return person if person is not None and person.id == doc.get("id") else None

@@ -48,9 +48,41 @@ def agent_name(name: str) -> str:
 
 
 def approver(email: str) -> str:
+    """Before persons: one record per approver email (read only to upgrade it to a person)."""
     return f"{PREFIX}approver:{email}"
 
 
 def delivery(request_id: str, channel: str) -> str:
     """Where a chat adapter remembers the message it posted, so a retry never posts twice."""
     return f"{PREFIX}delivery:{request_id}:{channel}"
+
+
+PERSONS = PREFIX + "persons"
+EXECUTORS = PREFIX + "executors"
+
+
+def person(person_id: str) -> str:
+    return f"{PREFIX}person:{person_id}"
+
+
+def person_tokens(person_id: str) -> str:
+    """Digests of the approver tokens that authenticate this person."""
+    return f"{PREFIX}person:{person_id}:tokens"
+
+
+def person_address(email: str) -> str:
+    """A canonical address (primary or alias) -> the one person it belongs to."""
+    return f"{PREFIX}person-address:{email}"
+
+
+def person_identity(identity_key: str) -> str:
+    """A chat identity (ChatIdentity.key) -> the one person it is linked to (set NX: never moved)."""
+    return f"{PREFIX}person-identity:{identity_key}"
+
+
+def executor(executor_id: str) -> str:
+    return f"{PREFIX}executor:{executor_id}"
+
+
+def executor_name(name: str) -> str:
+    return f"{PREFIX}executor-name:{name}"

@@ -4,7 +4,7 @@
     GET  /v1/audit                approver token: the log as JSON lines or CSV (streamed)
     GET  /v1/audit/checkpoints    approver token: the signed checkpoints
     GET  /v1/audit/verify         approver token: server-side verification report
-    POST /v1/grants/consume       any valid token: use a grant once
+    POST /v1/grants/consume       the grant's agent, or an executor bound to it: use a grant once
 
 The signer is read from `Services.extras["signer"]`.
 """
@@ -23,7 +23,6 @@ from approvalbot.audit.export import export_records, render, snapshot_end
 from approvalbot.audit.signing import Signer
 from approvalbot.audit.verify import verify_redis
 from approvalbot.core.models import Actor
-from approvalbot.service import human_actor
 from approvalbot.web.auth import principal, require_approver
 from approvalbot.web.context import services
 from approvalbot.web.errors import ApiError, read_body, validation_details
@@ -118,25 +117,36 @@ GRANT_ERROR_STATUS = {"grant_used": 409, "grant_not_yours": 403}
 
 @routes.post("/v1/grants/consume")
 async def consume_grant(request: web.Request) -> web.Response:
+    """Only the machine that does the action may use its grant: the agent itself, or an executor
+    token bound to that agent. People never consume grants (an approver could otherwise burn one)."""
     who = await principal(request)
+    if who.agent is not None:
+        actor = Actor(
+            kind="agent",
+            id=who.agent.id,
+            email=who.agent.owner,
+            channel_user=who.token_id,
+            person_id=who.agent.owner_id,
+        )
+        agent_id, name = who.agent.id, who.agent.name
+    elif who.executor is not None:
+        actor = Actor(kind="executor", id=who.executor.id, channel_user=who.token_id)
+        agent_id, name = who.executor.agent_id, who.executor.name
+    else:
+        raise ApiError(403, "forbidden", "only the grant's agent or an executor bound to it can consume a grant")
     body = await read_body(request, ConsumeIn)
     ctx = services(request)
-    if who.agent is not None:
-        actor = Actor(kind="agent", id=who.agent.id, email=who.agent.owner)
-    elif who.approver is not None:
-        actor = human_actor(who.approver)
-    else:  # a principal always names its agent or approver
-        raise ApiError(401, "unauthorized", "the token is unknown or revoked")
     try:
         claims, seq = await grants.consume(
             ctx.service,
             signer_of(request).keyring,
             body.grant,
             actor,
-            agent_id=who.agent.id if who.agent is not None else None,
+            agent_id=agent_id,
             action=body.action,
             resource=body.resource,
             params=body.params,
+            consumer_name=name,
         )
     except grants.GrantUsed as exc:
         raise ApiError(409, "grant_used", exc.message, {"used_at": exc.used.get("at")} if exc.used else None) from None
@@ -294,10 +304,11 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/v1/grants/consume": {
         "post": {
-            "summary": "Use a grant exactly once (any agent or approver token)",
+            "summary": "Use a grant exactly once (the grant's agent token, or an executor token bound to it)",
             "description": "Verifies signature, expiry and (if given) action/resource/params, then marks "
-            "the grant used and records grant.consumed. An agent token may only consume "
-            "grants issued to that agent.",
+            "the grant used and records grant.consumed, naming the consumer (kind agent or executor, id, "
+            "name). An agent token may only consume grants issued to that agent, an executor token only "
+            "grants of the agent it is bound to; approver tokens get 403 forbidden.",
             "security": _SECURED,
             "requestBody": {
                 "required": True,

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from approvalbot.core.addresses import InvalidAddress
 from approvalbot.core.errors import IdempotencyMismatch, NotFound, Refusal, Refused
 from approvalbot.store.identities import IdentityError
 
@@ -28,6 +29,8 @@ REFUSAL_STATUS = {
     Refusal.ALREADY_DECIDED: 409,
     Refusal.NOT_PENDING: 409,
     Refusal.REASON_REQUIRED: 422,
+    Refusal.IDENTITY_UNKNOWN: 403,
+    Refusal.FOREIGN_WORKSPACE: 403,
 }
 
 
@@ -59,7 +62,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details)
     except ValidationError as exc:
-        return error_response(422, "invalid_request", "the request body is not valid", validation_details(exc))
+        details = validation_details(exc)
+        addresses = [d for d in details if d["type"] == InvalidAddress.code]
+        if addresses:  # name the rule: "bob\u200b@…" is refused, not silently "invalid"
+            return error_response(422, InvalidAddress.code, addresses[0]["msg"], details)
+        return error_response(422, "invalid_request", "the request body is not valid", details)
+    except InvalidAddress as exc:
+        return error_response(422, exc.code, exc.message)
     except Refused as exc:
         return error_response(REFUSAL_STATUS[exc.refusal], exc.code, exc.message)
     except NotFound as exc:

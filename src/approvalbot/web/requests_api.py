@@ -75,7 +75,8 @@ async def create_request(request: web.Request) -> web.Response:
 
 
 async def readable(request: web.Request) -> ApprovalRequest:
-    """Agents see only their own requests; to them, another agent's request does not exist."""
+    """Least visibility: agents see their own requests; persons those they stand behind, decided, or may
+    decide. To anyone else a request does not exist (404, the same answer as for a missing id)."""
     who = await principal(request)
     found = await services(request).service.get(request.match_info["id"])
     if who.agent is not None:
@@ -135,6 +136,10 @@ async def decide_request(request: web.Request) -> web.Response:
     check_reason(body.decision, body.reason)  # before any lookup, as the API always has
     ctx = services(request)
     decided = await ctx.service.decide(
-        request.match_info["id"], human_actor(who.approver), who.approver, body.decision, body.reason
+        request.match_info["id"],
+        human_actor(who.approver, channel_user=who.token_id),
+        who.approver,
+        body.decision,
+        body.reason,
     )
     return as_json(decided)
