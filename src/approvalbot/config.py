@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     microsoft_app_tenant_id: str | None = Field(default=None, alias="MICROSOFT_APP_TENANT_ID")
     microsoft_app_type: str = Field(default="MultiTenant", alias="MICROSOFT_APP_TYPE")
     teams_dev: bool = Field(default=False, alias="APPROVALBOT_TEAMS_DEV")
+    # Issue 11: the tenants whose activities are accepted (comma list), besides MICROSOFT_APP_TENANT_ID.
+    teams_tenants: str | None = Field(default=None, alias="APPROVALBOT_TEAMS_TENANTS")
 
 
 def load_settings() -> Settings:

@@ -16,7 +16,7 @@ from approvalbot.teams.references import ReferenceStore
 from approvalbot.teams.settings import TeamsConfigError, status_line, teams_settings
 from approvalbot.web.context import SERVICES
 
-from .conftest import new_conversation
+from .conftest import OTHER_TENANT, TENANT, new_conversation
 
 APP_ID = "5b1f0a5e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 
@@ -29,6 +29,7 @@ async def test_with_an_app_id_unauthenticated_activities_are_rejected(
         APPROVALBOT_DATA_DIR=data_dir,
         MICROSOFT_APP_ID=APP_ID,
         MICROSOFT_APP_PASSWORD="not-a-real-secret",
+        APPROVALBOT_TEAMS_TENANTS=TENANT,
     )
     service = rt.service(redis)
     app = build_app(settings, service)
@@ -51,8 +52,11 @@ async def test_with_an_app_id_unauthenticated_activities_are_rejected(
                 "recipient": {"id": "28:approvalbot-bot"},
                 "from": {"id": "29:alice", "aadObjectId": "aad-alice"},
                 "conversation": {"id": channel, "conversationType": "channel"},
-                "channelData": {"team": {"id": channel}, "tenant": {"id": "t"}},
+                "channelData": {"team": {"id": channel}, "tenant": {"id": TENANT}},
             }
+            # The same from another tenant: the token is checked first, so it is a 401 too, not a 403 that
+            # an unauthenticated sender could use to write `identity.refused` records.
+            foreign = {**common, "channelData": {"team": {"id": channel}, "tenant": {"id": OTHER_TENANT}}}
             install = {"type": "conversationUpdate", "membersAdded": [{"id": "28:approvalbot-bot"}], **common}
             click = {
                 "type": "invoke",
@@ -60,7 +64,8 @@ async def test_with_an_app_id_unauthenticated_activities_are_rejected(
                 **common,
                 "value": {"action": {"type": "Action.Execute", "verb": "approve", "data": {"request_id": request_id}}},
             }
-            for activity in (install, click):
+            foreign_install = {**install, **foreign}
+            for activity in (install, click, foreign_install):
                 async with http.post(base + "/api/messages", json=activity) as resp:
                     assert resp.status == 401
     finally:
@@ -69,6 +74,7 @@ async def test_with_an_app_id_unauthenticated_activities_are_rejected(
     assert connector.calls == []
     assert (await service.get(request_id)).status.value == "pending"
     assert [r.as_dict()["type"] for r in await service.audit.for_request(request_id)] == ["request.created"]
+    assert not [r async for r in service.audit.records() if r.as_dict()["type"] == "identity.refused"]
 
 
 def test_without_app_id_or_dev_mode_teams_is_off(redis_url, data_dir):
@@ -90,7 +96,9 @@ def test_without_app_id_or_dev_mode_teams_is_off(redis_url, data_dir):
 
 
 def test_dev_mode_says_so_loudly(redis_url, data_dir, caplog):
-    settings = Settings(REDIS_URL=redis_url, APPROVALBOT_DATA_DIR=data_dir, APPROVALBOT_TEAMS_DEV=True)
+    settings = Settings(
+        REDIS_URL=redis_url, APPROVALBOT_DATA_DIR=data_dir, APPROVALBOT_TEAMS_DEV=True, APPROVALBOT_TEAMS_TENANTS=TENANT
+    )
     with caplog.at_level(logging.WARNING, logger="approvalbot.teams"):
         line = status_line(settings)
     assert line.startswith("Teams: DEV MODE")
@@ -103,6 +111,7 @@ def test_dev_mode_says_so_loudly(redis_url, data_dir, caplog):
     [
         ({"MICROSOFT_APP_TYPE": "SingleTenant", "MICROSOFT_APP_PASSWORD": "x"}, "MICROSOFT_APP_TENANT_ID"),
         ({}, "MICROSOFT_APP_PASSWORD"),
+        ({"MICROSOFT_APP_PASSWORD": "x"}, "MICROSOFT_APP_TENANT_ID or APPROVALBOT_TEAMS_TENANTS"),
         ({"MICROSOFT_APP_TYPE": "Sideways", "MICROSOFT_APP_PASSWORD": "x"}, "MICROSOFT_APP_TYPE"),
     ],
 )
@@ -112,9 +121,10 @@ def test_incomplete_registration_fails_at_start_up(redis_url, data_dir, extra, m
         teams_settings(settings).validate()
     with pytest.raises(TeamsConfigError, match=message):
         status_line(settings)  # the start-up line validates too, before any traffic
-    assert status_line(Settings(REDIS_URL=redis_url, MICROSOFT_APP_ID=APP_ID, MICROSOFT_APP_PASSWORD="x")).startswith(
-        "Teams: on"
+    complete = Settings(
+        REDIS_URL=redis_url, MICROSOFT_APP_ID=APP_ID, MICROSOFT_APP_PASSWORD="x", APPROVALBOT_TEAMS_TENANTS=TENANT
     )
+    assert status_line(complete).startswith("Teams: on")
 
 
 def test_stray_teams_settings_without_an_app_id_are_an_error(redis_url, data_dir):

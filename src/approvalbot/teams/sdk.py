@@ -39,7 +39,8 @@ class _AuthConfig:
         self.APP_ID = ts.app_id or None
         self.APP_PASSWORD = ts.app_password.get_secret_value() or None
         self.APP_TYPE = APP_TYPES.get(ts.app_type.lower(), "MultiTenant")
-        self.APP_TENANTID = ts.tenant_id or None
+        # Only an app registration has a home tenant; in dev mode the id only names an allowed tenant.
+        self.APP_TENANTID = (ts.tenant_id or None) if ts.app_id else None
 
 
 class _Authentication(ConfigurationBotFrameworkAuthentication):  # type: ignore[misc]  # untyped SDK base (Any)

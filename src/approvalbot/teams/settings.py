@@ -3,11 +3,17 @@
 Teams is on when `MICROSOFT_APP_ID` is set. `APPROVALBOT_TEAMS_DEV=1` turns it on
 without an app id, which makes the SDK accept unsigned activities from anyone who
 can reach `/api/messages`: for local testing only, and said loudly at start-up.
+
+Whenever Teams is on (dev mode included) the tenants it serves must be named:
+`MICROSOFT_APP_TENANT_ID` and/or `APPROVALBOT_TEAMS_TENANTS` (a comma list). A
+multi-tenant bot can be installed by anyone in any tenant; without this list an
+outside tenant could receive our cards and act as our people (issue 11).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pydantic import SecretStr
@@ -26,8 +32,25 @@ DEV_WARNING = (
 )
 
 
+TENANTS_REQUIRED = (
+    "Teams is on but no tenant is allowed: set MICROSOFT_APP_TENANT_ID or APPROVALBOT_TEAMS_TENANTS "
+    "(a comma list of tenant ids) to the Microsoft Entra tenant(s) whose people may use approvalbot; "
+    "activities from any other tenant are refused"
+)
+
+
 class TeamsConfigError(ConfigError):
     """The Teams settings cannot work; the message says which variable to fix."""
+
+
+def tenant_key(tenant: str | None) -> str:
+    """Tenant ids are GUIDs, case-insensitive: compared and stored in lower case."""
+    return (tenant or "").strip().lower()
+
+
+def allowed_tenants(tenant_id: str | None, listed: str | None) -> frozenset[str]:
+    parts: Iterable[str] = [tenant_id or "", *(listed or "").split(",")]
+    return frozenset(t for t in (tenant_key(p) for p in parts) if t)
 
 
 @dataclass(frozen=True)
@@ -39,6 +62,7 @@ class TeamsSettings:
     tenant_id: str
     app_type: str
     dev: bool
+    tenants: frozenset[str] = frozenset()  # allowed tenant ids, lower case
 
     @property
     def enabled(self) -> bool:
@@ -55,6 +79,11 @@ class TeamsSettings:
             return "on"
         return "dev" if self.dev else "off"
 
+    def allows(self, tenant: str | None) -> bool:
+        """Whether an activity from this tenant may be handled at all (no tenant: never)."""
+        key = tenant_key(tenant)
+        return bool(key) and key in self.tenants
+
     def validate(self) -> None:
         """Fail at start-up, not on the first activity, when the registration is incomplete."""
         if not self.app_id:
@@ -62,7 +91,7 @@ class TeamsSettings:
                 name
                 for name, value in (
                     ("MICROSOFT_APP_PASSWORD", self.app_password.get_secret_value()),
-                    ("MICROSOFT_APP_TENANT_ID", self.tenant_id),
+                    ("MICROSOFT_APP_TENANT_ID", "" if self.dev else self.tenant_id),
                 )
                 if value
             ]
@@ -71,6 +100,8 @@ class TeamsSettings:
                     f"{' and '.join(stray)} set but MICROSOFT_APP_ID is not: set the "
                     "Azure bot's app id to turn Teams on, or unset them"
                 )
+            if self.dev and not self.tenants:
+                raise TeamsConfigError(TENANTS_REQUIRED)
             return
         kind = self.app_type.lower()
         if kind not in APP_TYPES:
@@ -79,6 +110,8 @@ class TeamsSettings:
             raise TeamsConfigError(f"MICROSOFT_APP_PASSWORD is required with MICROSOFT_APP_TYPE={APP_TYPES[kind]}")
         if kind in ("singletenant", "userassignedmsi") and not self.tenant_id:
             raise TeamsConfigError(f"MICROSOFT_APP_TENANT_ID is required with MICROSOFT_APP_TYPE={APP_TYPES[kind]}")
+        if not self.tenants:
+            raise TeamsConfigError(TENANTS_REQUIRED)
 
 
 def teams_settings(settings: Settings) -> TeamsSettings:
@@ -88,6 +121,7 @@ def teams_settings(settings: Settings) -> TeamsSettings:
         tenant_id=(settings.microsoft_app_tenant_id or "").strip(),
         app_type=(settings.microsoft_app_type or "MultiTenant").strip(),
         dev=settings.teams_dev,
+        tenants=allowed_tenants(settings.microsoft_app_tenant_id, settings.teams_tenants),
     )
 
 
@@ -101,11 +135,16 @@ def status_line(settings: Settings) -> str:
     if ts.mode == "on":
         if ts.dev:
             log.info("APPROVALBOT_TEAMS_DEV is ignored: MICROSOFT_APP_ID is set, activities are authenticated")
-        return f"Teams: on (app {ts.app_id}, {APP_TYPES.get(ts.app_type.lower(), ts.app_type)}), POST /api/messages"
+        kind = APP_TYPES.get(ts.app_type.lower(), ts.app_type)
+        return f"Teams: on (app {ts.app_id}, {kind}, {_tenants(ts)}), POST /api/messages"
     if ts.mode == "dev":
         log.warning(DEV_WARNING)
-        return "Teams: DEV MODE, unauthenticated POST /api/messages (local testing only)"
+        return f"Teams: DEV MODE, unauthenticated POST /api/messages ({_tenants(ts)}; local testing only)"
     return "Teams: off (set MICROSOFT_APP_ID to enable)"
+
+
+def _tenants(ts: TeamsSettings) -> str:
+    return f"tenant{'s' if len(ts.tenants) > 1 else ''} {', '.join(sorted(ts.tenants))}"
 
 
 startup_message = status_line
