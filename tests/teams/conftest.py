@@ -4,6 +4,17 @@ Activities are POSTed to our real `/api/messages` over HTTP with `serviceUrl` po
 at the fake connector, so the SDK's whole path (CloudAdapter.process, msrest, requests)
 runs; delivery jobs run in an RQ SimpleWorker (burst mode, in a thread) fed by the
 real outbox. Cards are checked against Microsoft's published Adaptive Card schema.
+
+Activities come from TWO tenants: ours (`TENANT`, the one the settings allow) and
+another (`OTHER_TENANT`). Their shapes follow Microsoft's published samples:
+conversationUpdate with `channelData.eventType`/`team`/`channel`/`tenant`
+(https://learn.microsoft.com/en-us/microsoftteams/platform/bots/how-to/conversations/subscribe-to-conversation-events),
+the `adaptiveCard/action` invoke of Universal Actions
+(https://learn.microsoft.com/en-us/microsoftteams/platform/task-modules-and-cards/cards/universal-actions-for-adaptive-cards/work-with-universal-actions-for-adaptive-cards),
+and the connector's single-member answer (id, name, aadObjectId, email, userPrincipalName,
+tenantId; https://learn.microsoft.com/en-us/microsoftteams/platform/bots/how-to/get-teams-context).
+Each tenant has its own `serviceUrl` on the fake (Teams' service URLs are per region and
+tenant), so a member lookup answers with that tenant's directory.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from tests.helpers import Api, drain
 SCHEMA = files("adaptive_cards") / "schemas" / "schema-1.5.json"
 BOT_ID = "28:approvalbot-bot"
 TENANT = "tenant-1"
+OTHER_TENANT = "tenant-2"
 TEAM_ID = "19:team-platform@thread.tacv2"
 
 
@@ -64,6 +76,7 @@ class Call:
     status: int
     result_id: str | None = None  # the id the fake answered with
     at: float = field(default_factory=time.monotonic)
+    tenant: str = TENANT  # whose service URL was called
 
 
 @dataclass
@@ -72,6 +85,7 @@ class Person:
     aad: str
     email: str
     name: str
+    tenant: str = TENANT
 
     def member(self) -> dict[str, Any]:
         return {
@@ -80,7 +94,8 @@ class Person:
             "aadObjectId": self.aad,
             "email": self.email,
             "userPrincipalName": self.email,
-            "tenantId": TENANT,
+            "tenantId": self.tenant,
+            "userRole": "user",
         }
 
 
@@ -90,7 +105,7 @@ class FakeConnector:
 
     url: str = ""
     calls: list[Call] = field(default_factory=list)
-    members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    members: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (tenant, user id) -> member
     broken: dict[str, int] = field(default_factory=dict)  # conversation -> status for every write
     slow: float = 0.0  # seconds to wait before answering any call
     _failures: deque = field(default_factory=deque)
@@ -98,8 +113,15 @@ class FakeConnector:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, person: Person) -> Person:
-        self.members[person.user_id] = person.member()
+        self.members[(person.tenant, person.user_id)] = person.member()
         return person
+
+    def service_url(self, tenant: str = TENANT) -> str:
+        """Our tenant at the root (as the older tests expect), any other under its own path."""
+        return self.url if tenant == TENANT else f"{self.url}{tenant}/"
+
+    def to(self, conversation: str) -> list[Call]:
+        return [c for c in self.calls if c.conversation == conversation]
 
     def fail_next(
         self,
@@ -138,7 +160,10 @@ class FakeConnector:
 
     async def handle(self, request: web.Request) -> web.Response:
         parts = [unquote(p) for p in request.raw_path.split("?")[0].split("/") if p]
-        # v3 / conversations / {conv} / (activities [/ {id}] | members / {member})
+        # [tenant /] v3 / conversations / {conv} / (activities [/ {id}] | members / {member})
+        tenant = TENANT
+        if parts and parts[0] != "v3":
+            tenant, parts = parts[0], parts[1:]
         if len(parts) < 4 or parts[:2] != ["v3", "conversations"]:
             return web.json_response({"error": {"code": "BadSyntax", "message": "unknown path"}}, status=404)
         conv, rest = parts[2], parts[3:]
@@ -166,7 +191,7 @@ class FakeConnector:
                 failure = self._failures.popleft()
             if failure:
                 status, retry_after, _ = failure
-                self.calls.append(Call(kind, conv, activity_id, body, status))
+                self.calls.append(Call(kind, conv, activity_id, body, status, tenant=tenant))
                 headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
                 return web.json_response(
                     {
@@ -179,15 +204,17 @@ class FakeConnector:
                     headers=headers,
                 )
             if kind == "member":
-                member = self.members.get(rest[1])
-                self.calls.append(Call(kind, conv, rest[1], None, 200 if member else 404))
+                member = self.members.get((tenant, rest[1]))
+                self.calls.append(Call(kind, conv, rest[1], None, 200 if member else 404, tenant=tenant))
                 if member is None:
                     return web.json_response(
                         {"error": {"code": "MemberNotFoundInConversation", "message": "no such member"}}, status=404
                     )
                 return web.json_response(member)
             new_id = activity_id if kind == "update" else f"1700000000{next(self._ids):06d}"
-            self.calls.append(Call(kind, conv, activity_id, body, 200 if kind == "update" else 201, new_id))
+            self.calls.append(
+                Call(kind, conv, activity_id, body, 200 if kind == "update" else 201, new_id, tenant=tenant)
+            )
             return web.json_response({"id": new_id}, status=200 if kind == "update" else 201)
 
 
@@ -207,18 +234,31 @@ async def connector() -> AsyncIterator[FakeConnector]:
 
 
 @pytest.fixture
-def teams_env(monkeypatch, redis_url: str, data_dir: Path) -> None:
+def teams_tenants() -> str:
+    """APPROVALBOT_TEAMS_TENANTS for the test; a test module may override it (e.g. both tenants)."""
+    return TENANT
+
+
+@pytest.fixture
+def teams_env(monkeypatch, redis_url: str, data_dir: Path, teams_tenants: str) -> None:
     """Jobs read settings from the environment (`load_settings()`), as in production."""
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("APPROVALBOT_DATA_DIR", str(data_dir))
     monkeypatch.setenv("APPROVALBOT_TEAMS_DEV", "1")
+    monkeypatch.setenv("APPROVALBOT_TEAMS_TENANTS", teams_tenants)
     monkeypatch.delenv("MICROSOFT_APP_ID", raising=False)
     monkeypatch.delenv("MICROSOFT_APP_PASSWORD", raising=False)
+    monkeypatch.delenv("MICROSOFT_APP_TENANT_ID", raising=False)
 
 
 @pytest.fixture
-def teams_settings(teams_env, redis_url: str, data_dir: Path) -> Settings:
-    return Settings(REDIS_URL=redis_url, APPROVALBOT_DATA_DIR=data_dir, APPROVALBOT_TEAMS_DEV=True)
+def teams_settings(teams_env, redis_url: str, data_dir: Path, teams_tenants: str) -> Settings:
+    return Settings(
+        REDIS_URL=redis_url,
+        APPROVALBOT_DATA_DIR=data_dir,
+        APPROVALBOT_TEAMS_DEV=True,
+        APPROVALBOT_TEAMS_TENANTS=teams_tenants,
+    )
 
 
 @dataclass
@@ -245,16 +285,18 @@ class Teams(Api):
         conversation: str,
         kind: str = "channel",
         conversation_name: str | None = None,
+        tenant: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        channel_data: dict[str, Any] = {"tenant": {"id": TENANT}}
+        tenant = tenant or (person.tenant if person else TENANT)
+        channel_data: dict[str, Any] = {"tenant": {"id": tenant}}
         if kind == "channel":
             channel_data.update(team={"id": TEAM_ID, "name": "Platform"}, channel={"id": conversation})
         body = {
             "type": type,
             "id": f"f:{next(self._seq)}",
             "timestamp": "2026-11-22T10:00:00.000Z",
-            "serviceUrl": self.fake.url,
+            "serviceUrl": self.fake.service_url(tenant),
             "channelId": "msteams",
             "from": {"id": person.user_id, "name": person.name, "aadObjectId": person.aad}
             if person
@@ -263,7 +305,7 @@ class Teams(Api):
             "conversation": {
                 "id": conversation,
                 "conversationType": kind,
-                "tenantId": TENANT,
+                "tenantId": tenant,
                 "isGroup": kind != "personal",
                 **({"name": conversation_name} if conversation_name else {}),
             },
@@ -285,7 +327,12 @@ class Teams(Api):
                 return resp.status, text
 
     async def add_bot(
-        self, conversation: str, name: str | None = None, kind: str = "channel", by: Person | None = None
+        self,
+        conversation: str,
+        name: str | None = None,
+        kind: str = "channel",
+        by: Person | None = None,
+        tenant: str | None = None,
     ):
         extra: dict[str, Any] = {"membersAdded": [{"id": BOT_ID}]}
         if kind == "channel":
@@ -300,11 +347,12 @@ class Teams(Api):
                 conversation,
                 kind,
                 conversation_name=name if kind != "channel" else None,
+                tenant=tenant,
                 **extra,
             )
         )
 
-    async def say(self, person: Person, conversation: str, text: str, kind: str = "channel"):
+    async def say(self, person: Person, conversation: str, text: str, kind: str = "channel", tenant: str | None = None):
         mention = {
             "type": "mention",
             "text": "<at>approvalbot</at>",
@@ -312,7 +360,13 @@ class Teams(Api):
         }
         return await self.post(
             self.activity(
-                "message", person, conversation, kind, text=f"<at>approvalbot</at> {text}", entities=[mention]
+                "message",
+                person,
+                conversation,
+                kind,
+                tenant=tenant,
+                text=f"<at>approvalbot</at> {text}",
+                entities=[mention],
             )
         )
 
@@ -324,6 +378,8 @@ class Teams(Api):
         request_id: str,
         kind: str = "channel",
         reply_to: str | None = None,
+        *,
+        tenant: str | None = None,
         **inputs: Any,
     ):
         value = {
@@ -338,7 +394,7 @@ class Teams(Api):
         extra: dict[str, Any] = {"name": "adaptiveCard/action", "value": value}
         if reply_to:
             extra["replyToId"] = reply_to
-        return await self.post(self.activity("invoke", person, conversation, kind, **extra))
+        return await self.post(self.activity("invoke", person, conversation, kind, tenant=tenant, **extra))
 
     # delivery jobs ---------------------------------------------------------------------------
     async def run_jobs(self, within: float = 30.0) -> None:

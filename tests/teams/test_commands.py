@@ -49,8 +49,11 @@ async def test_pending_for_someone_who_is_not_an_approver(teams, people):
     cards = reply_cards(replies_in(teams, channel, since))
     assert len(cards) == 1
     shown = texts(cards[0])
-    assert "You are not a registered approver. Your Teams account resolves to:" in shown
-    assert "mallory@example.com" in shown
+    # Mallory's account address names no person: not linked, and told what an admin would run.
+    assert "Your Teams account is not linked to a registered person." in shown
+    assert any(
+        "mallory@example.com" in t and "approvalbot people link EMAIL --teams tenant-1/aad-mallory" in t for t in shown
+    )
 
 
 async def test_pending_with_nothing_waiting(teams, people):

@@ -57,7 +57,8 @@ async def test_owner_cannot_approve_in_teams_a_request_shown_to_them(teams, peop
     # The blocked attempt is mirrored in the channel's reply chain too.
     await teams.run_jobs()
     chain = [texts(c) for c in teams.fake.cards("reply", channel)]
-    assert [c[0] for c in chain] == ["#3", "#4"]  # audit seqs: #1, #2 are person.added (owner, approver)
+    # audit seqs: #1, #2 are person.added (owner, approver), #4 person.linked (the owner's Teams identity)
+    assert [c[0] for c in chain] == ["#3", "#5"]
     assert any("Self-approval blocked" in t for t in chain[1])
 
 
@@ -121,8 +122,10 @@ async def test_names_and_emails_in_the_payload_are_never_trusted(teams, people):
     activity["from"].update(name="alice@example.com", email="alice@example.com")
     status, answer = await teams.post(activity)
     assert status == 200
-    assert any("not a registered approver" in t for t in texts(answer["value"]))
-    assert "mallory@example.com" in texts(answer["value"])
+    shown = texts(answer["value"])
+    assert "Your Teams account is not linked to a registered person." in shown
+    assert any("mallory@example.com" in t for t in shown)
+    assert not any("alice" in t for t in shown)  # and nothing of the request: Mallory may not view it
     _, after = await teams.call("GET", f"/v1/requests/{created['id']}", teams.agent_token)
     assert after["status"] == "pending"
 
@@ -140,7 +143,8 @@ async def test_unknown_teams_user_cannot_decide(teams, people):
     assert after["status"] == "pending" and after["decisions"] == []
 
 
-async def test_member_lookups_are_cached_and_a_cached_answer_survives_an_outage(teams, people):
+async def test_member_lookups_are_cached_and_a_linked_identity_survives_an_outage(teams, people):
+    """The connector answer is cached (at most a minute); once linked, the identity needs no connector."""
     await teams.service.identities.add_approver("alice@example.com", [])
     channel = new_conversation("approvals")
     await teams.add_bot(channel, name="approvals")
@@ -152,7 +156,7 @@ async def test_member_lookups_are_cached_and_a_cached_answer_survives_an_outage(
     cached = await teams.service.redis.get(member_key(TENANT, "aad-alice"))
     assert b"alice@example.com" in cached
 
-    # Make the cache stale, then break the connector: the stale answer is used, keyed by AAD id.
+    # Make the cache stale, then break the connector: Alice's identity is linked, so she is still Alice.
     data = json.loads(cached)
     data["at"] = 0
     await teams.service.redis.set(member_key(TENANT, "aad-alice"), json.dumps(data))

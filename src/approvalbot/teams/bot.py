@@ -1,8 +1,11 @@
 """The Teams bot: remembers where it was added, answers commands, and handles card actions.
 
+Activities from tenants that are not allowed never get here (`tenants.TenantGate`).
 Every decision goes through `ApprovalService.decide` with the clicker resolved to
-their email (see `identity`), so the rules of the core (self-approval, eligibility,
-one outcome) apply exactly as in the API and Slack; this module only translates.
+the person their Teams identity (tenant + AAD object id) is linked to (see
+`identity`), so the rules of the core (self-approval, eligibility, one outcome)
+apply exactly as in the API and Slack; this module only translates. What a person
+is shown follows `rules.may_view`: others get a card without the request's details.
 
 The `adaptiveCard/action` invoke is handled in `on_invoke_activity` and answered
 with `InvokeResponse(status=200, body=AdaptiveCardInvokeResponse(...))`, the model
@@ -21,7 +24,7 @@ from redis.asyncio import Redis
 
 from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import EXAMPLE_REQUEST_ID, is_request_id
-from approvalbot.core.models import MAX_TEXT, Actor, ApprovalRequest, Approver, Status
+from approvalbot.core.models import MAX_TEXT, ApprovalRequest, Status
 from approvalbot.core.rules import (
     approval_progress,
     clean_reason,
@@ -34,12 +37,7 @@ from approvalbot.service import ApprovalService
 from approvalbot.store.requests import Conflict
 from approvalbot.teams import cards
 from approvalbot.teams.cards import Notice
-from approvalbot.teams.identity import (
-    Clicker,
-    IdentityResolver,
-    recent_user_ids,
-    tenant_of,
-)
+from approvalbot.teams.identity import Clicker, IdentityResolver, recent_user_ids
 from approvalbot.teams.references import (
     CHANNEL,
     STORED_KINDS,
@@ -47,6 +45,7 @@ from approvalbot.teams.references import (
     ReferenceStore,
 )
 from approvalbot.teams.sdk import connector, reference_of
+from approvalbot.teams.tenants import tenant_of
 from approvalbot.teams.text import escape_markdown, parse_command
 
 log = logging.getLogger("approvalbot.teams.bot")
@@ -93,7 +92,7 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         self.service = service
         self.redis = redis
         self.references = ReferenceStore(redis)
-        self.people = IdentityResolver(redis)
+        self.people = IdentityResolver(service, redis)
 
     # --- where cards go ----------------------------------------------------------------
 
@@ -185,13 +184,9 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             except Exception as exc:
                 log.warning("Teams reply failed too (%s)", exc.__class__.__name__)
 
-    async def _identify(self, turn_context: TurnContext) -> tuple[Clicker, Approver | None, Actor]:
-        clicker = await self.people.resolve(turn_context)
-        approver = await self.people.approver_for(clicker)
-        return clicker, approver, self.people.actor_for(clicker, approver)
-
     async def _pending(self, turn_context: TurnContext) -> None:
-        clicker, approver, _ = await self._identify(turn_context)
+        clicker = await self.people.resolve(turn_context)
+        approver = clicker.person
         if not is_active_approver(approver):
             await turn_context.send_activity(card_message(self._who_notice_card(clicker)))
             return
@@ -199,7 +194,7 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         if not items:
             await turn_context.send_activity(card_message(cards.message_card("Nothing is waiting for your decision.")))
             return
-        refresh = [clicker.user_id]
+        refresh = [clicker.user_id]  # a personal chat: only this user's client refreshes
         await turn_context.send_activities(
             [card_message(cards.request_card(r, refresh_user_ids=refresh)) for r in items]
         )
@@ -217,13 +212,13 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
                 )
             )
             return
-        clicker, approver, actor = await self._identify(turn_context)
+        clicker = await self.people.resolve(turn_context)
         try:
             request = await self.service.get(request_id)
         except NotFound:
             request = None
-        # The same answer for "no such request" and "not yours to see".
-        if request is None or not may_view(request, approver=approver, email=clicker.email):
+        # The same answer for "no such request" and "not yours to see" (least visibility, by person).
+        if request is None or not may_view(request, approver=clicker.person):
             await turn_context.send_activity(
                 card_message(cards.message_card("No request with that id is visible to you."))
             )
@@ -231,19 +226,14 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         records = [r.as_dict() for r in await self.service.audit.for_request(request.id)]
         await turn_context.send_activities(
             [
-                card_message(await self._view(request, actor, approver, clicker)),
+                card_message(await self._view(request, clicker)),
                 card_message(cards.audit_list_card(request, records)),
             ]
         )
 
     @staticmethod
     def _who_notice_card(clicker: Clicker) -> dict[str, Any]:
-        if clicker.email is None:
-            return cards.message_card("approvalbot", notice=Notice(UNRESOLVED))
-        return cards.message_card(
-            "approvalbot",
-            notice=Notice("You are not a registered approver. Your Teams account resolves to:", clicker.email),
-        )
+        return cards.message_card("approvalbot", notice=_who_notice(clicker))
 
     # --- card actions (Universal Actions) --------------------------------------------------
 
@@ -268,13 +258,16 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return invoke_error(400, "unknown action")
         if not isinstance(request_id, str) or not is_request_id(request_id):
             return invoke_error(400, "the card does not name a request")
-        clicker, approver, actor = await self._identify(turn_context)
+        clicker = await self.people.resolve(turn_context)
         try:
             request = await self.service.get(request_id)
         except NotFound:
             return invoke_card(cards.message_card("This request no longer exists."))
         if verb == cards.VERB_REFRESH:
-            return invoke_card(await self._view(request, actor, approver, clicker))
+            return invoke_card(await self._view(request, clicker))
+        if clicker.person is None:  # not linked and not linkable: nothing for the core to judge
+            return invoke_card(await self._view(request, clicker, _who_notice(clicker)))
+        actor = clicker.actor()
 
         field = cards.DENY_REASON_INPUT if verb == cards.VERB_DENY else cards.REASON_INPUT
         reason = clean_reason(data.get(field))
@@ -282,41 +275,29 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             reason = clean_reason(data.get(cards.REASON_INPUT))
         if reason is not None and len(reason) > MAX_TEXT:
             return invoke_card(
-                await self._view(
-                    request,
-                    actor,
-                    approver,
-                    clicker,
-                    Notice(f"The reason is too long (at most {MAX_TEXT} characters)."),
-                )
+                await self._view(request, clicker, Notice(f"The reason is too long (at most {MAX_TEXT} characters)."))
             )
         if reason_missing(verb, reason):
             notice = Notice(sentence(Refusal.REASON_REQUIRED.message))
-            return invoke_card(await self._view(request, actor, approver, clicker, notice))
+            return invoke_card(await self._view(request, clicker, notice))
         try:
-            decided = await self.service.decide(request_id, actor, approver, verb, reason)
+            decided = await self.service.decide(request_id, actor, clicker.person, verb, reason)
         except Refused as refused:
             fresh = await self.service.get(request_id)
-            notice = (
-                Notice(UNRESOLVED)
-                if (refused.refusal is Refusal.UNKNOWN_APPROVER and clicker.email is None)
-                else Notice(
-                    sentence(refused.message),
-                    clicker.email if refused.refusal is Refusal.UNKNOWN_APPROVER else None,
-                )
+            notice = Notice(
+                sentence(refused.message),
+                clicker.person.email if refused.refusal is Refusal.UNKNOWN_APPROVER else None,
             )
-            return invoke_card(await self._view(fresh, actor, approver, clicker, notice))
+            return invoke_card(await self._view(fresh, clicker, notice))
         except NotFound:
             return invoke_card(cards.message_card("This request no longer exists."))
         except DomainError as exc:  # any other rule of the core
-            return invoke_card(await self._view(request, actor, approver, clicker, Notice(sentence(exc.message))))
+            return invoke_card(await self._view(request, clicker, Notice(sentence(exc.message))))
         except Conflict:
             return invoke_card(
-                await self._view(
-                    request, actor, approver, clicker, Notice("Too many people acted at once; please try again.")
-                )
+                await self._view(request, clicker, Notice("Too many people acted at once; please try again."))
             )
-        return invoke_card(await self._view(decided, actor, approver, clicker, self._done_notice(decided, verb)))
+        return invoke_card(await self._view(decided, clicker, self._done_notice(decided, verb)))
 
     @staticmethod
     def _done_notice(request: ApprovalRequest, verb: str) -> Notice:
@@ -327,23 +308,33 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         approvals, needed = approval_progress(request)
         return Notice(f"Your approval is recorded: {approvals} of {needed}.", style="good")
 
-    async def _view(
-        self,
-        request: ApprovalRequest,
-        actor: Actor,
-        approver: Approver | None,
-        clicker: Clicker,
-        notice: Notice | None = None,
-    ) -> dict[str, Any]:
-        """The card as this person should see it: actions only if the core would let them decide."""
-        refresh = await recent_user_ids(self.redis)
+    async def _view(self, request: ApprovalRequest, clicker: Clicker, notice: Notice | None = None) -> dict[str, Any]:
+        """The card as this person should see it: the details only if they may view the request
+        (`rules.may_view`), actions only if the core would let them decide."""
+        person = clicker.person
+        if not may_view(request, approver=person):
+            return cards.restricted_card(request, notice or _who_notice(clicker, request_shown=False))
+        refresh = await recent_user_ids(self.redis, clicker.tenant_id)
         if clicker.user_id and clicker.user_id not in refresh:
             refresh = [clicker.user_id, *refresh]
         if request.status.final:
             return cards.request_card(request, notice=notice)
-        refusal = refusal_for(request, actor, approver)
+        refusal = refusal_for(request, clicker.actor(), person)
         if refusal is None:
             return cards.request_card(request, notice=notice, refresh_user_ids=refresh)
         if notice is None:
-            notice = Notice(UNRESOLVED if clicker.email is None else sentence(refusal.message), style="warning")
+            notice = Notice(sentence(refusal.message), style="warning")
         return cards.request_card(request, actions=False, notice=notice, refresh_user_ids=refresh)
+
+
+def _who_notice(clicker: Clicker, request_shown: bool = True) -> Notice:
+    """Why this clicker is not acting as a registered approver (their identity, or their rights)."""
+    if clicker.refused is not None:
+        return Notice("Your Teams account is not linked to a registered person.", sentence(clicker.refused.message))
+    if clicker.person is None:
+        return Notice(UNRESOLVED)
+    if not is_active_approver(clicker.person):
+        return Notice("You are not a registered approver. Your Teams account is linked to:", clicker.person.email)
+    if request_shown:
+        return Notice("You are not an approver of this request.", style="warning")
+    return Notice("Only the approvers of this request and the people behind it can see its details.", style="warning")

@@ -319,15 +319,37 @@ def request_card(
     return card(body, card_actions, refresh, fallback=f"Approval request {inert(request.action, 200)}: {title}")
 
 
+def restricted_card(request: ApprovalRequest, notice: Notice) -> dict[str, Any]:
+    """What someone who may not view a request (`rules.may_view`) sees when their client refreshes
+    or they click: its state and id, none of its details (no action, params, justification, people)."""
+    title, style = STATUS_TITLES[request.status]
+    body: list[dict[str, Any]] = [
+        {"type": "Container", "style": style, "bleed": True, "items": [label(title, size="Large", weight="Bolder")]},
+        notice_block(notice),
+        row("Request id", request.id, 100, monospace=True),
+    ]
+    return card(body, fallback=title)
+
+
+def consumer_of(record: dict[str, Any]) -> str | None:
+    """Who used a grant (`data.consumed_by` of `grant.consumed`): "agent etl-bot", "executor deployer"."""
+    consumed_by = (record.get("data") or {}).get("consumed_by")
+    if record.get("type") != "grant.consumed" or not isinstance(consumed_by, dict):
+        return None
+    kind = consumed_by.get("kind") if consumed_by.get("kind") in ("agent", "executor") else "principal"
+    return f"{kind} {consumed_by.get('name') or consumed_by.get('id') or '?'}"
+
+
 def audit_card(record: dict[str, Any]) -> dict[str, Any]:
     """One mirrored audit record: sequence number, what happened, who, why, hash prefix."""
     seq = int(record["seq"])
     digest = str(record.get("hash") or "")[:12]
     kind = str(record.get("type", ""))
     actor = record.get("actor") or {}
-    who = actor.get("email") or actor.get("id") or actor.get("kind") or "?"
-    via = actor.get("channel") or ""
-    inlines = [run(who, 254, weight="Bolder")]
+    consumer = consumer_of(record)
+    who = consumer or actor.get("email") or actor.get("id") or actor.get("kind") or "?"
+    via = "" if consumer else actor.get("channel") or ""
+    inlines = [run(f"used by {who}" if consumer else who, 254, weight="Bolder")]
     if via:
         inlines.append(run(f" via {via}", 40))
     inlines.append(run(f", {when(record.get('at'))}"))
@@ -403,7 +425,7 @@ def audit_list_card(request: ApprovalRequest, records: list[dict[str, Any]]) -> 
             run(f"#{int(record['seq'])} ", weight="Bolder"),
             run(EVENT_LABELS.get(kind, kind), 60),
             run(" \u00b7 "),
-            run(actor.get("email") or actor.get("id") or "?", 254),
+            run(consumer_of(record) or actor.get("email") or actor.get("id") or "?", 254),
             run(f" \u00b7 {when(record.get('at'))} \u00b7 {str(record.get('hash') or '')[:12]}", fontType="Monospace"),
         ]
         if record.get("reason"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -10,14 +9,13 @@ from redis.asyncio import Redis
 
 from approvalbot.channels import Commands, JobSpec
 from approvalbot.config import Settings
-from approvalbot.core.models import Approver
+from approvalbot.core.models import Approver, ChatIdentity
 from approvalbot.store.deliveries import REQUEST_TARGET, TargetState
-from approvalbot.store.identities import IdentityStore
+from approvalbot.store.people import PersonStore
 from approvalbot.teams import cli as teams_cli
 from approvalbot.teams import mount as teams_mount
 from approvalbot.teams.delivery import JOB
-from approvalbot.teams.identity import member_key
-from approvalbot.teams.settings import status_line, teams_settings
+from approvalbot.teams.settings import status_line, teams_settings, tenant_key
 
 
 class TeamsChannel:
@@ -49,14 +47,16 @@ class TeamsChannel:
         return {"teams": teams_cli.cmd_teams}
 
     async def approver_for(self, redis: Redis, chat_user: str) -> Approver | None:
-        """`<tenant>/<AAD object id or user id>` -> the email Teams gave for that member -> the approver.
+        """`<tenant>/<AAD object id>` -> the person that Teams identity is linked to, as the bot resolves it.
 
-        Teams only tells who someone is inside a turn; this reads what the bot cached then.
+        None for a tenant that is not allowed or an identity nobody linked (linking on first
+        use needs the connector's answer inside a turn, so only the bot does it).
         """
-        tenant, _, who = chat_user.rpartition("/")
-        raw = await redis.get(member_key(tenant or None, who))
-        email = (json.loads(raw) or {}).get("email") if raw else None
-        return await IdentityStore(redis).get_approver(email) if email else None
+        tenant, _, aad = chat_user.rpartition("/")
+        if not (self.ts.allows(tenant) and tenant_key(aad)):
+            return None
+        identity = ChatIdentity(channel="teams", workspace=tenant_key(tenant), user_id=tenant_key(aad))
+        return await PersonStore(redis).by_identity(identity)
 
     def delivery_status(self, states: dict[str, TargetState], failures: list[dict[str, Any]]) -> dict[str, Any]:
         """One entry per conversation the card went to (by conversation hash), and what failed."""

@@ -5,7 +5,9 @@ a re-dispatch finds the job already there). Each job runs the engine, which brin
 target conversation of the request up to date: post the card once (proactively,
 `CloudAdapter.continue_conversation`), update it for everyone (`update_activity`)
 whenever its content changed, and mirror every sealed audit record as a reply, in order.
-Target conversations are chosen once per request, so retries and late joins never fan out.
+Target conversations are chosen once per request, so retries and late joins never fan out,
+and only among conversations of allowed tenants. A card's `refresh.userIds` lists only
+recent users of its own conversation's tenant, filled in per target.
 
 Permanent failures (403, 404, 400, or too many transient ones) close that conversation
 for good (`sticky_failures`): the bot was removed, say, and hammering it helps nobody.
@@ -99,7 +101,7 @@ class TeamsDelivery:
         """Chosen once per request (so retries and late joins never fan out further)."""
         raw = await self.redis.get(targets_key(request.id))
         if raw is None:
-            routed, unmatched = await self.references.route(request.policy.channel)
+            routed, unmatched = await self.references.route(request.policy.channel, self.ts.tenants)
             frozen = json.dumps({"targets": [r.hash for r in routed], "unmatched": unmatched})
             if await self.redis.set(targets_key(request.id), frozen, nx=True, ex=STATE_TTL):
                 if unmatched:
@@ -108,15 +110,23 @@ class TeamsDelivery:
             raw = await self.redis.get(targets_key(request.id))
         hashes = json.loads(raw or "{}").get("targets", [])
         found = [await self.references.get(h) for h in hashes]
-        return [_target(r) for r in found if r is not None]  # a conversation the bot has left is skipped
+        # A conversation the bot has left is skipped, and so is one whose tenant is no longer allowed.
+        return [_target(r) for r in found if r is not None and self.ts.allows(r.tenant_id)]
 
     async def render(self, request: ApprovalRequest) -> Card:
-        card = cards.request_card(request, refresh_user_ids=await recent_user_ids(self.redis))
+        card = cards.request_card(request)  # refresh.userIds are per tenant: filled in by `_for`
         return Card(card, content_hash(card))
+
+    async def _for(self, ref: ConversationRef, payload: dict[str, Any]) -> dict[str, Any]:
+        """The card for one conversation: auto-refresh only for recent users of that conversation's tenant."""
+        if "refresh" not in payload:
+            return payload
+        users = await recent_user_ids(self.redis, ref.tenant_id, cards.MAX_REFRESH_USERS)
+        return {**payload, "refresh": {**payload["refresh"], "userIds": users}}
 
     async def post(self, target: Target, card: Card, request: ApprovalRequest) -> Posted:
         ref: ConversationRef = target.address
-        payload: dict[str, Any] = card.payload
+        payload = await self._for(ref, card.payload)
 
         async def work(turn_context: Any, client: Any) -> str:
             activity = sdk.outgoing(sdk.card_activity(payload, payload.get("fallbackText")), ref.reference)
@@ -129,7 +139,7 @@ class TeamsDelivery:
 
     async def update(self, target: Target, state: TargetState, card: Card) -> None:
         ref: ConversationRef = target.address
-        payload: dict[str, Any] = card.payload
+        payload = await self._for(ref, card.payload)
 
         async def work(turn_context: Any, client: Any) -> None:
             activity = sdk.outgoing(sdk.card_activity(payload, payload.get("fallbackText")), ref.reference)

@@ -15,6 +15,7 @@ from botbuilder.schema import Activity
 from approvalbot.teams.bot import ApprovalBot
 from approvalbot.teams.sdk import build_adapter
 from approvalbot.teams.settings import DEV_WARNING, TeamsSettings, teams_settings
+from approvalbot.teams.tenants import TenantGate
 from approvalbot.web.context import SERVICES
 from approvalbot.web.errors import error_response
 
@@ -65,7 +66,10 @@ def mount(app: web.Application, ts: TeamsSettings | None = None) -> bool:
                 raise ValueError("no conversation or service URL")
         except (ValueError, TypeError, AttributeError, DeserializationError):
             return error_response(400, "invalid_activity", "the body is not a Bot Framework activity")
-        response = await teams.adapter.process(request, teams.bot)
+        gate = TenantGate(teams.bot, ts, ctx.service, ctx.redis)  # after the token check, before the bot
+        response = await teams.adapter.process(request, gate)
+        if gate.refused:
+            return error_response(403, "foreign_workspace", "this bot does not serve your organisation's tenant")
         return response or web.Response(status=201)
 
     app.router.add_post(ROUTE, messages)

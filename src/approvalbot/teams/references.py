@@ -4,13 +4,16 @@ A conversation reference is stored when the bot is added to a team (its channel)
 a group chat, and removed when it is removed. Policy rules route a request to
 references by name (`channel: "#sec-approvals"` matches a channel named
 `sec-approvals`, `Team/sec-approvals`, or the conversation id); with no routing rule
-cards go to every team channel, never to personal or group chats.
+cards go to every team channel, never to personal or group chats. Only conversations
+of allowed tenants are ever targets, even if a reference from another tenant is stored
+(by an older version, or before the tenant list changed).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from approvalbot.store import codec, keys
+from approvalbot.teams.settings import tenant_key
 
 CHANNEL, GROUP_CHAT, PERSONAL = "channel", "groupChat", "personal"
 STORED_KINDS = (CHANNEL, GROUP_CHAT)
@@ -129,9 +133,10 @@ class ReferenceStore:
         refs = [ConversationRef.from_json(r) for r in raws if r]
         return sorted(refs, key=lambda r: (r.kind, r.display.lower(), r.id))
 
-    async def route(self, hint: str | None) -> tuple[list[ConversationRef], bool]:
-        """Targets for a request, and whether a routing hint was given but matched nothing."""
-        refs = await self.all()
+    async def route(self, hint: str | None, tenants: Collection[str]) -> tuple[list[ConversationRef], bool]:
+        """Targets for a request among the conversations of `tenants` (lower case), and whether a
+        routing hint was given but matched nothing there."""
+        refs = [r for r in await self.all() if r.tenant_id and tenant_key(r.tenant_id) in tenants]
         if hint and normalize(hint):
             wanted = normalize(hint)
             matched = [r for r in refs if wanted in r.names()]
