@@ -41,14 +41,17 @@ MAX_ID = 128  # characters of a sender-chosen id kept in an audit record
 def tenant_of(activity: Activity) -> str | None:
     """The activity's tenant, lower case; None when it names none or two different ones.
 
-    Teams always sends `channelData.tenant.id`; the SDK's `conversation.tenant_id` may be
-    missing. Two different tenants in one activity is not something Teams sends: refused.
+    Teams always sends `channelData.tenant.id`. Teams spells the conversation's field
+    `tenantId` while botbuilder 4.17 maps `tenantID`, so msrest leaves Teams' value in
+    `additional_properties`: both are read. Two different tenants in one activity is not
+    something Teams sends: refused.
     """
     data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
     tenant = data.get("tenant")
     from_data = tenant_key(tenant.get("id") if isinstance(tenant, dict) and isinstance(tenant.get("id"), str) else "")
     conversation = activity.conversation
-    raw = getattr(conversation, "tenant_id", None) if conversation is not None else None
+    extra = getattr(conversation, "additional_properties", None) or {}
+    raw = (getattr(conversation, "tenant_id", None) or extra.get("tenantId")) if conversation is not None else None
     from_conversation = tenant_key(raw if isinstance(raw, str) else "")
     if from_data and from_conversation and from_data != from_conversation:
         return None
