@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_channel: str | None = Field(default=None, alias="SLACK_CHANNEL")
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    # Workspaces besides the bot token's own team whose members may act (Enterprise Grid): comma list.
+    slack_allowed_teams: str | None = Field(default=None, alias="SLACK_ALLOWED_TEAMS")
 
     # Teams (issue 5): the Azure bot registration; without an app id Teams is off unless
     # APPROVALBOT_TEAMS_DEV=1 allows unauthenticated local testing.

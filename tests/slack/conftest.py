@@ -29,7 +29,7 @@ from approvalbot.jobs.outbox import Outbox
 from approvalbot.slack import subscribers
 from approvalbot.web.context import SERVICES
 from tests.helpers import Api, drain, eventually
-from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, TEAM, FakeSlack
+from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, OTHER_TEAM, TEAM, FakeSlack
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHANNEL = "C0APPROVALS"
@@ -156,11 +156,12 @@ class SlackHarness:
         channel: str | None = CHANNEL,
         ts: str = "1.000001",
         home: bool = False,
+        team: str = TEAM,
     ) -> dict:
         payload: dict[str, Any] = {
             "type": "block_actions",
-            "team": {"id": TEAM, "domain": "fake"},
-            "user": {"id": user, "username": user.lower(), "team_id": TEAM},
+            "team": {"id": team, "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "team_id": team},
             "api_app_id": "A0APP",
             "token": "legacy-verification-token",
             "trigger_id": f"trigger-{next(self._triggers)}",
@@ -188,25 +189,29 @@ class SlackHarness:
     async def click(self, user: str, request_id: str, action: str = "approve", **kwargs) -> tuple[int, str]:
         return await self.interact(self.click_payload(user, request_id, action, **kwargs))
 
-    def submission(self, user: str, view: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    def submission(self, user: str, view: dict[str, Any], reason: str | None, team: str = TEAM) -> dict[str, Any]:
         state = {"values": {"reason": {"reason": {"type": "plain_text_input", "value": reason}}}}
         return {
             "type": "view_submission",
-            "team": {"id": TEAM, "domain": "fake"},
-            "user": {"id": user, "username": user.lower(), "team_id": TEAM},
+            "team": {"id": team, "domain": "fake"},
+            "user": {"id": user, "username": user.lower(), "team_id": team},
             "api_app_id": "A0APP",
             "token": "legacy-verification-token",
             "trigger_id": f"trigger-{next(self._triggers)}",
             "view": {**view, "id": view.get("id", "V00001"), "state": state, "hash": "h1"},
         }
 
-    async def submit(self, user: str, view: dict[str, Any], reason: str | None = None) -> tuple[int, str]:
-        return await self.interact(self.submission(user, view, reason))
+    async def submit(
+        self, user: str, view: dict[str, Any], reason: str | None = None, team: str = TEAM
+    ) -> tuple[int, str]:
+        return await self.interact(self.submission(user, view, reason, team))
 
-    async def command(self, command: str, text: str, user: str, channel: str = CHANNEL) -> tuple[int, str]:
+    async def command(
+        self, command: str, text: str, user: str, channel: str = CHANNEL, team: str = TEAM, **extra: str
+    ) -> tuple[int, str]:
         form = {
             "token": "legacy-verification-token",
-            "team_id": TEAM,
+            "team_id": team,
             "team_domain": "fake",
             "channel_id": channel,
             "channel_name": "approvals",
@@ -217,13 +222,14 @@ class SlackHarness:
             "api_app_id": "A0APP",
             "response_url": self.fake.response_url(command.strip("/")),
             "trigger_id": f"trigger-{next(self._triggers)}",
+            **extra,
         }
         return await self.post(urlencode(form))
 
-    async def event(self, event: dict[str, Any]) -> tuple[int, str]:
+    async def event(self, event: dict[str, Any], team: str = TEAM) -> tuple[int, str]:
         body = {
             "token": "legacy-verification-token",
-            "team_id": TEAM,
+            "team_id": team,
             "api_app_id": "A0APP",
             "event": event,
             "type": "event_callback",
@@ -327,4 +333,4 @@ async def slack(rt, redis, fake_slack):
     queue.connection.close()
 
 
-__all__ = ["APP_TOKEN", "CHANNEL", "SIGNING_SECRET", "SlackHarness", "sign"]
+__all__ = ["APP_TOKEN", "CHANNEL", "OTHER_TEAM", "SIGNING_SECRET", "TEAM", "SlackHarness", "sign"]

@@ -23,7 +23,8 @@ BOT_TOKEN = "xoxb-test-token"
 APP_TOKEN = "xapp-test-token"
 BOT_ID = "B0BOT"
 BOT_USER = "U0BOT"
-TEAM = "T0FAKE"
+TEAM = "T0FAKE"  # the bot token's own workspace (auth.test)
+OTHER_TEAM = "T0OTHER"  # another workspace, e.g. across a Slack Connect channel
 
 
 @dataclass
@@ -45,6 +46,9 @@ class Failure:
 @dataclass
 class FakeSlack:
     users: dict[str, str] = field(default_factory=dict)  # user id -> email
+    user_teams: dict[str, str] = field(default_factory=dict)  # user id -> team (default: TEAM)
+    strangers: set[str] = field(default_factory=set)  # users.info says is_stranger (Slack Connect)
+    deleted: set[str] = field(default_factory=set)
     channels: dict[str, str] = field(default_factory=dict)  # name -> id
     calls: list[Call] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
@@ -242,15 +246,18 @@ class FakeSlack:
         uid = args.get("user")
         if uid not in self.users:
             return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "user": self.user_object(uid)}
+
+    def user_object(self, uid: str) -> dict[str, Any]:
+        """A user as users.info (and a user_change event) carries it: the fields identity reads."""
         return {
-            "ok": True,
-            "user": {
-                "id": uid,
-                "name": uid.lower(),
-                "deleted": False,
-                "is_bot": False,
-                "profile": {"email": self.users[uid]},
-            },
+            "id": uid,
+            "team_id": self.user_teams.get(uid, TEAM),
+            "name": uid.lower(),
+            "deleted": uid in self.deleted,
+            "is_bot": False,
+            "is_stranger": uid in self.strangers,
+            "profile": {"email": self.users[uid], "team": self.user_teams.get(uid, TEAM)},
         }
 
     def m_users_lookupByEmail(self, args):

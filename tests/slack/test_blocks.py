@@ -132,3 +132,16 @@ def test_audit_reply_shows_seq_and_hash_prefix():
     assert reply.text.startswith("#12 abababababab ")
     assert "1 of 2" in reply.text and "bob@example.com" in reply.text
     assert "<@U1>" not in json.dumps(reply.blocks)
+
+
+def test_grant_line_names_the_principal_that_consumed_it():
+    def line(data):
+        return blocks.describe({"type": "grant.consumed", "actor": {"kind": "agent", "id": "agt_1"}, "data": data})[1]
+
+    assert (
+        line({"consumed_by": {"kind": "executor", "id": "exe_1", "name": "deployer"}})
+        == "Grant used by executor deployer"
+    )
+    assert line({"consumed_by": {"kind": "agent", "id": "agt_1", "name": "etl-bot"}}) == "Grant used by agent etl-bot"
+    assert line({"consumed_by": {"kind": "agent", "id": "agt_1", "name": "<!here>"}}) != "Grant used by agent <!here>"
+    assert line({}) == "Grant used by the agent"  # records written before consumed_by existed

@@ -67,12 +67,17 @@ async def test_pending_lists_what_the_caller_may_decide_oldest_first_with_paging
 
 
 async def test_pending_for_someone_who_is_not_an_approver(slack):
-    await slack.command("/pending", "", "U0MALLORY")
+    await slack.command("/pending", "", "U0MALLORY")  # in our workspace, but no person has her address
     (answer,) = await _responses(slack, "pending")
-    assert "not a registered approver" in answer["text"]
+    assert "does not know which person you are" in answer["text"]
+    assert "approvalbot people link EMAIL --slack T0FAKE/U0MALLORY" in answer["text"]
+    await slack.service.people.ensure_owner("mallory@example.com")  # a person now, but not an approver
+    await slack.command("/pending", "", "U0MALLORY")
+    await _responses(slack, "pending", 2)
     await slack.command("/pending", "", "U0ALICE")
-    answers = await _responses(slack, "pending", 2)
-    assert "Nothing is waiting" in answers[1]["text"]
+    answers = await _responses(slack, "pending", 3)
+    assert "not a registered approver" in answers[1]["text"]
+    assert "Nothing is waiting" in answers[2]["text"]
 
 
 async def test_approval_shows_one_request_and_its_audit_records(slack):
@@ -88,11 +93,13 @@ async def test_approval_shows_one_request_and_its_audit_records(slack):
     assert "s3://exports/customers" in text and "Approved" in text
     assert "<!here>" not in text and "<@U0BOB>" not in text  # shown as data
 
-    await slack.command("/approval", req["id"], "U0MALLORY")
-    await slack.command("/approval", "req_doesnotexist2345", "U0BOB")
-    await slack.command("/approval", "../../etc", "U0BOB")
-    answers = await _responses(slack, "approval", 4)
-    assert "not a registered approver" in answers[1]["text"]
+    # One at a time: listeners answer after their ack, so answers to commands sent together may cross.
+    for n, (text, user) in enumerate(
+        ((req["id"], "U0MALLORY"), ("req_doesnotexist2345", "U0BOB"), ("../../etc", "U0BOB")), start=2
+    ):
+        await slack.command("/approval", text, user)
+        answers = await _responses(slack, "approval", n)
+    assert "does not know which person you are" in answers[1]["text"] and req["id"] not in answers[1]["text"]
     assert "No request" in answers[2]["text"]
     assert "Usage" in answers[3]["text"]
 

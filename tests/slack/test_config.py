@@ -20,7 +20,14 @@ from approvalbot.web.context import SERVICES
 from tests.slack.conftest import SIGNING_SECRET
 
 MANIFEST = Path(__file__).resolve().parents[2] / "manifests" / "slack.yaml"
-SLACK_VARS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_CHANNEL", "SLACK_API_URL")
+SLACK_VARS = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "SLACK_CHANNEL",
+    "SLACK_API_URL",
+    "SLACK_ALLOWED_TEAMS",
+)
 
 
 def make(monkeypatch, **env) -> Settings:
@@ -76,6 +83,15 @@ async def test_mount_without_token_adds_nothing(monkeypatch, rt, redis):
             },
             "SLACK_API_URL",
         ),
+        (
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                "SLACK_CHANNEL": "#a",
+                "SLACK_ALLOWED_TEAMS": "T0GRID1, acme.slack.com",
+            },
+            "SLACK_ALLOWED_TEAMS: 'acme.slack.com' is neither",
+        ),
     ],
 )
 def test_incomplete_settings_fail_at_start_up_with_a_clear_message(monkeypatch, env, message):
@@ -100,6 +116,15 @@ def test_valid_settings_and_what_they_say(monkeypatch):
     assert "xoxb-123" not in repr(config) and SIGNING_SECRET not in repr(config)
     assert status_line(settings) == "Slack: on (HTTP events at /slack/events; cards to C0APPROVALS)"
     assert [s.name for s in subscribers(settings)] == ["slack"]
+    assert config.allowed_teams == frozenset()
+    grid = make(
+        monkeypatch,
+        SLACK_BOT_TOKEN="xoxb-123",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_CHANNEL="#ops",
+        SLACK_ALLOWED_TEAMS=" T0GRID1,E0ORG ,, ",
+    )
+    assert SlackConfig.from_settings(grid).allowed_teams == {"T0GRID1", "E0ORG"}
     socket_only = make(monkeypatch, SLACK_BOT_TOKEN="xoxb-123", SLACK_APP_TOKEN="xapp-1", SLACK_CHANNEL="#ops")
     assert status_line(socket_only) == "Slack: on (Socket Mode; cards to #ops)"
 

@@ -140,15 +140,16 @@ async def test_on_behalf_of_person_gets_the_same_refusal(slack):
 
 async def test_refusals_for_strangers_and_outsiders(slack):
     _, req = await slack.api.ask()  # policy names [security, dana@example.com]
-    await slack.click("U0MALLORY", req["id"], "approve")  # in Slack, not a registered approver
+    await slack.click("U0MALLORY", req["id"], "approve")  # in our workspace, no person has her address
     (note,) = await slack.ephemerals_to("U0MALLORY")
-    assert "not a registered approver" in note["text"]
+    assert "does not know which person you are" in note["text"] and "mallory@example.com" in note["text"]
+    assert "`approvalbot people link EMAIL --slack T0FAKE/U0MALLORY`" in note["text"]
     await slack.click("U0CAROL", req["id"], "approve")  # registered, but only in finance
     (note,) = await slack.ephemerals_to("U0CAROL")
     assert "not an approver for" in note["text"] and "security" in note["text"]
     await slack.click("U0NOBODY", req["id"], "approve")  # users.info knows no such user
     (note,) = await slack.ephemerals_to("U0NOBODY")
-    assert "cannot see an email" in note["text"]
+    assert "does not know which person you are" in note["text"] and "no address visible" in note["text"]
     assert slack.fake.calls_of("views.open") == []
     found = await slack.service.get(req["id"])
     assert found.status == "pending" and found.decisions == []

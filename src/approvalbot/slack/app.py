@@ -19,14 +19,15 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvalbot.core.models import Actor, Channel
-from approvalbot.service import ApprovalService, human_actor
+from approvalbot.service import ApprovalService
 from approvalbot.slack import blocks, listeners
 from approvalbot.slack.client import error_code, make_client
-from approvalbot.slack.host import Who
 from approvalbot.slack.identity import SlackDirectory
+from approvalbot.slack.resolve import SlackIdentities, Unrecognised, Who
 from approvalbot.slack.settings import EVENTS_PATH, SlackConfig
 from approvalbot.slack.socket_mode import connect
+from approvalbot.slack.workspaces import ActingUser
+from approvalbot.store import keys
 from approvalbot.web.context import SERVICES
 from approvalbot.web.errors import error_response
 
@@ -35,6 +36,8 @@ log = logging.getLogger("approvalbot.slack")
 # Interactive payloads carry the whole message they came from; allow more than the API's JSON limit.
 MAX_BODY = 1024 * 1024
 SLACK = web.AppKey("slack", object)
+# One identity.refused record per identity and reason per window: refusals are audited, not a flood.
+REFUSED_WINDOW = 60
 
 
 class SlackAdapter:
@@ -45,6 +48,7 @@ class SlackAdapter:
         # Listeners must answer within Slack's 3 s (a modal's trigger_id expires): wait little.
         self.client = make_client(config, timeout=5, max_wait=1)
         self.people = SlackDirectory(self.client, redis)
+        self.identities = SlackIdentities(self.people, service.people, config.allowed_teams)
         self.bolt = AsyncApp(
             name="approvalbot",
             client=self.client,
@@ -82,15 +86,22 @@ class SlackAdapter:
         except ValueError:  # a timestamp that is not a number
             return False
 
-    async def who(self, user_id: str) -> Who:
-        """Slack user (from the signed payload) -> verified email -> approvalbot approver."""
-        email = await self.people.email_of(user_id)
-        approver = await self.service.identities.get_approver(email) if email else None
-        if approver is not None:
-            actor = human_actor(approver, Channel.SLACK, user_id)
-        else:
-            actor = Actor(kind="human", id=f"slack:{user_id}", email=email, channel=Channel.SLACK, channel_user=user_id)
-        return Who(user_id, email, actor, approver)
+    async def identify(self, acting: ActingUser) -> Who | Unrecognised:
+        """The person behind a payload's user, or why approvalbot will not act for them."""
+        return await self.identities.resolve(acting)
+
+    async def refused(self, unrecognised: Unrecognised) -> None:
+        """Audit a turned-away identity as `identity.refused`, once per identity and reason per minute."""
+        flag = f"{keys.PREFIX}slack:refused:{unrecognised.refusal.value}:{unrecognised.identity.key}"
+        if not await self.redis.set(flag, "1", nx=True, ex=REFUSED_WINDOW):
+            return
+        try:
+            await self.service.identity_refused(
+                unrecognised.identity, unrecognised.refusal.value, unrecognised.detail, unrecognised.email
+            )
+        except BaseException:
+            await self.redis.delete(flag)  # not recorded: the next refusal must try again
+            raise
 
     async def notify(self, client: AsyncWebClient, user: str, channel: str | None, text: str) -> None:
         """An ephemeral note to one user where they clicked; their DM with the app otherwise.

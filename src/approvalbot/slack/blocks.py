@@ -204,6 +204,14 @@ def _who(actor: dict[str, Any]) -> str:
     return mrkdwn(actor.get("email") or actor.get("id") or "?", 200)
 
 
+def _consumer(consumed_by: object) -> str:
+    """Which principal redeemed a grant (`data.consumed_by`); records from before it say "the agent"."""
+    if not isinstance(consumed_by, dict):
+        return "the agent"
+    kind = consumed_by.get("kind") if consumed_by.get("kind") in ("agent", "executor") else "principal"
+    return f"{kind} {mrkdwn(str(consumed_by.get('name') or consumed_by.get('id') or '?'), 100)}"
+
+
 def describe(record: dict[str, Any]) -> tuple[str, str]:
     """Icon and mrkdwn summary of one audit record (dynamic parts neutralised)."""
     kind = record.get("type", "")
@@ -238,7 +246,7 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
         group = data.get("escalate_to") or "the escalation group"
         return ":rotating_light:", f"Escalation: paging {mrkdwn(group, 100)}"
     if kind == "grant.consumed":
-        return ":key:", "Grant used by the agent"
+        return ":key:", f"Grant used by {_consumer(data.get('consumed_by'))}"
     if kind == "delivery.failed":
         return ":x:", (
             f"Delivery failed: {code(data.get('channel', '?'), 20)} "

@@ -14,9 +14,11 @@ from approvalbot.slack import app as slack_app
 from approvalbot.slack.client import make_client
 from approvalbot.slack.delivery import JOB
 from approvalbot.slack.identity import SlackDirectory
+from approvalbot.slack.resolve import SlackIdentities, Who
 from approvalbot.slack.settings import SlackConfig, status_line
+from approvalbot.slack.workspaces import ActingUser
 from approvalbot.store.deliveries import REQUEST_TARGET, TargetState
-from approvalbot.store.identities import IdentityStore
+from approvalbot.store.people import PersonStore
 
 
 class SlackChannel:
@@ -46,11 +48,16 @@ class SlackChannel:
         return {}  # Slack's commands are slash commands, inside Slack
 
     async def approver_for(self, redis: Redis, chat_user: str) -> Approver | None:
-        """A Slack user id -> the verified email Slack holds for it -> the registered approver."""
+        """The person a Slack user id is, resolved as a click is (`slack.resolve`): a member of a served
+        workspace, by its linked identity or a first-use link. None for anyone else; callers
+        still check `rules.is_active_approver`."""
         if self.config is None:
             return None
-        email = await SlackDirectory(make_client(self.config, timeout=5), redis).email_of(chat_user)
-        return await IdentityStore(redis).get_approver(email) if email else None
+        directory = SlackDirectory(make_client(self.config, timeout=5), redis)
+        found = await SlackIdentities(directory, PersonStore(redis), self.config.allowed_teams).resolve(
+            ActingUser(chat_user, None, None)
+        )
+        return found.approver if isinstance(found, Who) else None
 
     def delivery_status(self, states: dict[str, TargetState], failures: list[dict[str, Any]]) -> dict[str, Any]:
         """Where the card is (one Slack channel per request), what failed, whether the owner was told."""

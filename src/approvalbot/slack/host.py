@@ -6,26 +6,19 @@ name the adapter through this Protocol rather than importing `slack.app` (a cycl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvalbot.core.models import Actor, Approver
 from approvalbot.service import ApprovalService
+from approvalbot.slack.identity import SlackDirectory
+from approvalbot.slack.resolve import Unrecognised, Who
 from approvalbot.slack.settings import SlackConfig
+from approvalbot.slack.workspaces import ActingUser
 
-
-@dataclass(frozen=True)
-class Who:
-    """The clicker as the core sees them: an Actor, and their Approver record if registered."""
-
-    user_id: str
-    email: str | None
-    actor: Actor
-    approver: Approver | None
+__all__ = ["SlackHost", "Unrecognised", "Who"]
 
 
 class SlackHost(Protocol):
@@ -34,7 +27,10 @@ class SlackHost(Protocol):
     client: AsyncWebClient
     bolt: AsyncApp
     socket_mode: AsyncSocketModeHandler | None
+    people: SlackDirectory
 
-    async def who(self, user_id: str) -> Who: ...
+    async def identify(self, acting: ActingUser) -> Who | Unrecognised: ...
+
+    async def refused(self, unrecognised: Unrecognised) -> None: ...
 
     async def notify(self, client: AsyncWebClient, user: str, channel: str | None, text: str) -> None: ...

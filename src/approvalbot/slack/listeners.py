@@ -1,10 +1,12 @@
 """Slack listeners: buttons, the reason modal, slash commands and the App Home.
 
 Listeners are thin. They acknowledge at once (Slack allows 3 seconds), find out
-who clicked from the signed payload, and hand every decision to
-`ApprovalService.decide`; the rules, including the one against approving your
-own request, live in the core. Posting and updating the card is left to the
-delivery jobs, which run for every change whatever channel it came from.
+who acts from the signed payload (`identify`: a person, through one Slack identity
+of a served workspace; anyone else is told no and audited as `identity.refused`),
+and hand every decision to `ApprovalService.decide`; the rules, including the one
+against approving your own request, live in the core. Posting and updating the
+card is left to the delivery jobs, which run for every change whatever channel it
+came from.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
@@ -28,12 +31,15 @@ from approvalbot.slack import blocks
 from approvalbot.slack.client import error_code
 from approvalbot.slack.escape import mrkdwn
 from approvalbot.slack.host import SlackHost as SlackAdapter
-from approvalbot.slack.host import Who
+from approvalbot.slack.host import Unrecognised, Who
+from approvalbot.slack.workspaces import acting_user
 
 log = logging.getLogger("approvalbot.slack")
 
+Tell = Callable[[str], Awaitable[None]]
+
 COMMANDS = ("/pending", "/approval")
-EVENTS = ("app_home_opened",)
+EVENTS = ("app_home_opened", "user_change")
 PAGE = 5
 HOME_PAGE = 10
 
@@ -47,13 +53,8 @@ def refusal_text(refusal: Refusal, request: ApprovalRequest | None, who: Who) ->
             "or on your behalf. Another approver has to decide it. (This attempt was recorded.)"
         )
     if refusal is Refusal.UNKNOWN_APPROVER:
-        if who.email is None:
-            return (
-                ":no_entry: You are not an approver: approvalbot cannot see an email address on "
-                "your Slack account, so it cannot match you to an approver."
-            )
         return (
-            f":no_entry: You are not a registered approver ({mrkdwn(who.email, 200)}). "
+            f":no_entry: You are not a registered approver ({mrkdwn(who.approver.email, 200)}). "
             "An admin can add you with `approvalbot approvers add`."
         )
     if refusal is Refusal.NOT_ELIGIBLE:
@@ -79,21 +80,45 @@ def _from_home(body: dict[str, Any]) -> bool:
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     service = adapter.service
 
-    async def identify(client: AsyncWebClient, user: str, channel: str | None) -> Who | None:
-        """The clicker, or None (and they are told) when Slack cannot say who they are right now."""
-        try:
-            return await adapter.who(user)
-        except SlackApiError as exc:
-            log.warning("users.info for %s failed: %s", user, error_code(exc))
-            with contextlib.suppress(SlackApiError):
-                await adapter.notify(
-                    client,
-                    user,
-                    channel,
-                    "approvalbot could not check who you are "
-                    "with Slack just now. Nothing was decided; please try again.",
-                )
+    async def identify(body: dict[str, Any], tell: Tell | None) -> Who | None:
+        """The acting person, or None once they have been told why not (and a refusal audited).
+
+        `tell` shows them a note where they acted; None where there is no place to answer
+        (an event): then a refusal is audited and nothing is shown.
+        """
+        acting = acting_user(body)
+        if acting is None:
             return None
+        try:
+            found = await adapter.identify(acting)
+        except SlackApiError as exc:
+            log.warning("users.info for %s failed: %s", acting.user_id, error_code(exc))
+            if tell is not None:
+                with contextlib.suppress(SlackApiError):
+                    await tell(
+                        "approvalbot could not check who you are with Slack just now. "
+                        "Nothing was decided; please try again."
+                    )
+            return None
+        if isinstance(found, Unrecognised):
+            await adapter.refused(found)
+            if tell is not None:
+                await tell(found.text)
+            return None
+        return found
+
+    def note(client: AsyncWebClient, user: str, channel: str | None) -> Tell:
+        async def tell(text: str) -> None:
+            await adapter.notify(client, user, channel, text)
+
+        return tell
+
+    def reply(respond: AsyncRespond, replace: bool = False) -> Tell:
+        async def tell(text: str) -> None:
+            message = blocks.notice(text)
+            await respond(text=message.text, blocks=message.blocks, response_type="ephemeral", replace_original=replace)
+
+        return tell
 
     async def on_decision_button(
         ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
@@ -103,7 +128,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         channel = _channel_of(body)
         decision = action["action_id"]
         request_id = str(action.get("value") or "")
-        who = await identify(client, user, channel)
+        who = await identify(body, note(client, user, channel))
         if who is None:
             return
         try:
@@ -154,7 +179,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         await ack()
         user = body["user"]["id"]
         channel = meta.get("c") if isinstance(meta.get("c"), str) else None
-        who = await identify(client, user, channel)
+        who = await identify(body, note(client, user, channel))
         if who is None:
             return
         try:
@@ -173,10 +198,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             text = f"You {verb} `{decided.id}`. It is now *{decided.status.value}*."
         await adapter.notify(client, user, channel, text)
         if meta.get("h"):
-            await publish_home(client, user)
+            await publish_home(client, who)
 
-    async def pending_page(user: str, cursor: tuple[int, str] | None) -> blocks.Rendered:
-        who = await adapter.who(user)
+    async def pending_page(who: Who, cursor: tuple[int, str] | None) -> blocks.Rendered:
         if not is_active_approver(who.approver):
             return blocks.notice(refusal_text(Refusal.UNKNOWN_APPROVER, None, who))
         items, after = await service.pending_for(who.approver, cursor, PAGE)
@@ -185,7 +209,10 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     @app.command("/pending")
     async def on_pending(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        page = await pending_page(body["user_id"], None)
+        who = await identify(body, reply(respond))
+        if who is None:
+            return
+        page = await pending_page(who, None)
         await respond(text=page.text, blocks=page.blocks, response_type="ephemeral")
 
     @app.action(blocks.MORE)
@@ -194,7 +221,10 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         cursor = decode_cursor(str(action.get("value") or ""))
         if cursor is None:
             return
-        page = await pending_page(body["user"]["id"], cursor)
+        who = await identify(body, reply(respond, replace=True))
+        if who is None:
+            return
+        page = await pending_page(who, cursor)
         await respond(text=page.text, blocks=page.blocks, response_type="ephemeral", replace_original=True)
 
     @app.command("/approval")
@@ -206,34 +236,59 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
                 text="Usage: `/approval req_...` (the id on the card or in the API).", response_type="ephemeral"
             )
             return
-        who = await adapter.who(body["user_id"])
+        who = await identify(body, reply(respond))
+        if who is None:
+            return
         try:
             request = await service.get(request_id)
         except NotFound:
+            request = None
+        if request is None or not may_view(request, approver=who.approver):
+            # Least visibility: a request this person may not see does not exist, to them.
             await respond(text=f"No request `{request_id}`.", response_type="ephemeral")
-            return
-        if not may_view(request, approver=who.approver, email=who.email):
-            await respond(text=refusal_text(Refusal.UNKNOWN_APPROVER, request, who), response_type="ephemeral")
             return
         records = [(r.seq, r.hash, r.as_dict()) for r in await service.audit.for_request(request.id)]
         detail = blocks.detail_message(request, records)
         await respond(text=detail.text, blocks=detail.blocks, response_type="ephemeral")
 
-    async def publish_home(client: AsyncWebClient, user: str) -> None:
-        who = await adapter.who(user)
+    async def publish_home(client: AsyncWebClient, who: Who | None, user: str | None = None) -> None:
+        """The caller's queue; `who` None (and `user` given) is someone in a served workspace
+        approvalbot cannot match to a person: they see the note on how to be added."""
         items: list[ApprovalRequest] = []
         more = registered = False
-        if is_active_approver(who.approver):
+        if who is not None and is_active_approver(who.approver):
             registered = True
             items, after = await service.pending_for(who.approver, None, HOME_PAGE)
             more = after is not None
-        await client.views_publish(user_id=user, view=blocks.home_view(items, more, registered))
+        target = who.user_id if who is not None else user
+        if target:
+            await client.views_publish(user_id=target, view=blocks.home_view(items, more, registered))
 
     @app.event("app_home_opened")
-    async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_home(body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("tab", "home") != "home":
             return
-        await publish_home(client, event["user"])
+        acting = acting_user(body)
+        if acting is None:
+            return
+        found = await adapter.identify(acting)
+        if isinstance(found, Unrecognised):
+            # No place to answer: audited, and nothing is shown (to another workspace, not even a note).
+            await adapter.refused(found)
+            if found.refusal is Refusal.IDENTITY_UNKNOWN:
+                await publish_home(client, None, acting.user_id)
+            return
+        await publish_home(client, found)
+
+    @app.event("user_change")
+    async def on_user_change(event: dict[str, Any]) -> None:
+        """A profile changed: forget what users.info said, so the next action asks Slack again."""
+        user = event.get("user")
+        if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+            return
+        profile = user.get("profile")
+        email = profile.get("email") if isinstance(profile, dict) else None
+        await adapter.people.forget(user["id"], email if isinstance(email, str) else None)
 
     @app.error
     async def on_error(

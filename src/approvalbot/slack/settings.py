@@ -18,6 +18,8 @@ from approvalbot.runtime import ConfigError
 EVENTS_PATH = "/slack/events"
 CHANNEL_ID_RE = re.compile(r"^[CGD][A-Z0-9]{2,}$")
 CHANNEL_NAME_RE = re.compile(r"^#?[a-z0-9][a-z0-9_\-]{0,79}$")
+# A workspace (T...) or an Enterprise Grid organisation (E...).
+TEAM_ID_RE = re.compile(r"^[TE][A-Z0-9]{2,30}$")
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -36,6 +38,7 @@ class SlackConfig:
     app_token: SecretStr | None = field(repr=False)
     channel: str
     api_url: str
+    allowed_teams: frozenset[str] = frozenset()  # besides the token's own team (auth.test)
 
     @property
     def socket_mode(self) -> bool:
@@ -48,7 +51,8 @@ class SlackConfig:
     def __repr__(self) -> str:  # never print a token, even in a traceback
         return (
             f"SlackConfig(channel={self.channel!r}, api_url={self.api_url!r}, "
-            f"socket_mode={self.socket_mode}, http_events={self.http_events})"
+            f"socket_mode={self.socket_mode}, http_events={self.http_events}, "
+            f"allowed_teams={sorted(self.allowed_teams)!r})"
         )
 
     @classmethod
@@ -105,7 +109,24 @@ class SlackConfig:
             SecretStr(app_token) if app_token is not None else None,
             channel,
             api_url,
+            allowed_teams(settings.slack_allowed_teams),
         )
+
+
+def allowed_teams(raw: str | None) -> frozenset[str]:
+    """SLACK_ALLOWED_TEAMS: workspace (T...) or organisation (E...) ids, comma-separated.
+
+    Checked at start-up: a typo here would otherwise silently refuse (or never match)
+    the very users it was meant to let in.
+    """
+    teams = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    for team in teams:
+        if not TEAM_ID_RE.match(team):
+            raise ConfigError(
+                f"SLACK_ALLOWED_TEAMS: {team!r} is neither a Slack workspace id (T0123...) "
+                "nor an Enterprise Grid organisation id (E0123...)"
+            )
+    return frozenset(teams)
 
 
 def status_line(settings: Settings) -> str:
