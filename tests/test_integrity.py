@@ -9,15 +9,21 @@ import argparse
 import asyncio
 import json
 import math
+import stat
 import time
+from pathlib import Path
 
 import pytest
 
 from approvalbot.audit import grants
 from approvalbot.cli import cmd_agents
+from approvalbot.config import Settings
 from approvalbot.core.models import RequestCreate
 from approvalbot.core.policy import Policy
+from approvalbot.keyfiles import callback_secret
+from approvalbot.runtime import runtime
 from approvalbot.store import keys
+from tests.helpers import wait_until
 from tests.memory_channel import BOARD
 from tests.test_channel_interface import run_jobs, with_memory_channel  # noqa: F401  (fixture)
 
@@ -195,3 +201,42 @@ async def test_repeated_blocked_self_approvals_are_recorded_once_with_a_count(se
     await server.decide(req["id"], server.approver_token, "deny", "no")
     final = (await records_of(server, req["id"]))[-1]
     assert final["type"] == "request.denied" and final["data"]["self_approval_attempts"] == {person: 30}
+
+
+# --- 8. files ------------------------------------------------------------------------------
+
+
+def modes(root: Path) -> dict[str, int]:
+    found = {".": stat.S_IMODE(root.stat().st_mode)}
+    for path in root.rglob("*"):
+        if path.is_dir() or path.is_file():
+            found[str(path.relative_to(root))] = stat.S_IMODE(path.stat().st_mode)
+    return found
+
+
+def test_the_data_folder_is_private_whatever_existed_before(tmp_path):
+    data = tmp_path / "data"
+    (data / "appendonlydir").mkdir(parents=True)
+    for path, mode in ((data, 0o755), (data / "appendonlydir", 0o755)):
+        path.chmod(mode)
+    for name in ("appendonlydir/approvalbot.aof.1.incr.aof", "signing_key.pem", "notes.txt", ".secrets.lock"):
+        (data / name).write_bytes(b"")
+        (data / name).chmod(0o644)
+    (data / "signing_key.pem").unlink()  # generated below, by the runtime
+    settings = Settings(REDIS_URL=None, APPROVALBOT_DATA_DIR=data)
+    with runtime(settings, need_policy=False) as rt:  # starts the embedded Valkey on this folder
+        assert rt.embedded is not None
+        client = rt.sync_redis()
+        try:
+            client.set("ab:probe", "x")
+            client.execute_command("BGREWRITEAOF")  # the server's own new files must be private too
+            wait_until(lambda: client.info("persistence")["aof_rewrite_in_progress"] == 0, what="AOF rewrite")
+        finally:
+            client.close()
+        callback_secret(settings)
+        found = modes(data)
+    assert found["."] == 0o700
+    assert {"signing_key.pem", "callback_secret", "notes.txt", "valkey.conf", "valkey.log"} <= set(found)
+    assert any(name.startswith("appendonlydir/") and name.endswith(".aof") for name in found)
+    wrong = {name: oct(mode) for name, mode in found.items() if mode != (0o700 if (data / name).is_dir() else 0o600)}
+    assert wrong == {}
