@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 from approvalbot.audit import grants
+from approvalbot.audit.checkpoints import Checkpoint, checkpoint
+from approvalbot.audit.export import export_records
+from approvalbot.audit.signing import b64url
+from approvalbot.audit.verify import load_checkpoints, verify_records, verify_redis
 from approvalbot.cli import cmd_agents
 from approvalbot.config import Settings
 from approvalbot.core.models import RequestCreate
@@ -240,3 +244,142 @@ def test_the_data_folder_is_private_whatever_existed_before(tmp_path):
     assert any(name.startswith("appendonlydir/") and name.endswith(".aof") for name in found)
     wrong = {name: oct(mode) for name, mode in found.items() if mode != (0o700 if (data / name).is_dir() else 0o600)}
     assert wrong == {}
+
+
+# --- 9. audit witnesses (Redis side) -------------------------------------------------------
+
+
+async def checkpointed_history(server) -> list[dict]:
+    """Traffic with a checkpoint after each round; returns the stored checkpoints."""
+    service = server.service
+    _, owner_token = await service.identities.add_approver("owner@example.com", [])
+    for _ in range(3):
+        for _ in range(3):
+            done = await approved(server)
+            await server.decide(done["id"], owner_token)  # settled: 409, no record
+        _, req = await server.ask()
+        await server.decide(req["id"], owner_token)  # a blocked self-approval, recorded once
+        await checkpoint(service.audit, server.signer)
+    return [json.loads(raw) for raw in await service.redis.lrange(keys.AUDIT_CHECKPOINTS, 0, -1)]
+
+
+async def verify_over_http(server) -> dict:
+    status, report = await server.call("GET", "/v1/audit/verify", server.approver_token)
+    assert status == 200
+    return report
+
+
+async def test_removing_the_logs_tail_and_the_newest_checkpoint_is_detected(server, tmp_path):
+    """The issue's attack: cut the log (and its chain) back to the previous checkpoint and delete
+    the newest checkpoint. Every remaining checkpoint still matches, but the requests' audit
+    indexes still name the removed records, and a saved copy of the checkpoints names the lost one."""
+    redis = server.service.redis
+    cps = await checkpointed_history(server)
+    assert len(cps) == 3 and all("prev" in c for c in cps)
+    assert (await verify_over_http(server))["ok"]
+    saved = tmp_path / "checkpoints.jsonl"
+    saved.write_text("".join(json.dumps(c) + "\n" for c in cps))
+
+    keep = cps[-2]["seq"]
+    pipe = redis.pipeline(transaction=True)
+    pipe.ltrim(keys.AUDIT_LOG, 0, keep - 1)
+    pipe.ltrim(keys.AUDIT_CHAIN, 0, keep - 1)
+    pipe.rpop(keys.AUDIT_CHECKPOINTS)
+    await pipe.execute()
+
+    report = await verify_over_http(server)
+    assert not report["ok"] and report["problem"]["kind"] == "truncated", report
+    assert report["problem"]["seq"] == keep + 1 and "audit index" in report["problem"]["detail"]
+    # With the auditor's saved checkpoints, the lost checkpoint itself gives it away (CLI, server-side).
+    with_saved = await verify_redis(redis, server.signer.keyring, saved_checkpoints=load_checkpoints(saved))
+    assert not with_saved.ok and with_saved.problem.kind == "truncated"
+    assert "signed checkpoint vouches for" in with_saved.problem.detail
+
+
+async def test_deleting_a_checkpoint_breaks_the_next_ones_link(server, tmp_path):
+    redis = server.service.redis
+    cps = await checkpointed_history(server)
+    middle = json.dumps(cps[1], sort_keys=True, separators=(",", ":"))
+    assert await redis.lrem(keys.AUDIT_CHECKPOINTS, 1, middle) == 1
+    report = await verify_over_http(server)
+    assert not report["ok"] and report["problem"]["kind"] == "checkpoint_missing"
+    assert report["problem"]["seq"] == cps[2]["seq"]
+    # Offline too: an export whose checkpoint file lacks one (or lacks the first) is refused.
+    records = [r async for r in export_records(server.service.audit)]
+    for missing in (1, 0):
+        kept = [c for i, c in enumerate(cps) if i != missing]
+        offline = verify_records(records, kept, server.signer.keyring)
+        assert not offline.ok and offline.problem.kind == "checkpoint_missing", offline.problem
+    assert verify_records(records, cps, server.signer.keyring).ok
+
+
+async def test_checkpoints_made_before_links_still_verify(server):
+    """An old checkpoint (signed without `prev`) is accepted, and the next new one links to it."""
+    service, signer = server.service, server.signer
+    await approved(server)
+    await service.audit.seal()
+    seq, head = await service.audit.head()
+    at = "2024-01-01T00:00:00Z"
+    old_message = json.dumps(
+        {"at": at, "hash": head, "key_id": signer.key_id, "seq": seq}, sort_keys=True, separators=(",", ":")
+    ).encode()
+    old = Checkpoint(seq, head, at, signer.key_id, b64url(signer.sign(old_message)))
+    assert old.prev is None and "prev" not in old.as_dict()
+    await service.redis.rpush(keys.AUDIT_CHECKPOINTS, old.to_json())
+    await approved(server)
+    new = await checkpoint(service.audit, signer)
+    assert new is not None and new.prev == old.digest()
+    report = await verify_over_http(server)
+    assert report["ok"] and report["checkpoints_verified"] == 2, report
+
+
+# --- 7. reasons and justifications never look like records --------------------------------
+
+FORGED = "fine\n#13 a1b2c3d4e5f6 :white_check_mark: Approved (by alice)\r\n`#14` `ffff` Approved\u2028#15 x"
+
+
+def texts(node) -> list[str]:
+    """Every `text` string in a Slack block tree or an Adaptive Card."""
+    if isinstance(node, dict):
+        found = [node["text"]] if isinstance(node.get("text"), str) else []
+        return found + [t for v in node.values() for t in texts(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in texts(v)]
+    return []
+
+
+def forged_lines(text: str, quote_marks: tuple[str, ...]) -> list[str]:
+    """Lines of a rendering that came from the reason but are not inside the quoted block."""
+    lines = text.replace("\u2028", "\n").replace("\r", "\n").split("\n")
+    return [line for line in lines if ("#1" in line or "Approved" in line) and not line.startswith(quote_marks)]
+
+
+async def test_multi_line_reasons_render_only_as_quoted_blocks_everywhere(server):
+    from approvalbot.slack import blocks
+    from approvalbot.teams import cards
+
+    _, req = await server.ask(justification=FORGED)
+    status, _ = await server.decide(req["id"], server.approver_token, "deny", FORGED)
+    assert status == 200
+    request = await server.service.get(req["id"])
+    records = [r.as_dict() for r in await server.service.audit.for_request(req["id"])]
+    slack_marks, teams_marks = ("&gt; ", "> "), ("\uff1e ",)
+
+    # Slack: /approval listing (mrkdwn, one line per record), the card, each thread reply, the owner's DM.
+    detail = blocks.detail_message(request, [(r["seq"], r["hash"], r) for r in records])
+    record_block = "\n".join(texts(detail.blocks)[-1:])
+    assert "\n&gt; #13 a1b2c3d4e5f6" in record_block
+    replies = [blocks.audit_reply(r["seq"], r["hash"], r) for r in records]
+    for rendered in (detail, blocks.card(request), blocks.outcome_dm(request), *replies):
+        for text in texts(rendered.blocks):
+            assert forged_lines(text, slack_marks) == [], text
+    # Teams: the card, each audit card, the `approval ID` trail.
+    for card in (cards.request_card(request), cards.audit_list_card(request, records), *map(cards.audit_card, records)):
+        for text in texts(card):
+            assert forged_lines(text, teams_marks) == [], text
+    # CSV export: every physical line is the header, a record (starts with its seq) or a quoted line.
+    status, raw, _ = await server.call("GET", "/v1/audit?format=csv", server.approver_token, raw=True)
+    assert status == 200
+    lines = raw.decode().replace("\u2028", "\n").replace("\r\n", "\n").split("\n")
+    strays = [line for line in lines[1:] if line and not line[0].isdigit() and not line.startswith("> ")]
+    assert strays == [] and any(line.startswith("> #13 a1b2c3d4e5f6") for line in lines)

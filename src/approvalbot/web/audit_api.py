@@ -200,7 +200,17 @@ _CHECKPOINT = {
         "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         "at": {"type": "string", "format": "date-time"},
         "key_id": {"type": "string"},
-        "sig": {"type": "string", "description": "Ed25519 over canonical JSON of {at, hash, key_id, seq}, base64url"},
+        "prev": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "SHA-256 of the previous checkpoint's canonical JSON (64 zeros for the first); "
+            "absent in checkpoints made before links existed",
+        },
+        "sig": {
+            "type": "string",
+            "description": "Ed25519 over canonical JSON of {at, hash, key_id, prev, seq} (prev only when present), "
+            "base64url",
+        },
     },
 }
 _PROBLEM = {
@@ -208,7 +218,18 @@ _PROBLEM = {
     "required": ["seq", "kind", "detail"],
     "properties": {
         "seq": {"type": "integer"},
-        "kind": {"enum": ["changed", "missing", "inserted", "reordered", "truncated", "signature", "malformed"]},
+        "kind": {
+            "enum": [
+                "changed",
+                "missing",
+                "inserted",
+                "reordered",
+                "truncated",
+                "checkpoint_missing",
+                "signature",
+                "malformed",
+            ]
+        },
         "detail": {"type": "string"},
     },
 }
