@@ -383,3 +383,25 @@ async def test_multi_line_reasons_render_only_as_quoted_blocks_everywhere(server
     lines = raw.decode().replace("\u2028", "\n").replace("\r\n", "\n").split("\n")
     strays = [line for line in lines[1:] if line and not line[0].isdigit() and not line.startswith("> ")]
     assert strays == [] and any(line.startswith("> #13 a1b2c3d4e5f6") for line in lines)
+
+
+async def test_the_executor_example_refuses_a_revoked_agents_grant_offline(api, monkeypatch):
+    from tests.test_examples import load
+
+    _, executor_token = await api.service.identities.add_executor("exporter", "etl-bot")
+    agent = await api.service.identities.get_agent_by_name("etl-bot")
+    params = {"destination": "s3://drop/customers.parquet", "format": "parquet"}
+    _, req = await api.ask(action="dataset.export", resource="warehouse/customers", params=params)
+    _, done = await api.decide(req["id"], api.approver_token)
+    for name, value in (("APPROVALBOT_URL", api.base), ("APPROVALBOT_TOKEN", executor_token)):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("APPROVALBOT_AGENT_ID", agent.id)
+    executor = load("executor_verify_grant")
+    assert await asyncio.to_thread(executor.revoked_grant_ids) == set()
+    await api.service.revoke_agent("etl-bot")
+    assert await asyncio.to_thread(executor.revoked_grant_ids) == {done["id"]}
+    _, keys_doc = await api.call("GET", "/v1/keys")
+    with pytest.raises(SystemExit, match="grant_revoked"):
+        await asyncio.to_thread(
+            executor.perform_export, done["grant"], keys_doc["keys"][0]["pem"], "customers", params["destination"]
+        )
