@@ -505,7 +505,9 @@ class EmbeddedValkey:
         text += "".join(f"{key} {value}\n" for key, value in settings)
         path = self.data_dir / CONFIG_NAME
         tmp = path.with_name(f"{CONFIG_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(tmp, 0o600)  # an older temporary file may have been created wider
         os.replace(tmp, path)
         return path
 
@@ -535,10 +537,13 @@ class EmbeddedValkey:
                 log_offset = 0
             # stdout/stderr also go to the log: fatal config errors are printed
             # before Valkey opens its logfile. Never a pipe, which could fill up.
-            with open(self.log_path, "ab") as log:
+            log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.chmod(self.log_path, 0o600)
+            with os.fdopen(log_fd, "ab") as log:
                 proc = subprocess.Popen(
                     [str(get_binary_path()), str(config)],
                     cwd=self.data_dir,
+                    umask=0o077,  # everything the server writes (AOF, rewrites, socket) is private to us
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,

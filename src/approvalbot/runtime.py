@@ -20,6 +20,7 @@ from approvalbot.audit.signing import Signer, SigningKeyError, signer_for
 from approvalbot.config import Settings
 from approvalbot.core.policy import Policy, PolicyError
 from approvalbot.embedded import EmbeddedValkey, redis_url_from_env
+from approvalbot.keyfiles import private_data_dir
 from approvalbot.service import ApprovalService
 
 log = logging.getLogger("approvalbot")
@@ -83,6 +84,7 @@ class Runtime:
 def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
     """Resolve Redis (starting the embedded server if no REDIS_URL) and release it on exit."""
     policy = load_policy(settings) if need_policy else Policy.default()
+    private_data_dir(settings.data_dir)  # 0700/0600 whatever existed before, before the server opens its files
     url, embedded = redis_url_from_env(settings.redis_url, settings.data_dir)
     try:
         rt = Runtime(settings=settings, redis_url=url, policy=policy, embedded=embedded)

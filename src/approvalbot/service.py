@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from approvalbot.audit import grants
 from approvalbot.core import machine
 from approvalbot.core.errors import DomainError, IdempotencyMismatch, NotFound, Refused
-from approvalbot.core.events import EventType, event_about_people, event_for
+from approvalbot.core.events import Event, EventType, event_about_people, event_for
 from approvalbot.core.ids import Cursor, new_request_id
 from approvalbot.core.machine import SYSTEM, Transition
 from approvalbot.core.models import (
@@ -31,15 +33,33 @@ from approvalbot.core.models import (
 )
 from approvalbot.core.policy import Policy
 from approvalbot.core.rules import may_decide, pending_targets
-from approvalbot.store import keys
+from approvalbot.store import codec, keys
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.identities import IdentityStore
+from approvalbot.store.people import ADMIN
 from approvalbot.store.requests import Conflict, Duplicate, RequestStore, digest
 
-__all__ = ["ApprovalService", "IdempotencyMismatch", "NotFound", "fingerprint", "human_actor", "new_request_id"]
+__all__ = [
+    "ApprovalService",
+    "IdempotencyMismatch",
+    "NotFound",
+    "Revocation",
+    "fingerprint",
+    "human_actor",
+    "new_request_id",
+]
 
 MAX_RACE_RETRIES = 50
 Step = Callable[[ApprovalRequest, datetime], Transition]
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What revoking an agent did: the requests it cancelled and the grants (ids) it revoked."""
+
+    agent: Agent
+    cancelled: list[str]
+    grants: list[str]
 
 
 def fingerprint(body: RequestCreate) -> str:
@@ -147,6 +167,45 @@ class ApprovalService:
         except DomainError:  # not pending any more, not due yet, or gone
             return None
 
+    async def revoke_agent(self, name: str, actor: Actor = ADMIN) -> Revocation:
+        """Revoke an agent and what it holds: its tokens, its pending requests, its unexpired grants.
+
+        Order matters: the tokens go first (no new request can be made), then every
+        pending request is cancelled through the ordinary commit (audited with `actor`
+        and the reason "agent revoked"; cards update through the outbox like any
+        cancel), then the grants, including any approved while this ran, are revoked.
+        Running it again for a revoked agent repeats the cascade, which is how a
+        revocation interrupted half-way is completed.
+        """
+        agent = await self.identities.revoke_agent(name)
+        cancelled: list[str] = []
+        for request_id in await self._pending_of(agent.id):
+            try:
+                await self._apply(request_id, lambda r, now: machine.revoke_cancel(r, actor, now))
+            except DomainError:  # settled meanwhile (decided, expired): its grant is handled below
+                continue
+            cancelled.append(request_id)
+        revoked = await grants.revoke_agent_grants(self.redis, agent.id, self.clock().timestamp())
+        return Revocation(agent, cancelled, revoked)
+
+    async def _pending_of(self, agent_id: str) -> list[str]:
+        """The agent's pending requests: a scan of the pending queue (revocation is rare, so no index)."""
+        found: list[str] = []
+        batch: list[str] = []
+
+        async def flush() -> None:
+            for request in await self.requests.get_many(batch):
+                if request is not None and request.agent_id == agent_id and request.status is Status.PENDING:
+                    found.append(request.id)
+            batch.clear()
+
+        async for member, _ in self.redis.zscan_iter(keys.PENDING, count=500):
+            batch.append(codec.text(member))
+            if len(batch) >= 500:
+                await flush()
+        await flush()
+        return found
+
     async def timer_fired(self, request_id: str, type: EventType) -> None:
         """Record a due reminder or escalation, if the request still waits for humans."""
         request = await self.requests.get(request_id)
@@ -165,7 +224,7 @@ class ApprovalService:
                 transition = step(request, self.clock())
             except Refused as refused:
                 if refused.event is not None:
-                    await self.audit.seal_committed(await self.requests.record(request, [refused.event]))
+                    await self._count_blocked(request_id, refused.event)
                 raise
             transition = self._finish(transition)
             try:
@@ -175,6 +234,22 @@ class ApprovalService:
             await self.audit.seal_committed(done)
             return done.request
         raise Conflict(request_id)
+
+    async def _count_blocked(self, request_id: str, blocked: Event) -> None:
+        """Record a blocked attempt once per person and request; later ones only count (same commit
+        and compare-and-set as any change, so concurrent attempts never record twice)."""
+        for _ in range(MAX_RACE_RETRIES):
+            fresh = await self.requests.get(request_id)
+            if fresh is None or fresh.status.final:
+                return
+            transition = machine.count_blocked(fresh, blocked)
+            try:
+                done = await self.requests.commit(transition, fresh.version, fresh.status)
+            except Conflict:
+                continue
+            if transition.events:
+                await self.audit.seal_committed(done)
+            return
 
     def _finish(self, transition: Transition) -> Transition:
         """Let final-state hooks (grants, receipts) enrich the request inside the same commit."""

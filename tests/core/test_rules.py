@@ -79,13 +79,22 @@ REFUSALS = [
     ("revoked", {}, human(ALICE), approver("alice@example.com", revoked=True), Refusal.UNKNOWN_APPROVER),
     ("someone else's record", {}, human("mallory@example.com"), ALICE, Refusal.UNKNOWN_APPROVER),
     ("not named", {"approvers": ["finance"]}, human(ALICE), ALICE, Refusal.NOT_ELIGIBLE),
+    # A settled request is refused before anything about the actor (issue 12): one 409, no audit record.
     (
         "not named, already final",
         {"approvers": ["finance"], "status": Status.DENIED},
         human(ALICE),
         ALICE,
-        Refusal.NOT_ELIGIBLE,
+        Refusal.NOT_PENDING,
     ),
+    (
+        "owner, already final",
+        {"status": Status.CANCELLED},
+        human(OWNER_AS_APPROVER),
+        OWNER_AS_APPROVER,
+        Refusal.NOT_PENDING,
+    ),
+    ("the system, already final", {"status": Status.EXPIRED}, Actor(kind="system", id="x"), ALICE, Refusal.NOT_PENDING),
     ("final", {"status": Status.APPROVED}, human(ALICE), ALICE, Refusal.NOT_PENDING),
     (
         "already decided",

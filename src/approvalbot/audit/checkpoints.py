@@ -2,8 +2,12 @@
 
 A checkpoint says "at time `at`, the chain was `seq` records long and its head
 hash was `hash`", signed with the service's Ed25519 key. The signed message is
-the canonical JSON of {"at", "hash", "key_id", "seq"}; the stored record adds
-"sig" (base64url, no padding). Anyone holding the public key can then check an
+the canonical JSON of {"at", "hash", "key_id", "prev", "seq"}; the stored record
+adds "sig" (base64url, no padding). `prev` is the SHA-256 of the previous
+checkpoint's canonical JSON, so the checkpoints form a signed chain of their own:
+removing one (even together with the records it covered) breaks the next one's
+link. Checkpoints made before `prev` existed sign the four other fields and
+still verify. Anyone holding the public key can then check an
 exported log offline: recomputing the chain must reproduce every checkpoint's
 hash, and a log that is shorter than a checkpoint has lost its tail.
 
@@ -14,6 +18,7 @@ read and write Redis through an `AuditLog`.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -49,6 +54,9 @@ def parse_time(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+FIRST_PREV = "0" * 64  # what the first checkpoint names as its predecessor
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     seq: int
@@ -56,21 +64,36 @@ class Checkpoint:
     at: str
     key_id: str
     sig: str
+    # SHA-256 (hex) of the previous checkpoint's canonical JSON (FIRST_PREV for the first one), signed
+    # with the rest: deleting a checkpoint breaks the link of the next one. None: made before links.
+    prev: str | None = None
+
+    def _fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"at": self.at, "hash": self.hash, "key_id": self.key_id, "seq": self.seq}
+        if self.prev is not None:
+            fields["prev"] = self.prev
+        return fields
 
     def message(self) -> bytes:
-        """Exactly the bytes that are signed."""
-        return canonical({"at": self.at, "hash": self.hash, "key_id": self.key_id, "seq": self.seq})
+        """Exactly the bytes that are signed (checkpoints without `prev` sign the four older fields)."""
+        return canonical(self._fields())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "hash": self.hash, "at": self.at, "key_id": self.key_id, "sig": self.sig}
+        return {**self._fields(), "sig": self.sig}
 
     def to_json(self) -> bytes:
         return canonical(self.as_dict())
 
+    def digest(self) -> str:
+        """What the next checkpoint names as `prev`."""
+        return hashlib.sha256(self.to_json()).hexdigest()
+
     @classmethod
-    def make(cls, seq: int, head: str, signer: Signer, now: datetime | None = None) -> Checkpoint:
-        unsigned = cls(seq, head, iso(now or datetime.now(UTC)), signer.key_id, "")
-        return cls(seq, head, unsigned.at, signer.key_id, b64url(signer.sign(unsigned.message())))
+    def make(
+        cls, seq: int, head: str, signer: Signer, now: datetime | None = None, prev: str = FIRST_PREV
+    ) -> Checkpoint:
+        unsigned = cls(seq, head, iso(now or datetime.now(UTC)), signer.key_id, "", prev)
+        return cls(seq, head, unsigned.at, signer.key_id, b64url(signer.sign(unsigned.message())), prev)
 
     @classmethod
     def from_dict(cls, raw: Any) -> Checkpoint:
@@ -84,7 +107,10 @@ class Checkpoint:
             raise ValueError("checkpoint hash must be 64 lowercase hex digits")
         if not (isinstance(at, str) and at and isinstance(kid, str) and kid and isinstance(sig, str) and sig):
             raise ValueError("checkpoint at, key_id and sig must be non-empty strings")
-        return cls(seq, head, at, kid, sig)
+        prev = raw.get("prev")
+        if prev is not None and not (isinstance(prev, str) and HEX64.match(prev)):
+            raise ValueError("checkpoint prev must be 64 lowercase hex digits")
+        return cls(seq, head, at, kid, sig, prev)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Checkpoint:
@@ -135,12 +161,13 @@ async def checkpoint(audit_log: AuditLog, signer: Signer, now: datetime | None =
     seq, head = await audit_log.head()
     if seq == 0:
         return None
-    last = await latest_checkpoint(audit_log.redis)
+    raw_last = await audit_log.redis.lindex(keys.AUDIT_CHECKPOINTS, -1)
+    last = Checkpoint.from_json(raw_last) if raw_last else None
     if last is not None and last.seq >= seq:
         return None
-    made = Checkpoint.make(seq, head, signer, now)
+    made = Checkpoint.make(seq, head, signer, now, last.digest() if last else FIRST_PREV)
     appended = await _append_script(audit_log.redis)(
-        keys=[keys.AUDIT_CHECKPOINTS, keys.AUDIT_CHAIN], args=[seq, head, made.to_json()]
+        keys=[keys.AUDIT_CHECKPOINTS, keys.AUDIT_CHAIN], args=[seq, head, made.to_json(), raw_last or ""]
     )
     return made if appended else None
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from approvalbot.audit.checkpoints import parse_time
 from approvalbot.core.chain import canonical
+from approvalbot.core.quoting import is_multiline, quoted
 from approvalbot.store import keys
 from approvalbot.store.audit import AuditLog, StoredRecord
 
@@ -97,6 +98,12 @@ def _cell(value: Any) -> str:
     return text
 
 
+def _reason(value: Any) -> Any:
+    """A multi-line reason keeps its line breaks only as a quoted block ("> " on every line), so a
+    line of it can never read like a record line to someone who views the CSV as text."""
+    return quoted(value) if isinstance(value, str) and is_multiline(value) else value
+
+
 def csv_row(record: dict[str, Any]) -> list[str]:
     actor = record.get("actor") or {}
     values = {
@@ -110,7 +117,7 @@ def csv_row(record: dict[str, Any]) -> list[str]:
         "actor_id": actor.get("id"),
         "actor_email": actor.get("email"),
         "actor_channel": actor.get("channel"),
-        "reason": record.get("reason"),
+        "reason": _reason(record.get("reason")),
         "policy": record.get("policy"),
         "hash": record.get("hash"),
     }

@@ -32,8 +32,8 @@ from redis.asyncio import Redis
 from approvalbot.audit.signing import PublicKeyInput, Signer, as_keyring
 from approvalbot.core.chain import canonical
 from approvalbot.core.events import EventType, event_for
-from approvalbot.core.models import Actor, ApprovalRequest, Status
-from approvalbot.store import keys
+from approvalbot.core.models import Actor, Agent, ApprovalRequest, Status
+from approvalbot.store import codec, keys
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.requests import RequestStore, audit_body, load_script
 
@@ -52,6 +52,11 @@ class GrantError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class GrantRevoked(GrantError):
+    def __init__(self) -> None:
+        super().__init__("grant_revoked", "this grant was revoked: the agent it was issued to has been revoked")
 
 
 class GrantUsed(GrantError):
@@ -279,6 +284,8 @@ async def consume(
     request = await service.requests.get(claims["jti"])
     if request is None:
         raise GrantError("invalid_grant", "the request this grant was issued for does not exist")
+    if await agent_revoked(service.redis, claims["sub"]):  # also covers grants approved after the revocation
+        raise GrantRevoked()
     now = service.clock()
     token_digest = hashlib.sha256(token.encode()).hexdigest()
     consumed_by = {"kind": actor.kind, "id": actor.id, "name": consumer_name or actor.id}
@@ -296,9 +303,11 @@ async def consume(
     ttl = max(int(claims["exp"] - time.time()), 0) + int(leeway) + USED_MARKER_SLACK
     script = service.redis.register_script(_consume_text())
     result = await script(
-        keys=[used_key(request.id), keys.AUDIT_LOG, keys.request_audit(request.id)],
-        args=[marker, ttl, audit_body(event)],
+        keys=[used_key(request.id), keys.AUDIT_LOG, keys.request_audit(request.id), keys.GRANTS_REVOKED],
+        args=[marker, ttl, audit_body(event), request.id],
     )
+    if result[0] == b"revoked":
+        raise GrantRevoked()
     if result[0] == b"used":
         try:
             used = json.loads(result[1])
@@ -308,3 +317,46 @@ async def consume(
     seq = int(result[1])
     await service.audit.seal(seq)
     return claims, seq
+
+
+# ---------------------------------------------------------------------------
+# Revocation: an agent's grants die with the agent
+
+
+async def agent_revoked(redis: Redis, agent_id: object) -> bool:
+    raw = await redis.get(keys.agent(str(agent_id)))
+    return raw is not None and Agent.model_validate_json(raw).revoked
+
+
+def _scored(rows: object) -> list[tuple[str, float]]:
+    """A ZRANGE ... WITHSCORES reply as (member, score) pairs (redis-py types it loosely)."""
+    out: list[tuple[str, float]] = []
+    for row in rows if isinstance(rows, list) else []:
+        member, score = row
+        out.append((codec.member(member), float(score)))
+    return out
+
+
+async def revoke_agent_grants(redis: Redis, agent_id: str, now: float | None = None) -> list[str]:
+    """Put the agent's unexpired grants on the revoked list; returns their ids (jti).
+
+    Online consumers are refused (`grant_revoked`) by the consume script; offline
+    executors learn the ids from `GET /v1/grants/revoked`. Entries leave the list an
+    hour after the grant's own expiry, when the grant is useless anyway.
+    """
+    now = time.time() if now is None else now
+    index = keys.agent_grants(agent_id)
+    found = _scored(await redis.zrange(index, now - DEFAULT_LEEWAY, "+inf", byscore=True, withscores=True))
+    pipe = redis.pipeline(transaction=True)
+    if found:
+        pipe.zadd(keys.GRANTS_REVOKED, dict(found))
+    pipe.zremrangebyscore(keys.GRANTS_REVOKED, "-inf", now - USED_MARKER_SLACK)
+    await pipe.execute()
+    return [member for member, _ in found]
+
+
+async def revoked_grants(redis: Redis, now: float | None = None) -> list[dict[str, Any]]:
+    """Revoked grants that are not yet expired (with the clock-skew leeway): `jti` and `exp`."""
+    now = time.time() if now is None else now
+    rows = await redis.zrange(keys.GRANTS_REVOKED, now - DEFAULT_LEEWAY, "+inf", byscore=True, withscores=True)
+    return [{"jti": member, "exp": int(score)} for member, score in _scored(rows)]

@@ -13,8 +13,10 @@ what was originally written, and one of these kinds:
   missing    records were removed from the middle
   inserted   a record was added that was never written by the service
   reordered  records were moved
-  truncated  records are gone from the end (caught by a checkpoint, or by a chain
-             longer than the log)
+  truncated  records are gone from the end (caught by a checkpoint, by a chain
+             longer than the log, or by a request's audit index naming a seq past
+             the log's end)
+  checkpoint_missing  a signed checkpoint names a previous one that is not there
   signature  a checkpoint's signature does not verify (or its key is unknown)
   malformed  a record or checkpoint cannot be read at all
 
@@ -33,7 +35,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from approvalbot.audit.checkpoints import Checkpoint
+from approvalbot.audit.checkpoints import FIRST_PREV, Checkpoint
 from approvalbot.audit.signing import Keyring, PublicKeyInput, as_keyring
 from approvalbot.core.chain import GENESIS, link
 from approvalbot.store import codec, keys
@@ -41,7 +43,7 @@ from approvalbot.store import codec, keys
 META_FIELDS = ("seq", "hash", "prev_hash")
 # chain.canonical with the encoder built once (json.dumps builds one per call): same bytes, faster.
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-KINDS = ("changed", "missing", "inserted", "reordered", "truncated", "signature", "malformed")
+KINDS = ("changed", "missing", "inserted", "reordered", "truncated", "checkpoint_missing", "signature", "malformed")
 REDIS_BATCH = 10_000
 
 
@@ -120,7 +122,29 @@ def prepare_checkpoints(checkpoints: Iterable[Any], keyring: Keyring) -> tuple[l
             continue
         good.append(cp)
     good.sort(key=lambda c: c.seq)
-    return good, problem, total
+    unique = list({cp.to_json(): cp for cp in good}.values())  # a saved copy of a stored one counts once
+    return unique, _first(problem, _link_problem(unique)), total
+
+
+def _link_problem(checkpoints: list[Checkpoint]) -> Problem | None:
+    """A checkpoint whose `prev` does not name the checkpoint before it: one was removed.
+
+    Checkpoints made before links existed (no `prev`) are skipped; the first linked
+    one after them names the last of them. The list must be sorted by seq.
+    """
+    before: Checkpoint | None = None
+    for cp in checkpoints:
+        if cp.prev is not None:
+            expected = before.digest() if before is not None else FIRST_PREV
+            if cp.prev != expected and not (before is not None and before.seq == cp.seq):
+                return Problem(
+                    cp.seq,
+                    "checkpoint_missing",
+                    f"the signed checkpoint at seq {cp.seq} (made at {cp.at}) names a previous checkpoint "
+                    "that is not there: a checkpoint was removed",
+                )
+        before = cp
+    return None
 
 
 class _Anchors:
@@ -343,8 +367,20 @@ def verify_file(
 # Server-side: straight from Redis
 
 
-async def verify_redis(redis: Redis, public_keys: PublicKeyInput | None = None, batch: int = REDIS_BATCH) -> Report:
-    """Verify the log, chain and checkpoints in Redis, reading in batches (bounded memory)."""
+async def verify_redis(
+    redis: Redis,
+    public_keys: PublicKeyInput | None = None,
+    batch: int = REDIS_BATCH,
+    saved_checkpoints: Iterable[Any] = (),
+) -> Report:
+    """Verify the log, chain and checkpoints in Redis, reading in batches (bounded memory).
+
+    `saved_checkpoints` are copies kept outside Redis (an earlier export or
+    `GET /v1/audit/checkpoints`): they are checked alongside the stored ones, so a
+    checkpoint deleted from Redis together with the records it covered is still
+    found. Per-request audit indexes are checked too: each was written in the same
+    step as its records, so one naming a seq past the log's end means the tail is gone.
+    """
 
     keyring = as_keyring(public_keys)
     pipe = redis.pipeline(transaction=True)  # one consistent snapshot of the lengths and checkpoints
@@ -358,6 +394,7 @@ async def verify_redis(redis: Redis, public_keys: PublicKeyInput | None = None, 
             parsed.append(json.loads(raw))
         except (json.JSONDecodeError, UnicodeDecodeError):
             parsed.append(None)
+    parsed.extend(saved_checkpoints)
     cps, cp_problem, cp_total = prepare_checkpoints(parsed, keyring)
     anchors = _Anchors(cps)
     n = min(n_log, n_chain)
@@ -405,6 +442,8 @@ async def verify_redis(redis: Redis, public_keys: PublicKeyInput | None = None, 
             "truncated",
             f"the chain has {n_chain} hashes but the log only {n_log} records: records were removed from the end",
         )
+    if problem is None and anchors.beyond(seq) is None:  # a signed checkpoint's word is the stronger evidence
+        problem = await _index_problem(redis)
     return _report(problem, cp_problem, anchors, cp_total, n_log, seq, prev, unsealed=max(n_log - n_chain, 0))
 
 
@@ -474,3 +513,43 @@ async def _explain_redis(
             f"{signed[0] - p} record(s) before it were removed",
         )
     return Problem(p, "changed", f"record {p} (or its stored hash) differs from what was written")
+
+
+INDEX_BATCH = 500
+
+
+async def _index_problem(redis: Redis) -> Problem | None:
+    """A request's audit index that names a seq past the log's end: records were cut from the tail.
+
+    Each index entry is pushed in the same Lua step as its record, so it can never
+    legitimately be ahead of the log. The log length is read in the same MULTI as
+    each batch of index heads, so records appended meanwhile are no false alarm.
+    """
+    names: list[bytes] = []
+    async for name in redis.scan_iter(match=keys.request_audit("*"), count=1000, _type="list"):
+        names.append(codec.blob(name))
+        if len(names) >= INDEX_BATCH:
+            found = await _index_batch(redis, names)
+            if found:
+                return found
+            names = []
+    return await _index_batch(redis, names) if names else None
+
+
+async def _index_batch(redis: Redis, names: list[bytes]) -> Problem | None:
+    pipe = redis.pipeline(transaction=True)
+    for name in names:
+        pipe.lindex(name, -1)
+    pipe.llen(keys.AUDIT_LOG)
+    *heads, n_log = await pipe.execute()
+    beyond = [(int(head), name) for head, name in zip(heads, names, strict=True) if head and int(head) > n_log]
+    if not beyond:
+        return None
+    seq, name = max(beyond)
+    request_id = codec.text(name)[len(keys.request_audit("")) :]
+    return Problem(
+        n_log + 1,
+        "truncated",
+        f"request {request_id}'s audit index names seq {seq}, but the log ends at seq {n_log}: "
+        "records were removed from the end",
+    )

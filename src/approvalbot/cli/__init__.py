@@ -127,8 +127,11 @@ async def cmd_agents(service: ApprovalService, args: argparse.Namespace) -> int:
         say(f"agent {agent.name} ({agent.id}) created, owned by {agent.owner}; the token below is shown once")
         print(token)
     elif args.action == "revoke":
-        agent = await ids.revoke_agent(args.name)
-        say(f"agent {agent.name} revoked")
+        done = await service.revoke_agent(args.name)
+        say(
+            f"agent {done.agent.name} revoked: {len(done.cancelled)} pending request(s) cancelled, "
+            f"{len(done.grants)} unexpired grant(s) revoked"
+        )
     else:
         for agent in await ids.list_agents():
             print(f"{agent.name}\t{agent.id}\t{agent.owner}\t{'revoked' if agent.revoked else 'active'}")

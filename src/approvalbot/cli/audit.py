@@ -32,7 +32,7 @@ from approvalbot.audit.checkpoints import (
 )
 from approvalbot.audit.export import FORMATS, export_records, render, snapshot_end
 from approvalbot.audit.signing import Signer, SigningKeyError, load_public_keys, load_signer
-from approvalbot.audit.verify import Report, verify_file, verify_redis
+from approvalbot.audit.verify import Report, load_checkpoints, verify_file, verify_redis
 from approvalbot.config import load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.audit import AuditLog
@@ -58,7 +58,11 @@ def add_commands(subparsers: argparse._SubParsersAction[ParserT]) -> None:
 
     v = a.add_parser("verify", help="verify the log: in the store, or offline from an export (--file)")
     v.add_argument("--file", help="a JSONL export to verify offline (no Redis needed)")
-    v.add_argument("--checkpoints", help="checkpoints file (JSONL, or the JSON of GET /v1/audit/checkpoints)")
+    v.add_argument(
+        "--checkpoints",
+        help="checkpoints file (JSONL, or the JSON of GET /v1/audit/checkpoints); without --file, saved "
+        "copies checked alongside those in the store",
+    )
     v.add_argument(
         "--public-key",
         action="append",
@@ -166,8 +170,15 @@ def cmd_audit(rt: Runtime, args: argparse.Namespace) -> int:
         say(f"error: {exc}")
         return 2
 
+    try:
+        saved = load_checkpoints(args.checkpoints) if args.action == "verify" and args.checkpoints else []
+    except (OSError, ValueError) as exc:
+        say(f"error: {exc}")
+        return 2
+
     async def verify(redis: Redis, audit: AuditLog) -> int:
-        return _report(await verify_redis(redis, {**extra, **signer.keyring}))
+        # Saved copies of checkpoints (--checkpoints) reveal a checkpoint deleted from Redis with its records.
+        return _report(await verify_redis(redis, {**extra, **signer.keyring}, saved_checkpoints=saved))
 
     async def make_checkpoint(redis: Redis, audit: AuditLog) -> int:
         made = await checkpoint(audit, signer)

@@ -23,7 +23,21 @@ from approvalbot.core.models import (
 )
 from approvalbot.core.rules import approvals_given, check_reason, refusal_for
 
-__all__ = ["SYSTEM", "Refused", "Transition", "cancel", "create", "decide", "expire"]
+__all__ = [
+    "REVOKED_REASON",
+    "SYSTEM",
+    "Refused",
+    "Transition",
+    "attempt_key",
+    "cancel",
+    "count_blocked",
+    "create",
+    "decide",
+    "expire",
+    "revoke_cancel",
+]
+
+REVOKED_REASON = "agent revoked"
 
 SYSTEM = Actor(kind="system", id="approvalbot", channel="system")
 
@@ -87,8 +101,13 @@ def decide(
     reason: str | None,
     now: datetime,
 ) -> Transition:
-    """One human's approve or deny; raises Refused when the rules say no."""
-    if request.status is Status.PENDING and now >= request.expires_at:
+    """One human's approve or deny; raises Refused when the rules say no.
+
+    A settled request is refused before anything else (no audit event: nothing happened).
+    """
+    if request.status.final:
+        raise Refused(Refusal.NOT_PENDING)
+    if now >= request.expires_at:
         return expire(request, now)
     refusal = refusal_for(request, actor, approver)
     if refusal is not None:
@@ -134,6 +153,39 @@ def cancel(request: ApprovalRequest, agent_id: str, actor: Actor, now: datetime)
     return Transition(updated, [_final(updated, EventType.CANCELLED, actor, now)])
 
 
+def attempt_key(actor: Actor) -> str:
+    """Whose attempts a count is about: the person, else the address, else the concrete identity."""
+    if actor.person_id:
+        return actor.person_id
+    if actor.email:
+        return f"email:{actor.email}"
+    return f"{actor.channel}:{actor.channel_user or actor.id}"
+
+
+def count_blocked(request: ApprovalRequest, blocked: Event) -> Transition:
+    """A blocked self-approval on a pending request: the first by this person is recorded (the
+    event), every later one only increments the person's count kept with the request."""
+    if request.status.final:
+        raise Refused(Refusal.NOT_PENDING)
+    key = attempt_key(blocked.actor)
+    seen = request.self_approval_attempts.get(key, 0)
+    counts = {**request.self_approval_attempts, key: seen + 1}
+    updated = request.model_copy(update={"self_approval_attempts": counts})
+    return Transition(updated, [blocked] if seen == 0 else [])
+
+
+def revoke_cancel(request: ApprovalRequest, actor: Actor, now: datetime) -> Transition:
+    """The agent was revoked: its pending request ends as cancelled, by whoever revoked it.
+
+    Like a cancel by the agent (the same final event, receipt and card update), but
+    the actor is the admin or the system, and the reason says why.
+    """
+    if request.status is not Status.PENDING:
+        raise Refused(Refusal.NOT_PENDING)
+    updated = _settle(request, Status.CANCELLED, now, REVOKED_REASON)
+    return Transition(updated, [_final(updated, EventType.CANCELLED, actor, now, REVOKED_REASON)])
+
+
 def expire(request: ApprovalRequest, now: datetime) -> Transition:
     """Fail closed: nobody decided in time, so the action does not happen."""
     if request.status is not Status.PENDING:
@@ -149,7 +201,9 @@ def _settle(request: ApprovalRequest, status: Status, now: datetime, reason: str
 
 
 def _final(request: ApprovalRequest, type: EventType, actor: Actor, now: datetime, reason: str | None = None) -> Event:
-    """Final events say whether a callback is owed, so the outbox needs no extra read."""
+    """Final events say whether a callback is owed, so the outbox needs no extra read; they also carry
+    the blocked self-approval counts, so the audit export shows how often each person tried."""
+    extra = {"self_approval_attempts": request.self_approval_attempts} if request.self_approval_attempts else {}
     return event_for(
-        request, type, actor, now, reason, status=request.status.value, callback=bool(request.callback_url)
+        request, type, actor, now, reason, status=request.status.value, callback=bool(request.callback_url), **extra
     )

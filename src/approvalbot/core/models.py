@@ -6,6 +6,7 @@ so that a request read back from the store is exactly what an agent was shown.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -42,7 +43,47 @@ def _email_field(value: str) -> str:
         raise PydanticCustomError("invalid_address", exc.message) from None
 
 
+NON_FINITE = "non_finite_number"
+
+
+def non_finite_path(value: Any, path: str = "") -> str | None:
+    """Where the first NaN or Infinity sits in a JSON-like value (None: every number is finite).
+
+    Python's JSON parsers (the standard library's and pydantic's) accept `NaN`,
+    `Infinity` and overflowing literals such as `1e999` although JSON has no such
+    numbers. An approver would see `null` while the grant's params hash covers the
+    real value, and `-Infinity` passes every `<` condition of a policy, so such a
+    value must never get past intake.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "$")
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = non_finite_path(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    where = non_finite_path(value)
+    if where is not None:
+        raise PydanticCustomError(
+            NON_FINITE,
+            "numbers must be finite: NaN, Infinity and -Infinity are not JSON (at {where})",
+            {"where": where},
+        )
+    return value
+
+
 Email = Annotated[str, AfterValidator(_email_field)]
+# Free-form JSON an agent sends (params): any shape, but only finite numbers.
+FiniteParams = Annotated[dict[str, Any], AfterValidator(_finite_json)]
 ActionName = Annotated[str, StringConstraints(pattern=ACTION_RE, max_length=200)]
 ShortText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 
@@ -89,7 +130,7 @@ class RequestCreate(Strict):
 
     action: ActionName
     resource: Annotated[str, StringConstraints(max_length=1000)] | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: FiniteParams = Field(default_factory=dict)
     justification: ShortText | None = None
     context: dict[
         Annotated[str, StringConstraints(min_length=1, max_length=100)],
@@ -152,6 +193,10 @@ class ApprovalRequest(Strict):
     outcome_reason: str | None = None
     grant: str | None = None
     receipt: str | None = None
+    # Blocked self-approval attempts while pending, per person ("email:<address>" for someone who is not
+    # a registered person): the first is an audit record, later ones only count here, so repeated clicks
+    # cannot flood the log or the card's thread. The final record repeats the counts.
+    self_approval_attempts: dict[str, int] = Field(default_factory=dict)
     version: int = 0
 
     @property

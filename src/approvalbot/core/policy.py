@@ -8,6 +8,7 @@ worse than one that refuses to load.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from fnmatch import fnmatchcase
@@ -327,8 +328,11 @@ class Policy(_Model):
 
 
 def _is_number(value: object) -> bool:
-    """Numbers for comparison purposes; bools are not numbers here (True < 2 is a type error)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """Numbers for comparison purposes; bools are not numbers here (True < 2 is a type error), and
+    neither are NaN and the infinities (intake refuses them; -Infinity would pass every `<`)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _lookup(params: dict[str, Any], path: str) -> Any:

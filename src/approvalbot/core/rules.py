@@ -112,10 +112,15 @@ def may_view(
 def refusal_for(request: ApprovalRequest, actor: Actor, approver: Person | None) -> Refusal | None:
     """The first reason this actor may not decide now, or None if they may.
 
-    Order matters: self-approval is reported before eligibility so that an owner
-    who is also in the approver group learns the real reason, and the attempt is
-    recorded as such. A person record that is not the actor's is ignored.
+    Order matters: a request that is no longer pending is refused first, before
+    anything about the actor is looked at, so a decision on a settled request is
+    one cheap 409 and never an audit record (30 clicks on a cancelled request must
+    not write 30 records). Self-approval is reported before eligibility so that an
+    owner who is also in the approver group learns the real reason, and the attempt
+    is recorded as such. A person record that is not the actor's is ignored.
     """
+    if request.status.final:
+        return Refusal.NOT_PENDING
     if actor.kind != "human":
         return Refusal.NOT_HUMAN
     person = approver if approver is not None and _is_actor(actor, approver) else None
@@ -125,8 +130,6 @@ def refusal_for(request: ApprovalRequest, actor: Actor, approver: Person | None)
         return Refusal.UNKNOWN_APPROVER
     if not is_named_approver(request, person):
         return Refusal.NOT_ELIGIBLE
-    if request.status.final:
-        return Refusal.NOT_PENDING
     if has_decided(request, person):
         return Refusal.ALREADY_DECIDED
     return None

@@ -32,8 +32,9 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from approvalbot.core.models import ApprovalRequest, Status
+from approvalbot.core.quoting import is_multiline, quoted, text_lines
 from approvalbot.core.rules import ANY_APPROVER, approval_progress
-from approvalbot.slack.escape import code, fold_params, mrkdwn, plain, slack_date
+from approvalbot.slack.escape import clip, code, fold_params, mrkdwn, plain, slack_date
 
 APPROVE = "approve"
 DENY = "deny"
@@ -78,6 +79,21 @@ def _label(text: str) -> MarkdownTextObject:
 
 def _value(text: str | None, limit: int = 500) -> PlainTextObject:
     return PlainTextObject(text=plain(text, limit), emoji=False)
+
+
+def _block(text: str) -> str:
+    """Untrusted text for a plain_text object: one line as it is, several lines as a quoted block
+    (every line starts with "> "), so none of its lines can pass for a line of ours."""
+    return quoted(text) if is_multiline(text) else text
+
+
+def _md_reason(text: str, limit: int) -> str:
+    """A reason after one of our mrkdwn lines (/approval): inline when it is one line, else a real
+    Slack quote block under the line, each of its lines neutralised, then marked `&gt; `."""
+    if not is_multiline(text):
+        return f" - {mrkdwn(text, limit)}"
+    lines = text_lines(clip(text, limit))
+    return "\n" + "\n".join(f"&gt; {mrkdwn(line, limit, empty='')}" for line in lines)
 
 
 def _md(text: str) -> MarkdownTextObject:
@@ -163,7 +179,7 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
     ]
     if request.justification:
         blocks.append(SectionBlock(text=_md("*Justification*")))
-        blocks.append(SectionBlock(text=_value(request.justification, 2000)))
+        blocks.append(SectionBlock(text=_value(_block(request.justification), 2000)))
     if request.params:
         blocks.append(SectionBlock(text=_md("*Parameters*")))
         blocks.append(SectionBlock(text=_value(fold_params(request.params), 2900)))
@@ -176,7 +192,7 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
         verb = "approved" if d.decision == "approve" else "denied"
         elements: list[Any] = [_md(f"{mark} *{mrkdwn(d.approver, 200)}* {verb} via {d.channel.value} · {_date(d.at)}")]
         if d.reason:
-            elements.append(_value(d.reason, 1000))
+            elements.append(_value(_block(d.reason), 1000))
         blocks.append(ContextBlock(elements=elements))
     if request.status is Status.PENDING:
         blocks.append(decision_buttons(request.id))
@@ -185,7 +201,7 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
         blocks.append(DividerBlock())
         blocks.append(SectionBlock(text=_md(f"{icon} *{title}* by {_decider(request)} {when}")))
         if request.outcome_reason:
-            blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(request.outcome_reason, 1000)]))
+            blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(_block(request.outcome_reason), 1000)]))
     blocks.append(ContextBlock(elements=[_md(f"`{request.id}` · requested {_date(request.created_at)}")]))
     text = (
         f"{title}: {mrkdwn(request.action, 200)} on {mrkdwn(request.resource or '-', 300)} "
@@ -263,7 +279,7 @@ def audit_reply(seq: int, record_hash: str, record: dict[str, Any], mentions: Se
         head += " " + " ".join(mentions)
     blocks: list[Block] = [SectionBlock(text=_md(head))]
     if record.get("reason"):
-        blocks.append(ContextBlock(elements=[_md("*Reason:*"), _value(record["reason"], 1000)]))
+        blocks.append(ContextBlock(elements=[_md("*Reason:*"), _value(_block(record["reason"]), 1000)]))
     return Rendered(f"#{seq} {record_hash[:12]} {summary}", _dicts(blocks))
 
 
@@ -281,7 +297,7 @@ def outcome_dm(request: ApprovalRequest) -> Rendered:
     )
     blocks: list[Block] = [SectionBlock(text=_md(line))]
     if request.outcome_reason:
-        blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(request.outcome_reason, 1000)]))
+        blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(_block(request.outcome_reason), 1000)]))
     return Rendered(f"{title}: {mrkdwn(request.action, 200)} ({request.id})", _dicts(blocks))
 
 
@@ -383,13 +399,14 @@ def detail_message(request: ApprovalRequest, records: list[tuple[int, str | None
         *_table(request_rows(request)),
     ]
     if request.justification:
-        blocks.append(SectionBlock(text=_value(f"Justification: {request.justification}", 1500)))
+        sep = "\n" if is_multiline(request.justification) else " "
+        blocks.append(SectionBlock(text=_value(f"Justification:{sep}{_block(request.justification)}", 1500)))
     lines = []
     for seq, record_hash, record in records[-40:]:
         _, summary = describe(record)
         line = f"`#{seq}` `{(record_hash or 'unsealed')[:12]}` {summary}"
         if record.get("reason"):
-            line += f" - {mrkdwn(record['reason'], 200)}"
+            line += _md_reason(str(record["reason"]), 200)
         lines.append(line)
     blocks.append(SectionBlock(text=_md("*Audit records*")))
     chunk: list[str] = []

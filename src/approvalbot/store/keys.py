@@ -86,3 +86,13 @@ def executor(executor_id: str) -> str:
 
 def executor_name(name: str) -> str:
     return f"{PREFIX}executor-name:{name}"
+
+
+GRANTS_REVOKED = PREFIX + "grants:revoked"
+"""Revoked, possibly unexpired grants: a sorted set of jti (request id) scored by the grant's expiry."""
+
+
+def agent_grants(agent_id: str) -> str:
+    """The agent's grants that may still be unexpired (jti scored by expiry), so revoking the agent
+    can revoke them; entries past their expiry are trimmed on every approval."""
+    return f"{PREFIX}agent:{agent_id}:grants"

@@ -25,6 +25,7 @@ from approvalbot.core.rules import pending_targets_of
 from approvalbot.store import codec, keys
 
 IDEMPOTENCY_TTL = 7 * 24 * 3600
+GRANT_INDEX_SLACK = 3600  # seconds past expiry a grant stays in its agent's index
 
 
 def load_script(name: str) -> str:
@@ -165,6 +166,8 @@ class RequestStore:
             plan.add("zrem", plan.key(keys.EXPIRY), request.id)
             for kind in ("remind", "escalate"):
                 plan.add("zrem", plan.key(keys.TIMERS), f"{request.id}|{kind}")
+        if request.status is Status.APPROVED and request.grant and request.decided_at:
+            self._index_grant(plan, request, request.decided_at)
         if request.decided_at:
             latency = (request.decided_at - request.created_at).total_seconds()
             plan.add("hincr", plan.key(keys.STATS), f"decided:{request.status}", 1)
@@ -172,6 +175,15 @@ class RequestStore:
             for bound in LATENCY_BUCKETS:
                 if latency <= bound:
                     plan.add("hincr", plan.key(keys.STATS), f"latency_le:{bound}", 1)
+
+    @staticmethod
+    def _index_grant(plan: _Plan, request: ApprovalRequest, decided: datetime) -> None:
+        """File the grant under its agent, by expiry (the grant's own `exp`), so revoking the agent
+        finds its unexpired grants; entries expired an hour ago are dropped in the same step."""
+        issued = int(decided.timestamp())
+        index = plan.key(keys.agent_grants(request.agent_id))
+        plan.add("zadd", index, issued + request.policy.grant_ttl, request.id)
+        plan.add("zremrangebyscore", index, "-inf", issued - GRANT_INDEX_SLACK)
 
     async def record(self, request: ApprovalRequest, events: list[Event]) -> Committed | None:
         """Append audit events that change no state (e.g. a blocked self-approval)."""

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from approvalbot.core.models import ApprovalRequest, Status
+from approvalbot.core.quoting import is_multiline, quoted
 from approvalbot.core.rules import approval_progress
 from approvalbot.teams.text import inert
 
@@ -80,6 +81,19 @@ def run(text: object, limit: int = 1000, **style: Any) -> dict[str, Any]:
 
 def rich(*inlines: dict[str, Any], **props: Any) -> dict[str, Any]:
     return {"type": "RichTextBlock", "inlines": list(inlines), **props}
+
+
+def _block(value: object, limit: int) -> str:
+    """Untrusted text, made inert: one line as it is, several lines as a quoted block (every line
+    starts with "> ", shown as a look-alike by `inert`), so none of its lines can pass for a record."""
+    text = inert(value, limit)
+    return quoted(text) if is_multiline(text) else text
+
+
+def _after(value: object, limit: int) -> str:
+    """A reason following our own words on one line: ": reason", or ":" and the quoted block below."""
+    text = _block(value, limit)
+    return f":\n{text}" if is_multiline(text) else f": {text}"
 
 
 def label(text: str, **props: Any) -> dict[str, Any]:
@@ -187,7 +201,7 @@ def _decisions_block(request: ApprovalRequest) -> list[dict[str, Any]]:
         verb = "\u2714 approved" if d.decision == "approve" else "\u2716 denied"
         inlines = [run(d.approver, 254, weight="Bolder"), run(f" {verb} via {d.channel.value}, {when(d.at)}")]
         if d.reason:
-            inlines.append(run(f": {inert(d.reason, DECISION_REASON_CHARS)}", DECISION_REASON_CHARS + 2, italic=True))
+            inlines.append(run(_after(d.reason, DECISION_REASON_CHARS), 3 * DECISION_REASON_CHARS, italic=True))
         out.append(rich(*inlines, spacing="Small"))
     return out
 
@@ -203,7 +217,7 @@ def _outcome_block(request: ApprovalRequest) -> list[dict[str, Any]]:
         rich(run("by "), run(who, 254, weight="Bolder"), run(f", {when(request.decided_at)}")),
     ]
     if request.outcome_reason:
-        items.append(rich(run("Why: "), run(request.outcome_reason, 1000, italic=True)))
+        items.append(rich(run("Why: "), run(_block(request.outcome_reason, 1000), 3000, italic=True)))
     return [{"type": "Container", "style": style, "items": items, "spacing": "Medium"}]
 
 
@@ -287,7 +301,7 @@ def request_card(
     if request.resource:
         body.append(row("Resource", request.resource, 500, monospace=True))
     if request.justification:
-        body.append(row("Justification", request.justification, 1500))
+        body.append(row("Justification", _block(request.justification, 1500), 4500))
     body.append(row("Agent", request.agent_name, 100))
     body.append(row("Owner", request.owner, 254))
     if request.on_behalf_of:
@@ -372,7 +386,7 @@ def audit_card(record: dict[str, Any]) -> dict[str, Any]:
         rich(*inlines, spacing="None"),
     ]
     if record.get("reason"):
-        body.append(rich(run(record["reason"], 1000, italic=True), spacing="Small"))
+        body.append(rich(run(_block(record["reason"], 1000), 3000, italic=True), spacing="Small"))
     data = record.get("data") or {}
     if kind == "approval.recorded" and "approvals" in data:
         body.append(
@@ -429,6 +443,6 @@ def audit_list_card(request: ApprovalRequest, records: list[dict[str, Any]]) -> 
             run(f" \u00b7 {when(record.get('at'))} \u00b7 {str(record.get('hash') or '')[:12]}", fontType="Monospace"),
         ]
         if record.get("reason"):
-            inlines.append(run(f": {inert(record['reason'], 300)}", 310, italic=True))
+            inlines.append(run(_after(record["reason"], 300), 900, italic=True))
         body.append(rich(*inlines, spacing="Small"))
     return card(body, fallback=f"Audit trail of {request.id}")

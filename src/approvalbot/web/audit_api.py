@@ -5,6 +5,7 @@
     GET  /v1/audit/checkpoints    approver token: the signed checkpoints
     GET  /v1/audit/verify         approver token: server-side verification report
     POST /v1/grants/consume       the grant's agent, or an executor bound to it: use a grant once
+    GET  /v1/grants/revoked       any valid token: revoked, unexpired grant ids (jti) with their expiry
 
 The signer is read from `Services.extras["signer"]`.
 """
@@ -22,7 +23,7 @@ from approvalbot.audit.checkpoints import read_checkpoints
 from approvalbot.audit.export import export_records, render, snapshot_end
 from approvalbot.audit.signing import Signer
 from approvalbot.audit.verify import verify_redis
-from approvalbot.core.models import Actor
+from approvalbot.core.models import Actor, FiniteParams
 from approvalbot.web.auth import principal, require_approver
 from approvalbot.web.context import services
 from approvalbot.web.errors import ApiError, read_body, validation_details
@@ -58,7 +59,7 @@ class ConsumeIn(BaseModel):
     grant: str = Field(min_length=1, max_length=16_384)
     action: str | None = Field(default=None, max_length=200)
     resource: str | None = Field(default=None, max_length=1000)
-    params: dict[str, Any] | None = None
+    params: FiniteParams | None = None
 
 
 def _query(model: type[BaseModel], request: web.Request) -> Any:
@@ -112,7 +113,22 @@ async def verify_audit(request: web.Request) -> web.Response:
     return web.json_response(report.as_dict())
 
 
-GRANT_ERROR_STATUS = {"grant_used": 409, "grant_not_yours": 403}
+GRANT_ERROR_STATUS = {"grant_used": 409, "grant_revoked": 409, "grant_not_yours": 403}
+
+
+@routes.get("/v1/grants/revoked")
+async def list_revoked_grants(request: web.Request) -> web.Response:
+    """Revoked grants that have not expired yet, for executors that check grants offline.
+
+    Any valid token may read it (agent, executor or approver): the ids are request
+    ids, which least visibility keeps from the anonymous public. An executor fetches
+    it as often as it fetches `/v1/keys` and refuses a grant whose `jti` is listed.
+    """
+    await principal(request)
+    listed = await grants.revoked_grants(services(request).redis)
+    return web.json_response(
+        {"revoked": listed, "as_of": int(datetime.now(UTC).timestamp())}, headers={"Cache-Control": "no-store"}
+    )
 
 
 @routes.post("/v1/grants/consume")
@@ -184,7 +200,17 @@ _CHECKPOINT = {
         "hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
         "at": {"type": "string", "format": "date-time"},
         "key_id": {"type": "string"},
-        "sig": {"type": "string", "description": "Ed25519 over canonical JSON of {at, hash, key_id, seq}, base64url"},
+        "prev": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "SHA-256 of the previous checkpoint's canonical JSON (64 zeros for the first); "
+            "absent in checkpoints made before links existed",
+        },
+        "sig": {
+            "type": "string",
+            "description": "Ed25519 over canonical JSON of {at, hash, key_id, prev, seq} (prev only when present), "
+            "base64url",
+        },
     },
 }
 _PROBLEM = {
@@ -192,7 +218,18 @@ _PROBLEM = {
     "required": ["seq", "kind", "detail"],
     "properties": {
         "seq": {"type": "integer"},
-        "kind": {"enum": ["changed", "missing", "inserted", "reordered", "truncated", "signature", "malformed"]},
+        "kind": {
+            "enum": [
+                "changed",
+                "missing",
+                "inserted",
+                "reordered",
+                "truncated",
+                "checkpoint_missing",
+                "signature",
+                "malformed",
+            ]
+        },
         "detail": {"type": "string"},
     },
 }
@@ -302,13 +339,50 @@ OPENAPI_PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/grants/revoked": {
+        "get": {
+            "summary": "Revoked grants that have not expired yet (any valid token)",
+            "description": "Revoking an agent revokes its unexpired grants. An executor that verifies grants "
+            "offline refuses a grant whose jti is listed here; the list keeps an entry until its exp.",
+            "security": _SECURED,
+            "responses": {
+                "200": {
+                    "description": "the revoked grants",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["revoked", "as_of"],
+                                "properties": {
+                                    "revoked": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": ["jti", "exp"],
+                                            "properties": {
+                                                "jti": {"type": "string"},
+                                                "exp": {"type": "integer", "description": "the grant's expiry"},
+                                            },
+                                        },
+                                    },
+                                    "as_of": {"type": "integer", "description": "server time, epoch seconds"},
+                                },
+                            }
+                        }
+                    },
+                },
+                **_errors(401),
+            },
+        }
+    },
     "/v1/grants/consume": {
         "post": {
             "summary": "Use a grant exactly once (the grant's agent token, or an executor token bound to it)",
             "description": "Verifies signature, expiry and (if given) action/resource/params, then marks "
             "the grant used and records grant.consumed, naming the consumer (kind agent or executor, id, "
             "name). An agent token may only consume grants issued to that agent, an executor token only "
-            "grants of the agent it is bound to; approver tokens get 403 forbidden.",
+            "grants of the agent it is bound to; approver tokens get 403 forbidden. A grant of a revoked "
+            "agent gets 409 grant_revoked.",
             "security": _SECURED,
             "requestBody": {
                 "required": True,

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from approvalbot.core.addresses import InvalidAddress
 from approvalbot.core.errors import IdempotencyMismatch, NotFound, Refusal, Refused
+from approvalbot.core.models import NON_FINITE
 from approvalbot.store.identities import IdentityError
 
 log = logging.getLogger("approvalbot.web")
@@ -66,6 +67,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         addresses = [d for d in details if d["type"] == InvalidAddress.code]
         if addresses:  # name the rule: "bob\u200b@…" is refused, not silently "invalid"
             return error_response(422, InvalidAddress.code, addresses[0]["msg"], details)
+        non_finite = [d for d in details if d["type"] == NON_FINITE]
+        if non_finite:  # NaN/Infinity: say so, JSON parsers here would otherwise have accepted them
+            return error_response(422, NON_FINITE, non_finite[0]["msg"], details)
         return error_response(422, "invalid_request", "the request body is not valid", details)
     except InvalidAddress as exc:
         return error_response(422, exc.code, exc.message)

@@ -8,7 +8,7 @@
 -- KEYS[6..] index keys the plan refers to by position
 -- ARGV[1]  expected version ("0": the request must not exist yet)
 -- ARGV[2]  the new document (JSON)
--- ARGV[3]  the plan (JSON): zadd/zrem/hincr on indexed keys, audit bodies, publish, idempotency
+-- ARGV[3]  the plan (JSON): zadd/zrem/zremrangebyscore/hincr on indexed keys, audit bodies, publish, idempotency
 --
 -- Returns {"ok", first_seq, last_seq, seal_hint}, {"conflict", current_version} or
 -- {"duplicate", stored_value}. seal_hint is {chain length, last hash, unsealed bodies} when few
@@ -38,6 +38,9 @@ for _, op in ipairs(plan.zadd or {}) do
 end
 for _, op in ipairs(plan.zrem or {}) do
   redis.call("ZREM", KEYS[op[1]], op[2])
+end
+for _, op in ipairs(plan.zremrangebyscore or {}) do
+  redis.call("ZREMRANGEBYSCORE", KEYS[op[1]], op[2], op[3])
 end
 for _, op in ipairs(plan.hincr or {}) do
   redis.call("HINCRBY", KEYS[op[1]], op[2], op[3])
