@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -146,8 +147,16 @@ async def test_web_and_worker_processes_deliver_a_signed_callback(redis_url, tmp
     hook_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
 
-    env = env_for(tmp_path / "data", redis_url, APPROVALBOT_CALLBACK_SECRET="s3cret-for-test")
-    agent = cli(env, "agents", "add", "ci-bot", "--owner", "dana@example.com").stdout.strip()
+    env = env_for(
+        tmp_path / "data",
+        redis_url,
+        APPROVALBOT_CALLBACK_SECRET="s3cret-for-test",
+        APPROVALBOT_CALLBACK_ALLOW="127.0.0.1",
+    )
+    added = cli(env, "agents", "add", "ci-bot", "--owner", "dana@example.com")
+    agent = added.stdout.strip()  # stdout: only the token, for scripts
+    (own_secret,) = re.findall(r"abcb_[A-Za-z0-9_-]+", added.stderr)  # stderr: the agent's callback secret, once
+    assert own_secret not in added.stdout and agent.count("\n") == 0
     approver = cli(env, "approvers", "add", "alice@example.com").stdout.strip()
     port = free_port()
     web_proc = start(env, "web", "--port", str(port))
@@ -168,7 +177,8 @@ async def test_web_and_worker_processes_deliver_a_signed_callback(redis_url, tmp
         assert len(received) == 1
         body, header = received[0]
         assert json.loads(body)["status"] == "approved"
-        assert verify(b"s3cret-for-test", body, header)
+        assert verify(own_secret.encode(), body, header)  # signed with the agent's own secret
+        assert not verify(b"s3cret-for-test", body, header)  # not the shared one: that is for older agents
         assert not verify(b"another-secret", body, header)
     finally:
         for proc in (web_proc, worker_proc):
