@@ -306,3 +306,10 @@ def self_signed(name: str, folder: Path) -> tuple[Path, Path]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_path, key_path
+
+
+async def test_metrics_report_the_depth_of_each_queue(api):
+    status, text = await api.call("GET", "/metrics")
+    assert status == 200
+    for name in ("jobs", "delivery", "callbacks", "delivery_waiting"):
+        assert f'approvalbot_queue_depth{{queue="{name}"}}' in text

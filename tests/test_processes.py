@@ -195,3 +195,16 @@ def test_bad_policy_file_stops_start_up_naming_the_line(tmp_path):
     assert result.returncode == 2
     assert "line 4" in result.stderr and "effect" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_rotate_secret_prints_a_new_secret_and_worker_queues_are_checked(redis_url, tmp_path):
+    env = env_for(tmp_path / "data", redis_url)
+    added = cli(env, "agents", "add", "ci-bot", "--owner", "dana@example.com")
+    (first,) = re.findall(r"abcb_[A-Za-z0-9_-]+", added.stderr)
+    rotated = cli(env, "agents", "rotate-secret", "ci-bot")
+    assert rotated.returncode == 0, rotated.stderr
+    assert re.fullmatch(r"abcb_[A-Za-z0-9_-]+\n", rotated.stdout) and first not in rotated.stdout
+    missing = cli(env, "agents", "rotate-secret", "nobody")
+    assert missing.returncode == 2 and "nobody" in missing.stderr
+    bad = cli(env, "worker", "--queues", "delivery,timers2", "--burst")
+    assert bad.returncode == 2 and "unknown queue" in bad.stderr
