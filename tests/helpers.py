@@ -15,8 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from rq import Queue, SimpleWorker
-from rq.timeouts import TimerDeathPenalty
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+
+from approvalbot.jobs.fair import FairLanes
+from approvalbot.jobs.queues import DELIVERY_QUEUE, queues_for
+from approvalbot.jobs.worker import ThreadWorker
 
 # --- waiting ----------------------------------------------------------------------------------
 
@@ -122,18 +126,34 @@ async def call_once(method: str, url: str, token: str | None = None, **kwargs: A
 # --- running RQ jobs in the test process -----------------------------------------------------
 
 
-class BurstWorker(SimpleWorker):
-    """An RQ worker for a test thread: jobs run in-process, no signal handlers, it exits when idle."""
+class BurstWorker(ThreadWorker):
+    """An RQ worker for a test thread: jobs run in-process, no signal handlers, it exits when idle.
 
-    death_penalty_class = TimerDeathPenalty
+    It is `serve`'s thread worker, so it feeds the delivery queue from the fair lanes as `serve` does.
+    """
 
-    def _install_signal_handlers(self) -> None:
-        """Signal handlers can only be installed on the main thread, and the test owns that one."""
+
+def job_queues(base: Queue) -> list[Queue]:
+    """The RQ queues behind a base queue named APPROVALBOT_QUEUE (delivery, callbacks)."""
+    return list(queues_for(base.name, base.connection).values())
+
+
+def queued(base: Queue) -> int:
+    """Jobs waiting in every queue behind `base`, the fair delivery lanes included."""
+    queues = queues_for(base.name, base.connection)
+    return sum(q.count for q in queues.values()) + FairLanes(queues[DELIVERY_QUEUE]).waiting()
+
+
+def scheduled_registries(base: Queue) -> list[ScheduledJobRegistry]:
+    """Where RQ keeps the retries of every queue behind `base`."""
+    return [q.scheduled_job_registry for q in job_queues(base)]
 
 
 def work_burst(queue: Queue) -> None:
-    """Run every job queued now (and any they enqueue) to completion, then return."""
-    BurstWorker([queue], connection=queue.connection).work(burst=True, logging_level="WARNING", with_scheduler=False)
+    """Run every job queued now in every queue behind `queue` (and any they enqueue) to completion, then return."""
+    BurstWorker(job_queues(queue), connection=queue.connection).work(
+        burst=True, logging_level="WARNING", with_scheduler=False
+    )
 
 
 async def drain(queue: Queue) -> None:

@@ -9,7 +9,7 @@ from rq import Queue
 from approvalbot import app as composition
 from approvalbot.core.models import RequestCreate
 from approvalbot.jobs.outbox import Outbox
-from tests.helpers import drain
+from tests.helpers import drain, queued
 from tests.memory_channel import BOARD, MemoryChannel
 
 
@@ -28,7 +28,7 @@ async def run_jobs(redis, rt, rounds: int = 10) -> None:
     for _ in range(rounds):
         while await outbox.dispatch():
             pass
-        if queue.count == 0:
+        if queued(queue) == 0:
             return
         await drain(queue)
     raise AssertionError("jobs kept producing work")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -146,8 +147,16 @@ async def test_web_and_worker_processes_deliver_a_signed_callback(redis_url, tmp
     hook_port = free_port()
     await web.TCPSite(runner, "127.0.0.1", hook_port).start()
 
-    env = env_for(tmp_path / "data", redis_url, APPROVALBOT_CALLBACK_SECRET="s3cret-for-test")
-    agent = cli(env, "agents", "add", "ci-bot", "--owner", "dana@example.com").stdout.strip()
+    env = env_for(
+        tmp_path / "data",
+        redis_url,
+        APPROVALBOT_CALLBACK_SECRET="s3cret-for-test",
+        APPROVALBOT_CALLBACK_ALLOW="127.0.0.1",
+    )
+    added = cli(env, "agents", "add", "ci-bot", "--owner", "dana@example.com")
+    agent = added.stdout.strip()  # stdout: only the token, for scripts
+    (own_secret,) = re.findall(r"abcb_[A-Za-z0-9_-]+", added.stderr)  # stderr: the agent's callback secret, once
+    assert own_secret not in added.stdout and agent.count("\n") == 0
     approver = cli(env, "approvers", "add", "alice@example.com").stdout.strip()
     port = free_port()
     web_proc = start(env, "web", "--port", str(port))
@@ -168,7 +177,8 @@ async def test_web_and_worker_processes_deliver_a_signed_callback(redis_url, tmp
         assert len(received) == 1
         body, header = received[0]
         assert json.loads(body)["status"] == "approved"
-        assert verify(b"s3cret-for-test", body, header)
+        assert verify(own_secret.encode(), body, header)  # signed with the agent's own secret
+        assert not verify(b"s3cret-for-test", body, header)  # not the shared one: that is for older agents
         assert not verify(b"another-secret", body, header)
     finally:
         for proc in (web_proc, worker_proc):
@@ -185,3 +195,16 @@ def test_bad_policy_file_stops_start_up_naming_the_line(tmp_path):
     assert result.returncode == 2
     assert "line 4" in result.stderr and "effect" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_rotate_secret_prints_a_new_secret_and_worker_queues_are_checked(redis_url, tmp_path):
+    env = env_for(tmp_path / "data", redis_url)
+    added = cli(env, "agents", "add", "ci-bot", "--owner", "dana@example.com")
+    (first,) = re.findall(r"abcb_[A-Za-z0-9_-]+", added.stderr)
+    rotated = cli(env, "agents", "rotate-secret", "ci-bot")
+    assert rotated.returncode == 0, rotated.stderr
+    assert re.fullmatch(r"abcb_[A-Za-z0-9_-]+\n", rotated.stdout) and first not in rotated.stdout
+    missing = cli(env, "agents", "rotate-secret", "nobody")
+    assert missing.returncode == 2 and "nobody" in missing.stderr
+    bad = cli(env, "worker", "--queues", "delivery,timers2", "--burst")
+    assert bad.returncode == 2 and "unknown queue" in bad.stderr

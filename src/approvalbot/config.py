@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from approvalbot.core.callback_urls import AllowList
 
 
 class Settings(BaseSettings):
@@ -20,6 +22,9 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(default=None, alias="APPROVALBOT_POLICY")
     signing_key: SecretStr | None = Field(default=None, alias="APPROVALBOT_SIGNING_KEY")
     callback_secret: SecretStr | None = Field(default=None, alias="APPROVALBOT_CALLBACK_SECRET")
+    # Hosts, *.suffix patterns and CIDRs whose callbacks may use plain http and private addresses.
+    callback_allow: str = Field(default="", alias="APPROVALBOT_CALLBACK_ALLOW")
+    callback_timeout: float = Field(default=10.0, alias="APPROVALBOT_CALLBACK_TIMEOUT", gt=0, le=60)
     max_body_bytes: int = Field(default=64 * 1024, alias="APPROVALBOT_MAX_BODY_BYTES")
     queue_name: str = Field(default="approvalbot", alias="APPROVALBOT_QUEUE")
     tick_seconds: float = Field(default=1.0, alias="APPROVALBOT_TICK_SECONDS", gt=0, le=60)
@@ -44,6 +49,17 @@ class Settings(BaseSettings):
     teams_dev: bool = Field(default=False, alias="APPROVALBOT_TEAMS_DEV")
     # Issue 11: the tenants whose activities are accepted (comma list), besides MICROSOFT_APP_TENANT_ID.
     teams_tenants: str | None = Field(default=None, alias="APPROVALBOT_TEAMS_TENANTS")
+
+    @field_validator("callback_allow")
+    @classmethod
+    def _allow_list_parses(cls, value: str) -> str:
+        """A typo in the allow list must stop start-up, not silently refuse (or allow) callbacks."""
+        AllowList.parse(value)
+        return value
+
+    @property
+    def callback_allow_list(self) -> AllowList:
+        return AllowList.parse(self.callback_allow)
 
 
 def load_settings() -> Settings:

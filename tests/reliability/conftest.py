@@ -40,6 +40,7 @@ def free_port() -> int:
 def service_env(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("APPROVALBOT_")}
     env.update(REDIS_URL=redis_url, APPROVALBOT_DATA_DIR=str(data_dir), APPROVALBOT_TICK_SECONDS="0.2")
+    env["APPROVALBOT_CALLBACK_ALLOW"] = "127.0.0.1"  # the tests' callback receivers listen on loopback
     env.update(extra)
     return env
 

@@ -490,6 +490,7 @@ async def test_secrets_never_reach_logs_in_process_at_debug(redis_url, tmp_path,
         "MICROSOFT_APP_ID": APP_ID,
         "MICROSOFT_APP_PASSWORD": app_password,
         "APPROVALBOT_CALLBACK_SECRET": callback_secret,
+        "APPROVALBOT_CALLBACK_ALLOW": "127.0.0.1",  # the callback receiver listens on loopback
         "APPROVALBOT_SIGNING_KEY": pem,
         "REDIS_URL": redis_url,
         "APPROVALBOT_DATA_DIR": str(tmp_path / "data"),
@@ -512,7 +513,8 @@ async def test_secrets_never_reach_logs_in_process_at_debug(redis_url, tmp_path,
     try:
         async with receiver as hook, aiohttp.ClientSession() as http:
             api = Api(base=str(server.make_url("")).rstrip("/"), http=http, service=service)
-            _, api.agent_token = await service.identities.add_agent("etl-bot", "owner@example.com")
+            agent, api.agent_token = await service.identities.add_agent("etl-bot", "owner@example.com")
+            agent_secret = await service.identities.callback_secret(agent.id)
             _, api.approver_token = await service.identities.add_approver("alice@example.com", ["security"])
             harness = slack_client(fake, api.base, http, iter(range(1, 100)))
             harness.api, harness.queue, harness.outbox = api, queue, outbox
@@ -564,6 +566,7 @@ async def test_secrets_never_reach_logs_in_process_at_debug(redis_url, tmp_path,
         "Slack bot token": BOT_TOKEN,
         "Teams app password": app_password,
         "callback secret": callback_secret,
+        "agent callback secret": agent_secret,
         **{f"signing key ({i})": form for i, form in enumerate(key_forms)},
     }
     assert_nowhere(secrets, places)

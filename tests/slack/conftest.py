@@ -28,7 +28,7 @@ from approvalbot.core.policy import Policy
 from approvalbot.jobs.outbox import Outbox
 from approvalbot.slack import subscribers
 from approvalbot.web.context import SERVICES
-from tests.helpers import Api, drain, eventually
+from tests.helpers import Api, drain, eventually, job_queues, queued, scheduled_registries
 from tests.slack.fake_slack import APP_TOKEN, BOT_TOKEN, OTHER_TEAM, TEAM, FakeSlack
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -263,28 +263,34 @@ class SlackHarness:
         for _ in range(rounds):
             while await self.outbox.dispatch():
                 pass
-            if self.queue.count == 0:
+            if queued(self.queue) == 0:
                 return
             await drain(self.queue)
         raise AssertionError("jobs kept producing work")
 
     def scheduled(self) -> list[tuple[str, float]]:
         """Jobs waiting for a retry, with the seconds until they are due."""
-        registry = self.queue.scheduled_job_registry
         now = time.time()
-        return [(jid, registry.get_scheduled_time(jid).timestamp() - now) for jid in registry.get_job_ids()]
+        return [
+            (jid, registry.get_scheduled_time(jid).timestamp() - now)
+            for registry in scheduled_registries(self.queue)
+            for jid in registry.get_job_ids()
+        ]
 
     async def promote(self) -> int:
         """Let retry time pass: make scheduled jobs due and enqueue them, as the ticker's scheduler does."""
-        registry = self.queue.scheduled_job_registry
-        ids = registry.get_job_ids()
-        if ids:
-            self.queue.connection.zadd(registry.key, {jid: 0 for jid in ids})
-            scheduler = RQScheduler([self.queue], connection=self.queue.connection)
+        count = 0
+        for registry in scheduled_registries(self.queue):
+            ids = registry.get_job_ids()
+            if ids:
+                self.queue.connection.zadd(registry.key, {jid: 0 for jid in ids})
+                count += len(ids)
+        if count:
+            scheduler = RQScheduler(job_queues(self.queue), connection=self.queue.connection)
             assert scheduler.acquire_locks()
             scheduler.enqueue_scheduled_jobs()
             scheduler.release_locks()
-        return len(ids)
+        return count
 
     async def run_until_settled(self, rounds: int = 12) -> None:
         """Run jobs, then keep letting retries fall due and running them, until nothing waits."""

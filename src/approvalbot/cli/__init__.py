@@ -23,7 +23,8 @@ from approvalbot import client_cli
 from approvalbot.cli import audit as audit_cli
 from approvalbot.cli import people as people_cli
 from approvalbot.config import Settings, load_settings
-from approvalbot.jobs.worker import run_worker, start_worker_thread
+from approvalbot.jobs.queues import parse_kinds
+from approvalbot.jobs.worker import run_worker, start_worker_threads
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.service import ApprovalService
 from approvalbot.store.identities import IdentityError
@@ -78,13 +79,11 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     announce_channels(rt)
 
-    thread, worker, ticker = start_worker_thread(rt, composition.subscribers(rt.settings))
+    workers = start_worker_threads(rt, composition.subscribers(rt.settings))  # one thread per queue kind
     try:
         run_loop(serve_http(rt, args.host, args.port))
     finally:
-        worker.stop_soon()
-        thread.join(timeout=30)
-        ticker.stop()
+        workers.stop(timeout=30)
     return 0
 
 
@@ -95,9 +94,14 @@ def cmd_web(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
+    try:
+        kinds = parse_kinds(args.queues)
+    except ValueError as exc:
+        say(f"error: {exc}")
+        return 2
     announce_channels(rt)
-    say(f"approvalbot worker started (state: {rt.mode})")
-    run_worker(rt, composition.subscribers(rt.settings), burst=args.burst)
+    say(f"approvalbot worker started on {', '.join(kinds)} (state: {rt.mode})")
+    run_worker(rt, composition.subscribers(rt.settings), burst=args.burst, kinds=kinds)
     return 0
 
 
@@ -124,8 +128,15 @@ async def cmd_agents(service: ApprovalService, args: argparse.Namespace) -> int:
     ids = service.identities
     if args.action == "add":
         agent, token = await ids.add_agent(args.name, args.owner)
+        secret = await ids.callback_secret(agent.id)
         say(f"agent {agent.name} ({agent.id}) created, owned by {agent.owner}; the token below is shown once")
+        # stderr, so `TOKEN=$(approvalbot agents add …)` still captures only the token
+        say(f"callback signing secret (shown once; give it to the agent's callback receiver): {secret}")
         print(token)
+    elif args.action == "rotate-secret":
+        agent, secret = await ids.rotate_callback_secret(args.name)
+        say(f"agent {agent.name}: new callback signing secret below; callbacks are signed with it from now on")
+        print(secret)
     elif args.action == "revoke":
         done = await service.revoke_agent(args.name)
         say(
@@ -177,8 +188,13 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=helptext)
         s.add_argument("--host", default="127.0.0.1")
         s.add_argument("--port", type=int, default=3000)
-    w = sub.add_parser("worker", help="an RQ worker with the ticker (expiry, reminders, delivery)")
+    w = sub.add_parser("worker", help="RQ workers (delivery, callbacks) with the ticker (expiry, reminders, outbox)")
     w.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    w.add_argument(
+        "--queues",
+        metavar="KINDS",
+        help="comma list of queue kinds: delivery, callbacks (default: both; a process per kind isolates them)",
+    )
 
     agents = sub.add_parser("agents", help="manage agents and their tokens")
     a = agents.add_subparsers(dest="action", required=True)
@@ -188,6 +204,8 @@ def parser() -> argparse.ArgumentParser:
     a.add_parser("list")
     rev = a.add_parser("revoke")
     rev.add_argument("name")
+    rot = a.add_parser("rotate-secret", help="a new callback signing secret for the agent; prints it")
+    rot.add_argument("name")
 
     approvers = sub.add_parser("approvers", help="manage human approvers")
     ap = approvers.add_subparsers(dest="action", required=True)

@@ -27,6 +27,7 @@ class EventType(StrEnum):
     REMINDER_DUE = "reminder.due"
     ESCALATION_DUE = "escalation.due"
     DELIVERY_FAILED = "delivery.failed"
+    CALLBACK_FAILED = "callback.failed"
     PERSON_ADDED = "person.added"
     PERSON_UPDATED = "person.updated"
     PERSON_LINKED = "person.linked"

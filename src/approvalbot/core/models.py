@@ -19,10 +19,13 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from approvalbot.core.addresses import InvalidAddress, canonical_email
+from approvalbot.core.callback_urls import NO_ALLOW, AllowList, describe, url_problem
 
 MAX_TEXT = 4000
 
@@ -88,6 +91,12 @@ ActionName = Annotated[str, StringConstraints(pattern=ACTION_RE, max_length=200)
 ShortText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 
 
+# The validation-context key under which the API hands RequestCreate the operator's callback allow list,
+# and the error type (and API code) of a refused callback URL.
+CALLBACK_ALLOW = "callback_allow"
+CALLBACK_URL_FORBIDDEN = "callback_url_forbidden"
+
+
 class Status(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
@@ -139,6 +148,25 @@ class RequestCreate(Strict):
     on_behalf_of: Email | None = None
     callback_url: AnyHttpUrl | None = None
     expires_in: int | None = Field(default=None, ge=10, le=30 * 24 * 3600)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_destination(cls, url: AnyHttpUrl | None, info: ValidationInfo) -> AnyHttpUrl | None:
+        """Refuse plain http and forbidden literals at once (no DNS: the sender checks resolved addresses).
+
+        The web layer passes the operator's allow list as validation context (`CALLBACK_ALLOW`);
+        without one, nothing is allowed beyond the default rules.
+        """
+        if url is None:
+            return None
+        context = info.context if isinstance(info.context, dict) else {}
+        allow = context.get(CALLBACK_ALLOW, NO_ALLOW)
+        problem = url_problem(url.scheme, url.host or "", allow if isinstance(allow, AllowList) else NO_ALLOW)
+        if problem is not None:
+            raise PydanticCustomError(
+                CALLBACK_URL_FORBIDDEN, "{words} ({problem})", {"words": describe(problem), "problem": problem}
+            )
+        return url
 
 
 class DecisionIn(Strict):

@@ -51,8 +51,9 @@ class Ticker:
         self.queue = queue
         self.interval = interval
         self.outbox = Outbox(service.redis, queue, subscribers, job_timeout)
-        self.scheduler = RQScheduler([queue], connection=queue.connection)
-        self.started = StartedJobRegistry(queue=queue)
+        self.queues = list(self.outbox.queues.values())  # `queue` names the base; work runs on these
+        self.scheduler = RQScheduler(self.queues, connection=queue.connection)
+        self.started = [StartedJobRegistry(queue=q) for q in self.queues]
         self._next_sweep = 0.0
 
     async def tick(self) -> None:
@@ -66,6 +67,7 @@ class Ticker:
         await asyncio.to_thread(self._rq_housekeeping)
         while await self.outbox.dispatch():
             pass
+        await asyncio.to_thread(self.outbox.feed)  # lanes drain even when no new record arrived
         if self.signer is not None:
             await maybe_checkpoint(self.service.audit, self.signer, self.checkpoint_seconds)
 
@@ -75,17 +77,20 @@ class Ticker:
         RQ's own scheduler would fork a process, and its worker looks for abandoned
         jobs only every ten minutes; both are done here, cheaply, on every tick.
         """
-        if self.scheduler.acquire_locks():  # type: ignore[no-untyped-call]  # unannotated in rq
-            acquire_or_refresh_lock(
-                self.queue.connection,
-                self.scheduler.get_locking_key(self.queue.name),
-                self.scheduler.name,
-                max(SCHEDULER_LOCK_SECONDS, math.ceil(3 * self.interval)),
-            )
+        owned: set[str] = self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]  # unannotated in rq
+        if owned:
+            for name in owned:
+                acquire_or_refresh_lock(
+                    self.queue.connection,
+                    self.scheduler.get_locking_key(name),
+                    self.scheduler.name,
+                    max(SCHEDULER_LOCK_SECONDS, math.ceil(3 * self.interval)),
+                )
             self.scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]  # unannotated in rq
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + 5
-            self.started.cleanup()
+            for registry in self.started:
+                registry.cleanup()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -8,6 +8,7 @@ call, so a change to the person (groups, aliases, revocation) applies at once.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,6 +36,7 @@ __all__ = [
     "IdentityStore",
     "Principal",
     "TokenKind",
+    "new_callback_secret",
     "new_id",
     "token_digest",
 ]
@@ -54,6 +56,14 @@ class Principal:
     def identity(self) -> ChatIdentity:
         """The concrete identity used: the API token."""
         return ChatIdentity(channel="api", user_id=self.token_id)
+
+
+CALLBACK_SECRET_PREFIX = "abcb_"
+
+
+def new_callback_secret() -> str:
+    """256 random bits; the prefix makes a leaked one recognisable in a secret scanner."""
+    return CALLBACK_SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
 def _valid_name(name: str, what: str) -> str:
@@ -96,8 +106,24 @@ class IdentityStore:
         pipe.set(keys.agent(agent.id), agent.model_dump_json())
         pipe.sadd(keys.AGENTS, agent.id)
         pipe.sadd(keys.agent(agent.id) + ":tokens", token_digest(token))
+        pipe.set(keys.agent_callback_secret(agent.id), new_callback_secret())
         await pipe.execute()
         return agent, token
+
+    async def callback_secret(self, agent_id: str) -> str | None:
+        """The agent's own callback secret; None for agents created before per-agent secrets
+        (their callbacks are signed with the shared APPROVALBOT_CALLBACK_SECRET)."""
+        raw = await self.redis.get(keys.agent_callback_secret(agent_id))
+        return codec.text(raw) if raw else None
+
+    async def rotate_callback_secret(self, name: str) -> tuple[Agent, str]:
+        """A new callback secret for the agent; callbacks sent from now on are signed with it."""
+        agent = await self.get_agent_by_name(name)
+        if agent is None or agent.revoked:
+            raise IdentityError(f"no active agent named {name!r}")
+        secret = new_callback_secret()
+        await self.redis.set(keys.agent_callback_secret(agent.id), secret)
+        return agent, secret
 
     async def get_agent(self, agent_id: str) -> Agent | None:
         raw = await self.redis.get(keys.agent(agent_id))

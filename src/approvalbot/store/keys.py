@@ -43,6 +43,11 @@ def agent(agent_id: str) -> str:
     return f"{PREFIX}agent:{agent_id}"
 
 
+def agent_callback_secret(agent_id: str) -> str:
+    """The agent's own callback signing secret (kept recoverable: the worker must sign with it)."""
+    return f"{PREFIX}agent:{agent_id}:callback-secret"
+
+
 def agent_name(name: str) -> str:
     return f"{PREFIX}agent-name:{name}"
 
@@ -96,3 +101,30 @@ def agent_grants(agent_id: str) -> str:
     """The agent's grants that may still be unexpired (jti scored by expiry), so revoking the agent
     can revoke them; entries past their expiry are trimmed on every approval."""
     return f"{PREFIX}agent:{agent_id}:grants"
+
+
+# --- RQ queues and the fair delivery lanes ---------------------------------------------------------
+
+DELIVERY_QUEUE = "delivery"
+CALLBACK_QUEUE = "callbacks"
+QUEUE_KINDS = (DELIVERY_QUEUE, CALLBACK_QUEUE)
+RQ_QUEUE_PREFIX = "rq:queue:"  # RQ's own (Queue.redis_queue_namespace_prefix), for readers that do not import rq
+
+
+def rq_queue(base: str, kind: str) -> str:
+    """The RQ queue for one kind of work: `<APPROVALBOT_QUEUE>:delivery`, `<APPROVALBOT_QUEUE>:callbacks`."""
+    return f"{base}:{kind}"
+
+
+def fair_ring(queue_name: str) -> str:
+    """Agents (lanes) with delivery jobs waiting to enter `queue_name`, in round-robin order."""
+    return f"{PREFIX}fair:{queue_name}:ring"
+
+
+def fair_lane_prefix(queue_name: str) -> str:
+    return f"{PREFIX}fair:{queue_name}:lane:"
+
+
+def fair_lane(queue_name: str, lane: str) -> str:
+    """One agent's delivery job ids, oldest first, waiting for their turn."""
+    return fair_lane_prefix(queue_name) + lane

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from approvalbot.core.addresses import InvalidAddress
 from approvalbot.core.errors import IdempotencyMismatch, NotFound, Refusal, Refused
-from approvalbot.core.models import NON_FINITE
+from approvalbot.core.models import CALLBACK_URL_FORBIDDEN, NON_FINITE
 from approvalbot.store.identities import IdentityError
 
 log = logging.getLogger("approvalbot.web")
@@ -70,6 +70,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         non_finite = [d for d in details if d["type"] == NON_FINITE]
         if non_finite:  # NaN/Infinity: say so, JSON parsers here would otherwise have accepted them
             return error_response(422, NON_FINITE, non_finite[0]["msg"], details)
+        forbidden = [d for d in details if d["type"] == CALLBACK_URL_FORBIDDEN]
+        if forbidden:  # an SSRF attempt (or plain http) gets its own code, so agents can tell
+            return error_response(422, CALLBACK_URL_FORBIDDEN, forbidden[0]["msg"], details)
         return error_response(422, "invalid_request", "the request body is not valid", details)
     except InvalidAddress as exc:
         return error_response(422, exc.code, exc.message)
@@ -93,14 +96,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(500, "internal", "internal error")
 
 
-async def read_body(request: web.Request, model: type[M]) -> M:
+async def read_body(request: web.Request, model: type[M], context: dict[str, Any] | None = None) -> M:
     """Parse and validate a JSON body in one pass (pydantic's own parser), telling
     malformed JSON (400) apart from well-formed JSON that is not a valid body (422)."""
     if request.content_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     raw = await request.read()
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw, context=context)
     except ValidationError as exc:
         if any(err["type"] == "json_invalid" for err in exc.errors()):
             raise ApiError(400, "malformed_json", "the body is not valid JSON") from None

@@ -16,6 +16,12 @@ from approvalbot.store.requests import LATENCY_BUCKETS
 from approvalbot.web.context import services
 
 routes = web.RouteTableDef()
+# Sum of the fair lanes' lengths (KEYS[1] the ring of lanes, ARGV[1] the lane key prefix).
+_LANE_DEPTH = """
+local total = 0
+for _, lane in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do total = total + redis.call('LLEN', ARGV[1] .. lane) end
+return total
+"""
 
 
 @routes.get("/healthz")
@@ -30,7 +36,7 @@ async def healthz(request: web.Request) -> web.Response:
 class _Snapshot:
     """A prometheus collector over figures already read from Redis."""
 
-    def __init__(self, stats: dict[str, int], pending: int, queued: int):
+    def __init__(self, stats: dict[str, int], pending: int, queued: dict[str, int]):
         self.stats, self.pending, self.queued = stats, pending, queued
 
     def collect(self) -> Iterator[Metric]:
@@ -57,7 +63,9 @@ class _Snapshot:
         )
         depth = GaugeMetricFamily("approvalbot_queue_depth", "Work waiting", labels=["queue"])
         depth.add_metric(["pending_requests"], self.pending)
-        depth.add_metric(["jobs"], self.queued)
+        depth.add_metric(["jobs"], sum(self.queued.values()))  # every queue together, as before the split
+        for name, count in self.queued.items():
+            depth.add_metric([name], count)
         yield depth
 
 
@@ -67,8 +75,19 @@ async def metrics(request: web.Request) -> web.Response:
     pipe = ctx.redis.pipeline(transaction=False)
     pipe.hgetall(keys.STATS)
     pipe.zcard(keys.PENDING)
-    pipe.llen(Queue.redis_queue_namespace_prefix + ctx.settings.queue_name)
-    raw, pending, queued = await pipe.execute()
+    base = ctx.settings.queue_name
+    for kind in keys.QUEUE_KINDS:
+        pipe.llen(Queue.redis_queue_namespace_prefix + keys.rq_queue(base, kind))
+    # Delivery jobs waiting in the fair lanes (jobs.fair) count as delivery work waiting too.
+    pipe.eval(
+        _LANE_DEPTH,
+        1,
+        keys.fair_ring(keys.rq_queue(base, keys.DELIVERY_QUEUE)),
+        keys.fair_lane_prefix(keys.rq_queue(base, keys.DELIVERY_QUEUE)),
+    )
+    raw, pending, *depths, waiting = await pipe.execute()
+    queued = dict(zip(keys.QUEUE_KINDS, (int(d) for d in depths), strict=True))
+    queued["delivery_waiting"] = int(waiting)
     stats = {k.decode(): int(v) for k, v in raw.items()}
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(stats, pending, queued))

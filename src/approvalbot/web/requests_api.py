@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from approvalbot.core import ids
 from approvalbot.core.errors import NotFound, Refusal, Refused
-from approvalbot.core.models import ApprovalRequest, DecisionIn, RequestCreate, Status
+from approvalbot.core.models import CALLBACK_ALLOW, ApprovalRequest, DecisionIn, RequestCreate, Status
 from approvalbot.core.rules import check_reason, may_view
 from approvalbot.service import human_actor
 from approvalbot.web.auth import principal, require_agent, require_approver
@@ -63,7 +63,8 @@ def query(model: type[Q], request: web.Request) -> Q:
 @routes.post("/v1/requests")
 async def create_request(request: web.Request) -> web.Response:
     agent = await require_agent(request)
-    body = await read_body(request, RequestCreate)
+    allow = services(request).settings.callback_allow_list
+    body = await read_body(request, RequestCreate, {CALLBACK_ALLOW: allow})
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 255):
         raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
