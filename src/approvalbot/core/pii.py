@@ -32,9 +32,11 @@ class PiiMatch(NamedTuple):
 # --- e-mail -------------------------------------------------------------------------------------
 
 # Wider than canonical_email accepts on purpose: an address the identity rules would refuse
-# (mixed scripts, say) is still somebody's address and must be masked.
+# (mixed scripts, say) is still somebody's address and must be masked. Narrower in one way: the
+# URL delimiters / = ? & # (legal but rare in a local part) end it, so `s3://x/bob@example.com`
+# and `?email=bob@example.com` mask only the address.
 _EMAIL = re.compile(
-    r"[\w.!#$%&'*+/=?^{}~-]{1," + str(MAX_LOCAL) + r"}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w-])"
+    r"[\w.!$%'*+^{}~-]{1," + str(MAX_LOCAL) + r"}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w-])"
 )
 
 
@@ -48,8 +50,9 @@ def _emails(text: str) -> Iterator[PiiMatch]:
 
 # --- payment cards ------------------------------------------------------------------------------
 
-# Runs of digits joined by single spaces or dashes, not glued to words, decimals or other numbers.
-_DIGIT_RUN = re.compile(r"(?<![\w+.,/-])\d+(?:[ -]\d+)*(?![\w.,/]|-\d)")
+# Runs of digits joined by single spaces or dashes, not glued to words, decimals or other numbers
+# (a path or a sentence may hold one: "s3://x/4111 1111 1111 1111/", "... 4111111111111111.").
+_DIGIT_RUN = re.compile(r"(?<![\w+])(?<!\d[.,-])\d+(?:[ -]\d+)*(?!\w|[.,-]\d)")
 
 
 def luhn_valid(digits: str) -> bool:
@@ -150,9 +153,11 @@ def _ibans(text: str) -> Iterator[PiiMatch]:
 # International: a leading + and 8-15 digits (E.164's maximum) in groups.
 _PHONE_INTL = re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .\-/]?\(?\d{1,5}\)?){2,7}(?!\w|[.\-/]\d)")
 # North American: area code and exchange, separators required: (415) 555-2671, 415-555-2671, 415.555.2671.
-_PHONE_NANP = re.compile(r"(?<![\w+.\-/])(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[.\- ])\d{3}[.\- ]\d{4}(?!\w|[.\-/]\d)")
+_PHONE_NANP = re.compile(r"(?<![\w+.\-])(?:\([2-9]\d{2}\) ?|[2-9]\d{2}[.\- ])\d{3}[.\- ]\d{4}(?!\w|[.\-]\d)")
 # National with a trunk 0 (Europe and most of the world): 030 1234567, 0151-12345678, 06 12 34 56 78.
-_PHONE_TRUNK = re.compile(r"(?<![\w+.\-/])0[1-9]\d{0,4}(?:[ /\-]?\d{2,8}){1,4}(?!\w|[.\-/]\d)")
+_PHONE_TRUNK = re.compile(r"(?<![\w+.\-])0[1-9]\d{0,4}(?:[ /\-]?\d{2,8}){1,4}(?!\w|[.\-/]\d)")
+# 01/15/2024, 01-02-2024: a date with a trunk-0-like start is not a phone number.
+_DATE = re.compile(r"\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}")
 _PHONE_DIGITS = ((_PHONE_INTL, 8, 15), (_PHONE_NANP, 10, 10), (_PHONE_TRUNK, 9, 12))
 
 
@@ -160,7 +165,7 @@ def _phones(text: str) -> Iterator[PiiMatch]:
     for pattern, low, high in _PHONE_DIGITS:
         for m in pattern.finditer(text):
             digits = re.sub(r"\D", "", m.group())
-            if low <= len(digits) <= high:
+            if low <= len(digits) <= high and not _DATE.search(m.group()):
                 yield PiiMatch(m.start(), m.end(), "phone", ("+" if m.group()[0] == "+" else "") + digits)
 
 
