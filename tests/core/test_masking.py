@@ -239,6 +239,8 @@ def test_context_paths() -> None:
     out = mask_request(params={"context": {"x": 1}}, context=context, sensitive=["context.*token*"], key=KEY)
     assert out.paths == ["context.ci_token"]
     assert out.params == {"context": {"x": 1}}  # a param named context is not the context
+    param = mask_request(params={"context": {"x": 1}}, sensitive=["*context.x"], key=KEY)
+    assert param.paths == ["params.context.x"]
     every = mask_request(params={}, context=context, sensitive=["context.*"], key=KEY)
     assert every.paths == ["context.ci_token", "context.ticket", "context.run"]
 

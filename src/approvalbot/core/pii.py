@@ -13,10 +13,11 @@ address in capitals, a card with or without spaces) get the same fingerprint.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from approvalbot.core.addresses import MAX_LOCAL, canonical_or_none
+from approvalbot.core.addresses import MAX_LOCAL
 from approvalbot.core.models import PiiKind
 
 __all__ = ["DETECTORS", "PiiMatch", "card_number", "find_pii", "iban_valid", "luhn_valid"]
@@ -45,7 +46,8 @@ def _emails(text: str) -> Iterator[PiiMatch]:
         return
     for m in _EMAIL.finditer(text):
         value = m.group()
-        yield PiiMatch(m.start(), m.end(), "email", canonical_or_none(value) or value.lower())
+        # Not canonical_email: its IDNA check costs ~0.1 ms an address, most of a request's masking.
+        yield PiiMatch(m.start(), m.end(), "email", unicodedata.normalize("NFKC", value).lower())
 
 
 # --- payment cards ------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ _ENTROPY = Base64HighEntropyString()  # default limit 4.5 bits per character
 _ENTROPY_MIN_LENGTH = 20
 _JWT_TAIL = re.compile(r"[A-Za-z0-9\-_.+/=]*")
 _GROUP_MIN = 4  # a shorter group is a prefix alternative (ghp|gho|...), not the secret
+_ENTROPY_MIN_DISTINCT = int(2**_ENTROPY.entropy_limit)
 _ENTROPY_RUN = re.compile(r"[A-Za-z0-9+/=_\-]{" + str(_ENTROPY_MIN_LENGTH) + ",}")
 
 
@@ -150,6 +151,12 @@ def find_secrets(text: str) -> list[Found]:
             blocks += [Found(m.start(), m.end(), "private key") for m in _PUTTY_KEY.finditer(text)]
             found.extend(blocks or [Found(0, len(text), "private key")])  # a header we can't delimit: all of it
     for m in _ENTROPY_RUN.finditer(text):
-        if _ENTROPY.calculate_shannon_entropy(m.group()) > _ENTROPY.entropy_limit:
+        token = m.group()
+        # Entropy is at most log2(distinct characters): fewer than 2**limit can't pass, and the
+        # library's per-charset loop is the costliest step of masking, so skip it when it can't.
+        if (
+            len(set(token)) > _ENTROPY_MIN_DISTINCT
+            and _ENTROPY.calculate_shannon_entropy(token) > _ENTROPY.entropy_limit
+        ):
             found.append(Found(m.start(), m.end(), "high-entropy string"))
     return found
