@@ -183,8 +183,23 @@ class Decision(Strict):
     channel: Channel = Channel.API
 
 
+PiiKind = Literal["email", "card", "iban", "phone"]
+PII_KINDS: tuple[PiiKind, ...] = ("email", "card", "iban", "phone")
+
+
+class Detect(Strict):
+    """Which detectors mask values nobody marked as sensitive (core/masking.py); all on by default."""
+
+    secrets: bool = True
+    pii: list[PiiKind] = Field(default_factory=lambda: list(PII_KINDS))
+
+
 class AppliedPolicy(Strict):
-    """The rule that decided, frozen into the request so later policy edits don't rewrite history."""
+    """The rule that decided, frozen into the request so later policy edits don't rewrite history.
+
+    The masking fields (`sensitive`, `detect`, `reveal`) have defaults so requests stored before
+    masking existed still load, and are then masked with every detector on.
+    """
 
     rule: str
     effect: Literal["allow", "deny", "require_approval"]
@@ -196,6 +211,9 @@ class AppliedPolicy(Strict):
     escalate_to: str | None = None
     channel: str | None = None
     grant_ttl: int = 300
+    sensitive: list[str] = Field(default_factory=list)  # param paths (globs); `context.<key>` for context
+    detect: Detect = Field(default_factory=Detect)
+    reveal: bool = True  # may an eligible approver see a masked value on purpose
 
 
 class ApprovalRequest(Strict):

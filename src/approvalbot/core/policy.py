@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationError,
     model_validator,
@@ -29,10 +30,10 @@ from pydantic import (
 
 from approvalbot.core.addresses import canonical_email
 from approvalbot.core.errors import DomainError
-from approvalbot.core.models import AppliedPolicy
+from approvalbot.core.models import PII_KINDS, AppliedPolicy, Detect, PiiKind
 from approvalbot.core.rules import ANY_APPROVER
 
-__all__ = ["Condition", "Defaults", "Match", "Policy", "PolicyError", "Rule", "parse_duration"]
+__all__ = ["Condition", "Defaults", "DetectSpec", "Match", "Policy", "PolicyError", "Rule", "parse_duration"]
 
 NO_MATCH = "(no matching rule)"
 MAX_DURATION = 365 * 24 * 3600
@@ -95,7 +96,25 @@ def _group(value: str) -> str:
     return value
 
 
+def _detector(value: object) -> object:
+    """A readable error for a misspelt detector: the default message lists Literal values cryptically."""
+    if isinstance(value, str) and value not in PII_KINDS:
+        raise ValueError(f"unknown detector {value!r}; known: {', '.join(PII_KINDS)}")
+    return value
+
+
+def _sensitive_path(value: str) -> str:
+    """A glob over dotted param paths, or `context.<glob>` over context keys (core/masking.py)."""
+    value = value.strip()
+    if value == "context":
+        raise ValueError("use 'context.<key glob>' for context values, e.g. 'context.*'")
+    if not value or value.startswith(".") or value.endswith(".") or ".." in value:
+        raise ValueError(f"invalid sensitive path {value!r}: dotted names such as 'credentials.*' or 'context.*'")
+    return value
+
+
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+SensitivePath = Annotated[str, StringConstraints(max_length=200), AfterValidator(_sensitive_path)]
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -183,7 +202,15 @@ _APPROVAL_FIELDS = (
     "escalate_after",
     "escalate_to",
     "channel",
+    "reveal",
 )
+
+
+class DetectSpec(_Model):
+    """`detect:` in defaults or a rule; an omitted key falls back to the defaults, then to "on"."""
+
+    secrets: StrictBool | None = None
+    pii: list[Annotated[PiiKind, BeforeValidator(_detector)]] | None = None
 
 
 class Rule(_Model):
@@ -200,6 +227,9 @@ class Rule(_Model):
     escalate_to: Annotated[str, AfterValidator(_group)] | None = None
     channel: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     grant_ttl: Duration | None = None
+    sensitive: list[SensitivePath] = Field(default_factory=list)
+    detect: DetectSpec | None = None
+    reveal: StrictBool | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -226,6 +256,9 @@ class Defaults(_Model):
 
     expires_in: Duration = 3600
     grant_ttl: Duration = 300
+    sensitive: list[SensitivePath] = Field(default_factory=list)
+    detect: DetectSpec = Field(default_factory=DetectSpec)
+    reveal: StrictBool = True
 
 
 class Policy(_Model):
@@ -297,7 +330,19 @@ class Policy(_Model):
         for rule in self.rules:
             if rule.match.matches(action, resource, agent_name, params):
                 return self._applied(rule)
-        return AppliedPolicy(rule=NO_MATCH, effect="deny", approvers=[], min_approvals=0)
+        return AppliedPolicy(rule=NO_MATCH, effect="deny", approvers=[], min_approvals=0, **self._masking(None))
+
+    def _masking(self, rule: Rule | None) -> dict[str, Any]:
+        """Masking settings for a request: sensitive paths add up (a rule cannot un-mark a default
+        path), `detect` keys and `reveal` are taken from the rule when it sets them."""
+        d = self.defaults
+        sensitive = list(dict.fromkeys([*d.sensitive, *(rule.sensitive if rule else [])]))
+        spec = rule.detect if rule and rule.detect else DetectSpec()
+        secrets = next((v for v in (spec.secrets, d.detect.secrets) if v is not None), True)
+        pii = next((v for v in (spec.pii, d.detect.pii) if v is not None), None)
+        detect = Detect(secrets=secrets) if pii is None else Detect(secrets=secrets, pii=list(dict.fromkeys(pii)))
+        reveal = rule.reveal if rule and rule.reveal is not None else d.reveal
+        return {"sensitive": sensitive, "detect": detect, "reveal": reveal}
 
     def _applied(self, rule: Rule) -> AppliedPolicy:
         d = self.defaults
@@ -309,6 +354,7 @@ class Policy(_Model):
                 approvers=[],
                 min_approvals=0,
                 grant_ttl=grant_ttl,
+                **self._masking(rule),
             )
         return AppliedPolicy(
             rule=rule.name,
@@ -321,6 +367,7 @@ class Policy(_Model):
             escalate_to=rule.escalate_to,
             channel=rule.channel,
             grant_ttl=grant_ttl,
+            **self._masking(rule),
         )
 
 
