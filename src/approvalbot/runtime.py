@@ -21,6 +21,7 @@ from approvalbot.config import Settings
 from approvalbot.core.policy import Policy, PolicyError
 from approvalbot.embedded import EmbeddedValkey, redis_url_from_env
 from approvalbot.service import ApprovalService
+from approvalbot.store.requests import Quota
 
 log = logging.getLogger("approvalbot")
 
@@ -64,7 +65,13 @@ class Runtime:
 
     def service(self, redis: AsyncRedis) -> ApprovalService:
         """The one way to build the service, so every process installs the same hooks."""
-        service = ApprovalService(redis, self.policy)
+        rate = self.settings.agent_rate_limit
+        quota = Quota(
+            max_pending=self.settings.max_pending_per_agent,
+            rate=rate[0] if rate else 0.0,
+            burst=rate[1] if rate else 1,
+        )
+        service = ApprovalService(redis, self.policy, quota=quota)
         grants.install(service, self.signer())
         return service
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from approvalbot.core.addresses import InvalidAddress
-from approvalbot.core.errors import IdempotencyMismatch, NotFound, Refusal, Refused
+from approvalbot.core.errors import IdempotencyMismatch, NotFound, QuotaExceeded, Refusal, Refused
 from approvalbot.store.identities import IdentityError
 
 log = logging.getLogger("approvalbot.web")
@@ -40,11 +40,13 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def error_response(status: int, code: str, message: str, details: object = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, details: object = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return web.json_response({"error": body}, status=status)
+    return web.json_response({"error": body}, status=status, headers=headers)
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -61,6 +63,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.details)
+    except QuotaExceeded as exc:
+        return error_response(429, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)})
     except ValidationError as exc:
         details = validation_details(exc)
         addresses = [d for d in details if d["type"] == InvalidAddress.code]
