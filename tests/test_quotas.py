@@ -56,7 +56,7 @@ def test_settings_reach_the_service(rt: Runtime) -> None:
         redis_url=rt.redis_url,
         policy=rt.policy,
     )
-    assert not off.service(off.async_redis()).quota.active  # type: ignore[union-attr]
+    assert not off.service(off.async_redis()).quota.active
 
 
 async def test_pending_quota_counts_every_transition(api: Api) -> None:
@@ -158,7 +158,7 @@ async def test_refusals_are_audited_once_per_burst_and_other_agents_are_unaffect
     await api.ask(other, resource="uses the token")
     statuses = [(await api.ask(other, resource="x"))[0] for _ in range(4)]
     assert statuses == [429] * 4
-    codes = sorted(str(r["data"]["code"]) for r in await quota_records(api))  # type: ignore[index]
+    codes = sorted(str(r["data"]["code"]) for r in await quota_records(api))
     assert codes == ["quota_exceeded", "rate_limited"]
     stats = await api.service.redis.hgetall(keys.STATS)
     assert int(stats[b"refused:quota_exceeded"]) == 6 and int(stats[b"refused:rate_limited"]) == 4
