@@ -42,7 +42,7 @@ def agent_pending(agent_id: str) -> str:
 
 
 def agent_rate(agent_id: str) -> str:
-    """One agent's creation token bucket (fields: tokens, at in ms); expires once it would be full again."""
+    """One agent's creation token bucket ("tokens at_ms"); expires once it would be full again."""
     return f"{PREFIX}rate:agent:{agent_id}"
 
 

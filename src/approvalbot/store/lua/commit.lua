@@ -50,15 +50,19 @@ if q then
     return refuse("quota_exceeded", q.notice[1], retry)
   end
   if q.rate > 0 then
-    local bucket = redis.call("HMGET", KEYS[q.bucket], "tokens", "at")
-    local tokens = tonumber(bucket[1]) or q.burst
-    local since = now - (tonumber(bucket[2]) or now)
-    if since > 0 then tokens = math.min(q.burst, tokens + since * q.rate / 1000) end
+    -- The bucket is one string "tokens at_ms", written with its TTL in the same SET: once it
+    -- would be full again it may as well not exist.
+    local tokens, at = q.burst, now
+    local bucket = redis.call("GET", KEYS[q.bucket])
+    if bucket then
+      local t, a = string.match(bucket, "^(%S+) (%S+)$")
+      tokens, at = tonumber(t) or q.burst, tonumber(a) or now
+    end
+    if now > at then tokens = math.min(q.burst, tokens + (now - at) * q.rate / 1000) end
     if tokens < 1 then
       return refuse("rate_limited", q.notice[2], (1 - tokens) * 1000 / q.rate)
     end
-    redis.call("HSET", KEYS[q.bucket], "tokens", tostring(tokens - 1), "at", now)
-    redis.call("PEXPIRE", KEYS[q.bucket], math.ceil(q.burst * 1000 / q.rate) + 1000)
+    redis.call("SET", KEYS[q.bucket], (tokens - 1) .. " " .. now, "PX", math.ceil(q.burst * 1000 / q.rate) + 1000)
   end
 end
 
