@@ -63,7 +63,11 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=200)
     args = p.parse_args()
     with redis_server() as redis_url:
-        env = service_env(redis_url)
+        # One agent sends everything here: its quotas stay on (their checks are part of the cost
+        # measured) but high enough never to refuse, or this would measure 429s.
+        env = service_env(
+            redis_url, APPROVALBOT_AGENT_RATE="1000000/1000000", APPROVALBOT_MAX_PENDING_PER_AGENT="100000000"
+        )
         token = cli(env, "agents", "add", "bench-bot", "--owner", "owner@example.com")
         web_port, base_port = free_port(), free_port()
         py = sys.executable

@@ -286,6 +286,7 @@ async def test_group_added_later_applies_to_existing_tokens(api):
 
 
 async def test_burst_beyond_the_connection_pool_queues_instead_of_failing(api):
+    api.service.quota = None  # this is about the pool; the per-agent quotas are tested in test_quotas.py
     results = await asyncio.gather(*(api.ask(resource=f"r{i}") for i in range(200)))
     assert [s for s, _ in results] == [201] * 200
     assert await api.service.redis.zcard("ab:pending") == 200

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     job_timeout: int = Field(default=30, alias="APPROVALBOT_JOB_TIMEOUT", ge=1, le=600)
     checkpoint_seconds: float = Field(default=300, alias="APPROVALBOT_CHECKPOINT_SECONDS", gt=0)
 
+    # Abuse resistance (issue 12): per-agent quotas, bounded connections and reads, a bounded Redis pool.
+    max_pending_per_agent: int = Field(default=100, alias="APPROVALBOT_MAX_PENDING_PER_AGENT", ge=0)
+    agent_rate: str = Field(default="10/50", alias="APPROVALBOT_AGENT_RATE")
+    http_read_timeout: float = Field(default=15.0, alias="APPROVALBOT_HTTP_READ_TIMEOUT", gt=0, le=3600)
+    max_connections: int = Field(default=1000, alias="APPROVALBOT_MAX_CONNECTIONS", ge=1)
+    redis_max_connections: int = Field(default=256, alias="APPROVALBOT_REDIS_MAX_CONNECTIONS", ge=1)
+    redis_pool_wait: float = Field(default=1.0, alias="APPROVALBOT_REDIS_POOL_WAIT", ge=0, le=60)
+
     # Slack (issue 4) and Teams (issue 5) settings live here too so one object is validated once.
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
@@ -60,6 +68,33 @@ class Settings(BaseSettings):
     @property
     def callback_allow_list(self) -> AllowList:
         return AllowList.parse(self.callback_allow)
+
+    @field_validator("agent_rate")
+    @classmethod
+    def _rate_shape(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @property
+    def agent_rate_limit(self) -> tuple[float, int] | None:
+        """(creations per second, burst), or None when APPROVALBOT_AGENT_RATE is `off`."""
+        return parse_rate(self.agent_rate)
+
+
+def parse_rate(value: str) -> tuple[float, int] | None:
+    """`RATE/BURST` (e.g. `10/50`: 10 per second sustained, bursts of 50), `RATE` (burst = rate), or `off`."""
+    text = value.strip().lower()
+    if text in ("off", "0", "none"):
+        return None
+    rate_text, _, burst_text = text.partition("/")
+    try:
+        rate = float(rate_text)
+        burst = int(burst_text) if burst_text else max(1, int(rate))
+    except ValueError:
+        raise ValueError("APPROVALBOT_AGENT_RATE is RATE/BURST (e.g. 10/50) or off") from None
+    if not (0 < rate < 1e9) or burst < 1:
+        raise ValueError("APPROVALBOT_AGENT_RATE needs a positive rate and a burst of at least 1")
+    return rate, burst
 
 
 def load_settings() -> Settings:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
-from redis.asyncio import ConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 
 from approvalbot.audit import grants
@@ -22,6 +21,8 @@ from approvalbot.core.policy import Policy, PolicyError
 from approvalbot.embedded import EmbeddedValkey, redis_url_from_env
 from approvalbot.keyfiles import private_data_dir
 from approvalbot.service import ApprovalService
+from approvalbot.store.pool import WaitingPool
+from approvalbot.store.requests import Quota
 
 log = logging.getLogger("approvalbot")
 
@@ -50,14 +51,19 @@ class Runtime:
     _signer: Signer | None = field(default=None, repr=False)
 
     def async_redis(self) -> AsyncRedis:
-        """A pool large enough that bursts never hit redis-py's "Too many connections".
+        """A bounded pool (APPROVALBOT_REDIS_MAX_CONNECTIONS) that waits briefly when full.
 
-        redis-py's default cap is 100 connections, which a burst of API calls would
-        turn into 500s; its blocking pool avoids that but costs ~15% of a request's
-        CPU in locking. Long-polls hold no connection while they wait, so in-flight
-        commands per process stay far below this cap.
+        A burst beyond the cap queues for up to APPROVALBOT_REDIS_POOL_WAIT seconds, then gets
+        PoolExhausted, which the API answers with 503 and Retry-After (never 500). The pool is
+        redis-py's plain one underneath (its blocking pool's locking cost ~15% of a request's CPU).
+        Long-polls hold no connection while they wait, so in-flight commands stay far below the cap.
         """
-        pool = ConnectionPool.from_url(self.redis_url, max_connections=2048, health_check_interval=30)
+        pool = WaitingPool.from_url(
+            self.redis_url,
+            max_connections=self.settings.redis_max_connections,
+            wait=self.settings.redis_pool_wait,
+            health_check_interval=30,
+        )
         return AsyncRedis(connection_pool=pool)
 
     def sync_redis(self) -> redis.Redis:
@@ -65,7 +71,13 @@ class Runtime:
 
     def service(self, redis: AsyncRedis) -> ApprovalService:
         """The one way to build the service, so every process installs the same hooks."""
-        service = ApprovalService(redis, self.policy)
+        rate = self.settings.agent_rate_limit
+        quota = Quota(
+            max_pending=self.settings.max_pending_per_agent,
+            rate=rate[0] if rate else 0.0,
+            burst=rate[1] if rate else 1,
+        )
+        service = ApprovalService(redis, self.policy, quota=quota)
         grants.install(service, self.signer())
         return service
 

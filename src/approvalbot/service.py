@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from approvalbot.audit import grants
 from approvalbot.core import machine
-from approvalbot.core.errors import DomainError, IdempotencyMismatch, NotFound, Refused
+from approvalbot.core.errors import DomainError, IdempotencyMismatch, NotFound, QuotaExceeded, Refused
 from approvalbot.core.events import Event, EventType, event_about_people, event_for
 from approvalbot.core.ids import Cursor, new_request_id
 from approvalbot.core.machine import SYSTEM, Transition
@@ -37,7 +37,7 @@ from approvalbot.store import codec, keys
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.identities import IdentityStore
 from approvalbot.store.people import ADMIN
-from approvalbot.store.requests import Conflict, Duplicate, RequestStore, digest
+from approvalbot.store.requests import Conflict, Duplicate, Quota, RequestStore, digest
 
 __all__ = [
     "ApprovalService",
@@ -72,10 +72,12 @@ class ApprovalService:
         redis: Redis,
         policy: Policy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        quota: Quota | None = None,
     ):
         self.redis = redis
         self.policy = policy
         self.clock = clock
+        self.quota = quota  # per-agent limits on new requests (None: none)
         self.requests = RequestStore(redis)
         self.audit = AuditLog(redis)
         self.identities = IdentityStore(redis, self.audit)
@@ -99,11 +101,36 @@ class ApprovalService:
         transition = machine.create(new_request_id(), body, agent, applied, self.clock(), requester_ids)
         transition = self._finish(transition)
         try:
-            done = await self.requests.commit(transition, 0, None, idem)
+            done = await self.requests.commit(transition, 0, None, idem, self.quota)
         except Duplicate as dup:
             return await self._replay(dup.request_id, dup.fingerprint, sent_print), False
+        except QuotaExceeded as refused:
+            if refused.first:
+                await self._quota_refused(agent, body, refused)
+            raise
         await self.audit.seal_committed(done)
         return done.request, True
+
+    async def _quota_refused(self, agent: Agent, body: RequestCreate, refused: QuotaExceeded) -> None:
+        """Audit the first refusal of a burst (the commit script lets one through per agent, code and window)."""
+        quota = self.quota or Quota()
+        limit = (
+            f"{quota.max_pending} pending"
+            if refused.code == "quota_exceeded"
+            else f"{quota.rate:g}/s, burst {quota.burst}"
+        )
+        actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)
+        event = event_about_people(
+            EventType.QUOTA_EXCEEDED,
+            actor,
+            self.clock(),
+            code=refused.code,
+            agent_id=agent.id,
+            agent_name=agent.name,
+            action=body.action,
+            limit=limit,
+        )
+        await self.people.write_audited(self.redis.pipeline(transaction=True), event)
 
     async def requester_ids(self, agent: Agent, body: RequestCreate) -> list[str]:
         """The persons behind a new request: the agent's owner, and whoever it acts for (an alias

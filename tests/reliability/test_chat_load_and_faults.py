@@ -94,7 +94,10 @@ async def test_slack_and_teams_under_load_faults_and_a_killed_worker(redis_url, 
     people = teams_people(connector)
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
-    env = chat_env(fake, policy, APPROVALBOT_JOB_TIMEOUT="8")
+    # One agent floods on purpose here (this tests chat under load, not quotas): lift its limits.
+    env = chat_env(
+        fake, policy, APPROVALBOT_JOB_TIMEOUT="8", APPROVALBOT_AGENT_RATE="off", APPROVALBOT_MAX_PENDING_PER_AGENT="0"
+    )
     webs = [spawn(redis_url, "web", web=True, **env) for _ in range(2)]
     workers = [spawn(redis_url, "worker", **env) for _ in range(2)]
     logs = [Drained(p) for p in webs + workers]

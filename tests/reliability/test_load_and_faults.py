@@ -23,6 +23,10 @@ from approvalbot.core.chain import chain
 from tests.helpers import eventually, job_queues
 from tests.reliability.conftest import free_port, make_tokens
 
+# These tests flood with one agent on purpose (they test races and faults, not quotas, which
+# tests/test_quotas.py and tests/reliability/test_abuse_limits.py cover): lift its limits.
+NO_QUOTA = {"APPROVALBOT_AGENT_RATE": "off", "APPROVALBOT_MAX_PENDING_PER_AGENT": "0"}
+
 
 class CallbackReceiver:
     """Records deliveries; can fail the first N with 500 to force RQ retries."""
@@ -109,7 +113,7 @@ def rq_state(redis_url: str) -> str:
 
 
 async def test_thousands_of_racing_decisions_across_processes(redis_url, spawn):
-    webs = [spawn(redis_url, "web", web=True) for _ in range(2)]
+    webs = [spawn(redis_url, "web", web=True, **NO_QUOTA) for _ in range(2)]
     for _ in range(2):
         spawn(redis_url, "worker")
     agent, (alice, bob) = await make_tokens(redis_url, approvers=2)
@@ -181,8 +185,8 @@ def persistent_valkey():
 
 async def test_kill_9_workers_and_web_restart_redis_and_failing_callbacks(persistent_valkey, spawn):
     redis_url, valkey = persistent_valkey
-    web_a = spawn(redis_url, "web", web=True)
-    web_b = spawn(redis_url, "web", web=True)
+    web_a = spawn(redis_url, "web", web=True, **NO_QUOTA)
+    web_b = spawn(redis_url, "web", web=True, **NO_QUOTA)
     workers = [spawn(redis_url, "worker", APPROVALBOT_JOB_TIMEOUT="3") for _ in range(2)]
     agent, (alice,) = await make_tokens(redis_url, approvers=1)
     n = 200

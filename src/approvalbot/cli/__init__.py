@@ -15,7 +15,6 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn
 
-from aiohttp import web
 from pydantic import ValidationError
 
 from approvalbot import app as composition
@@ -28,6 +27,7 @@ from approvalbot.jobs.worker import run_worker, start_worker_threads
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.service import ApprovalService
 from approvalbot.store.identities import IdentityError
+from approvalbot.web.server import serve
 
 log = logging.getLogger("approvalbot")
 
@@ -40,10 +40,10 @@ async def serve_http(rt: Runtime, host: str, port: int) -> None:
     """Run the web server until SIGINT/SIGTERM."""
     redis = rt.async_redis()
     app = composition.build_app(rt.settings, rt.service(redis), signer=rt.signer())
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
+    settings = rt.settings
+    listening = await serve(
+        app, host, port, read_timeout=settings.http_read_timeout, max_connections=settings.max_connections
+    )
     say(
         f"approvalbot listening on http://{host}:{port} (state: {rt.mode}; "
         f"policy: {rt.settings.policy_file or 'default, one approval for everything'})"
@@ -56,7 +56,7 @@ async def serve_http(rt: Runtime, host: str, port: int) -> None:
         await stop.wait()
     finally:
         say("approvalbot shutting down")
-        await runner.cleanup()
+        await listening.close()
         await redis.aclose()
 
 

@@ -9,7 +9,7 @@ never invent codes of their own.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from approvalbot.core.events import Event
@@ -103,3 +103,23 @@ class IdempotencyMismatch(DomainError, ValueError):
     """The same Idempotency-Key was sent with a different body."""
 
     code = "idempotency_key_reused"
+
+
+class QuotaExceeded(DomainError):
+    """An agent asked for more than its share: too many pending requests (`quota_exceeded`) or
+    too many creations per second (`rate_limited`). Nothing was written for the request.
+
+    `retry_after` is when asking again may succeed (seconds); `first` says this is the first
+    refusal of a burst, the one that gets an audit record.
+    """
+
+    MESSAGES: ClassVar[dict[str, str]] = {
+        "quota_exceeded": "this agent has too many pending requests; wait for some to be decided or to expire",
+        "rate_limited": "this agent is creating requests too fast; retry after the time in Retry-After",
+    }
+
+    def __init__(self, code: str, retry_after: int, first: bool = False):
+        super().__init__(self.MESSAGES[code])
+        self.code = code
+        self.retry_after = retry_after
+        self.first = first

@@ -37,6 +37,7 @@ class EventType(StrEnum):
     IDENTITY_CHANGED = "identity.changed"
     EXECUTOR_ADDED = "executor.added"
     EXECUTOR_REVOKED = "executor.revoked"
+    QUOTA_EXCEEDED = "quota.exceeded"  # an agent went over its pending quota or creation rate (once per burst)
 
     @property
     def final(self) -> bool:

@@ -28,6 +28,7 @@ from approvalbot.store.tokens import (
     new_token,
     token_digest,
     token_id,
+    well_formed,
 )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "new_callback_secret",
     "new_id",
     "token_digest",
+    "well_formed",
 ]
 
 
@@ -216,7 +218,7 @@ class IdentityStore:
 
     async def authenticate(self, token: str) -> Principal | None:
         """Revocation deletes the digest, so it takes effect at once; approvers read their person fresh."""
-        if not token or len(token) > 200:
+        if not well_formed(token):  # no lookup for junk
             return None
         digest = token_digest(token)
         raw = await self.redis.get(keys.token(digest))

@@ -35,6 +35,22 @@ def idempotency(agent_id: str, key_digest: str) -> str:
     return f"{PREFIX}idem:{agent_id}:{key_digest}"
 
 
+def agent_pending(agent_id: str) -> str:
+    """One agent's pending requests, scored by expiry: its quota counts them (ZCARD) and Retry-After
+    names the first expiry. Kept by the commit script on every transition, so it cannot drift."""
+    return f"{PREFIX}pending:agent:{agent_id}"
+
+
+def agent_rate(agent_id: str) -> str:
+    """One agent's creation token bucket ("tokens at_ms"); expires once it would be full again."""
+    return f"{PREFIX}rate:agent:{agent_id}"
+
+
+def quota_notice(agent_id: str, code: str) -> str:
+    """Set (NX, with a TTL) by the first refusal of a burst: only that one is audited."""
+    return f"{PREFIX}quota:notice:{agent_id}:{code}"
+
+
 def token(digest: str) -> str:
     return f"{PREFIX}token:{digest}"
 

@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from approvalbot.core.chain import canonical
+from approvalbot.core.errors import QuotaExceeded
 from approvalbot.core.events import Event
 from approvalbot.core.ids import Cursor
 from approvalbot.core.machine import Transition
@@ -26,6 +27,24 @@ from approvalbot.store import codec, keys
 
 IDEMPOTENCY_TTL = 7 * 24 * 3600
 GRANT_INDEX_SLACK = 3600  # seconds past expiry a grant stays in its agent's index
+QUOTA_NOTICE_SECONDS = 60  # one audit record per agent and refusal code per minute of refusals
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Per-agent limits on new requests, checked inside the commit script (no extra round trip).
+
+    `max_pending` 0 means no limit on pending requests; `rate` 0 means no rate limit. The rate is a
+    token bucket: `rate` creations per second sustained, `burst` at once after a quiet spell.
+    """
+
+    max_pending: int = 0
+    rate: float = 0.0
+    burst: int = 1
+
+    @property
+    def active(self) -> bool:
+        return self.max_pending > 0 or self.rate > 0
 
 
 def load_script(name: str) -> str:
@@ -109,8 +128,13 @@ class RequestStore:
         expected_version: int,
         previous_status: Status | None,
         idempotency: tuple[str, str] | None = None,
+        quota: Quota | None = None,
     ) -> Committed:
-        """Write a transition computed from `expected_version`; raise Conflict if it moved on."""
+        """Write a transition computed from `expected_version`; raise Conflict if it moved on.
+
+        With `quota` (new requests only), the agent's limits are checked in the same script, after
+        the idempotency check, and QuotaExceeded is raised instead of writing anything.
+        """
         request = transition.request.model_copy(update={"version": expected_version + 1})
         plan = _Plan(
             keys=[
@@ -124,6 +148,8 @@ class RequestStore:
         if idempotency:
             plan.ops["idem"] = [f"{idempotency[1]}|{request.id}", IDEMPOTENCY_TTL]
         self._index(plan, request, previous_status)
+        if quota is not None and quota.active and previous_status is None:
+            self._quota(plan, request, quota)
         plan.ops["audit"] = [audit_body(e) for e in transition.events]
         if request.status.final and previous_status is not request.status:
             plan.add("publish", keys.CHANGED_CHANNEL, request.id)  # wakes long-polls waiting for this
@@ -137,8 +163,29 @@ class RequestStore:
         if outcome == "duplicate":
             fingerprint, _, existing = result[1].decode().partition("|")
             raise Duplicate(existing, fingerprint)
+        if outcome == "refused":
+            raise QuotaExceeded(result[1].decode(), int(result[2]), first=bool(result[3]))
         hint = result[3] if len(result) > 3 and result[3] else None
         return Committed(request, int(result[2]), SealHint(int(hint[0]), hint[1], hint[2]) if hint else None)
+
+    @staticmethod
+    def _quota(plan: _Plan, request: ApprovalRequest, quota: Quota) -> None:
+        """The pending limit applies only to a request that will be pending (an allow or deny
+        settles it at once); the rate applies to every creation."""
+        agent = request.agent_id
+        plan.ops["quota"] = {
+            "pending": plan.key(keys.agent_pending(agent)),
+            "max": quota.max_pending if request.status is Status.PENDING else 0,
+            "bucket": plan.key(keys.agent_rate(agent)),
+            "rate": quota.rate,
+            "burst": quota.burst,
+            "notice": [
+                plan.key(keys.quota_notice(agent, "quota_exceeded")),
+                plan.key(keys.quota_notice(agent, "rate_limited")),
+            ],
+            "window": QUOTA_NOTICE_SECONDS,
+            "stats": plan.key(keys.STATS),
+        }
 
     def _index(self, plan: _Plan, request: ApprovalRequest, previous: Status | None) -> None:
         """Keep queue, timer and counter indexes in step with the status change."""
@@ -153,6 +200,7 @@ class RequestStore:
             for queue in queues:
                 plan.add("zadd", plan.key(queue), created, request.id)
             plan.add("zadd", plan.key(keys.EXPIRY), ms(request.expires_at), request.id)
+            plan.add("zadd", plan.key(keys.agent_pending(request.agent_id)), ms(request.expires_at), request.id)
             for kind, after in (
                 ("remind", request.policy.remind_after),
                 ("escalate", request.policy.escalate_after),
@@ -164,6 +212,7 @@ class RequestStore:
             for queue in queues:
                 plan.add("zrem", plan.key(queue), request.id)
             plan.add("zrem", plan.key(keys.EXPIRY), request.id)
+            plan.add("zrem", plan.key(keys.agent_pending(request.agent_id)), request.id)
             for kind in ("remind", "escalate"):
                 plan.add("zrem", plan.key(keys.TIMERS), f"{request.id}|{kind}")
         if request.status is Status.APPROVED and request.grant and request.decided_at:

@@ -8,15 +8,23 @@ A slow password hash buys nothing for secrets with this much entropy.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from typing import Literal
 
 TokenKind = Literal["agent", "approver", "executor"]
 TOKEN_PREFIX: dict[TokenKind, str] = {"agent": "abk_agent_", "approver": "abk_appr_", "executor": "abk_exec_"}
+# Issued tokens are a prefix and 43 URL-safe characters; 32 to 64 leaves room for other lengths.
+TOKEN_SHAPE = re.compile("(?:" + "|".join(re.escape(p) for p in TOKEN_PREFIX.values()) + ")[A-Za-z0-9_-]{32,64}")
 
 
 class IdentityError(ValueError):
     """An identity command that cannot be done as asked; the message says why and is safe to show."""
+
+
+def well_formed(token: str) -> bool:
+    """Could this be a token approvalbot issued? Checked before any lookup: junk never reaches Redis."""
+    return TOKEN_SHAPE.fullmatch(token) is not None
 
 
 def token_digest(token: str) -> str:

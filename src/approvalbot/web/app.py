@@ -18,6 +18,7 @@ from approvalbot.service import ApprovalService
 from approvalbot.web import audit_api, deliveries_api, openapi, ops, requests_api
 from approvalbot.web.context import SERVICES, Services
 from approvalbot.web.errors import error_response, json_errors
+from approvalbot.web.logs import limit_repeats
 from approvalbot.web.waiters import Waiters
 
 log = logging.getLogger("approvalbot.web")
@@ -40,6 +41,7 @@ def build_app(
     channels: Sequence[Channel] = (),
 ) -> web.Application:
     """The web app; `signer` is the process's one signer (the runtime's), loaded here only if not given."""
+    limit_repeats()  # expected failures under a flood log a few lines, not thousands
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[security_headers, json_errors],
@@ -60,6 +62,7 @@ def build_app(
         await ctx.waiters.start()
         yield
         await ctx.waiters.stop()
+        await ctx.health.close()
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from approvalbot.core.models import Agent, Approver
 from approvalbot.store.identities import Principal
 from approvalbot.web.context import services
-from approvalbot.web.errors import ApiError
+from approvalbot.web.errors import ApiError, where
+
+log = logging.getLogger("approvalbot.web")
 
 
 async def principal(request: web.Request) -> Principal:
+    """The caller, from the bearer token (see web/credentials.py for what a bad token costs: almost nothing)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        log.info("401 on %s: no bearer token", where(request))
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-    found = await services(request).service.identities.authenticate(token.strip())
+    found = await services(request).authenticator.authenticate(token.strip())
     if found is None:
+        log.info("401 on %s: unknown, malformed or revoked token", where(request))  # never the token
         raise ApiError(401, "unauthorized", "the token is unknown or revoked")
     return found
 

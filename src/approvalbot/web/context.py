@@ -11,6 +11,8 @@ from redis.asyncio import Redis
 from approvalbot.channels import Channel
 from approvalbot.config import Settings
 from approvalbot.service import ApprovalService
+from approvalbot.web.credentials import Authenticator
+from approvalbot.web.health import HealthProbe
 from approvalbot.web.waiters import Waiters
 
 
@@ -22,6 +24,12 @@ class Services:
     waiters: Waiters
     extras: dict[str, Any] = field(default_factory=dict)
     channels: list[Channel] = field(default_factory=list)  # the ones that are on
+    authenticator: Authenticator = field(init=False)
+    health: HealthProbe = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.authenticator = Authenticator(self.service.identities)
+        self.health = HealthProbe(self.redis)
 
 
 SERVICES = web.AppKey("services", Services)

@@ -9,13 +9,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import redis.exceptions
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from approvalbot.core.addresses import InvalidAddress
-from approvalbot.core.errors import IdempotencyMismatch, NotFound, Refusal, Refused
+from approvalbot.core.errors import IdempotencyMismatch, NotFound, QuotaExceeded, Refusal, Refused
 from approvalbot.core.models import CALLBACK_URL_FORBIDDEN, NON_FINITE
 from approvalbot.store.identities import IdentityError
+from approvalbot.web.credentials import AuthUnavailable
 
 log = logging.getLogger("approvalbot.web")
 M = TypeVar("M", bound=BaseModel)
@@ -35,17 +37,27 @@ REFUSAL_STATUS = {
 }
 
 
+# Overload and Redis outages: the client should come back shortly; the process is fine.
+UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AuthUnavailable)
+RETRY_AFTER_UNAVAILABLE = 1
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: object = None):
+    def __init__(
+        self, status: int, code: str, message: str, details: object = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers
 
 
-def error_response(status: int, code: str, message: str, details: object = None) -> web.Response:
+def error_response(
+    status: int, code: str, message: str, details: object = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return web.json_response({"error": body}, status=status)
+    return web.json_response({"error": body}, status=status, headers=headers)
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
@@ -56,12 +68,28 @@ def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def where(request: web.Request) -> str:
+    """Method and path for a log line: the path still percent-encoded (a %0A cannot forge a log line), and short."""
+    return f"{request.method} {request.rel_url.raw_path[:200]}"
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except QuotaExceeded as exc:
+        return error_response(429, exc.code, exc.message, headers={"Retry-After": str(exc.retry_after)})
+    except UNAVAILABLE as exc:
+        # Expected under overload or while Redis is away: one line, no traceback (RepeatFilter limits repeats).
+        log.warning("answering 503 to %s: %s", where(request), exc.__class__.__name__)
+        return error_response(
+            503,
+            "unavailable",
+            "the service is busy or cannot reach its database; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+        )
     except ValidationError as exc:
         details = validation_details(exc)
         addresses = [d for d in details if d["type"] == InvalidAddress.code]
@@ -92,7 +120,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+        log.exception("unhandled error on %s", where(request))
         return error_response(500, "internal", "internal error")
 
 

@@ -68,6 +68,11 @@ PATHS: dict[str, Any] = {
                 **_ok(201, "created", "ApprovalRequest"),
                 **_ok(200, "idempotent replay of an earlier request", "ApprovalRequest"),
                 **_errors(400, 401, 403, 413, 415, 422),
+                "429": {
+                    "description": "quota_exceeded (too many pending) or rate_limited (too fast); see Retry-After",
+                    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
+                    **_json("Error"),
+                },
             },
         },
         "get": {

@@ -8,10 +8,11 @@
 -- KEYS[6..] index keys the plan refers to by position
 -- ARGV[1]  expected version ("0": the request must not exist yet)
 -- ARGV[2]  the new document (JSON)
--- ARGV[3]  the plan (JSON): zadd/zrem/zremrangebyscore/hincr on indexed keys, audit bodies, publish, idempotency
+-- ARGV[3]  the plan (JSON): zadd/zrem/zremrangebyscore/hincr on indexed keys, audit bodies, publish,
+--          idempotency, and for a new request the agent's quota (see below)
 --
--- Returns {"ok", first_seq, last_seq, seal_hint}, {"conflict", current_version} or
--- {"duplicate", stored_value}. seal_hint is {chain length, last hash, unsealed bodies} when few
+-- Returns {"ok", first_seq, last_seq, seal_hint}, {"conflict", current_version},
+-- {"duplicate", stored_value} or {"refused", code, retry_after_seconds, first_of_burst}. seal_hint is {chain length, last hash, unsealed bodies} when few
 -- records wait to be chained, so the caller can seal without another read; else empty.
 local plan = cjson.decode(ARGV[3])
 
@@ -25,6 +26,44 @@ end
 local current = redis.call("HGET", KEYS[1], "ver")
 if (current or "0") ~= ARGV[1] then
   return {"conflict", current or "0"}
+end
+
+-- Quotas, checked after the idempotency check (a replay never counts) and before any write.
+-- plan.quota: pending = key index of the agent's pending set (scored by expiry), max = its limit
+-- (0: none, or the request is settled at once and will not be pending), bucket = key index of the
+-- token bucket, rate = tokens per second (0: no rate limit), burst = bucket size, notice = key
+-- indexes {quota_exceeded, rate_limited} of the once-per-burst markers, window = their TTL, and
+-- stats = key index of the counters. Only Redis 7.0 commands are used.
+local q = plan.quota
+if q then
+  local clock = redis.call("TIME")
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local function refuse(code, notice, retry_ms)
+    local first = redis.call("SET", KEYS[notice], "1", "NX", "EX", q.window)
+    redis.call("HINCRBY", KEYS[q.stats], "refused:" .. code, 1)
+    return {"refused", code, math.max(1, math.ceil(retry_ms / 1000)), first and 1 or 0}
+  end
+  if q.max > 0 and redis.call("ZCARD", KEYS[q.pending]) >= q.max then
+    local first_expiry = redis.call("ZRANGE", KEYS[q.pending], 0, 0, "WITHSCORES")
+    local retry = 60000
+    if first_expiry[2] then retry = math.min(retry, tonumber(first_expiry[2]) - now) end
+    return refuse("quota_exceeded", q.notice[1], retry)
+  end
+  if q.rate > 0 then
+    -- The bucket is one string "tokens at_ms", written with its TTL in the same SET: once it
+    -- would be full again it may as well not exist.
+    local tokens, at = q.burst, now
+    local bucket = redis.call("GET", KEYS[q.bucket])
+    if bucket then
+      local t, a = string.match(bucket, "^(%S+) (%S+)$")
+      tokens, at = tonumber(t) or q.burst, tonumber(a) or now
+    end
+    if now > at then tokens = math.min(q.burst, tokens + (now - at) * q.rate / 1000) end
+    if tokens < 1 then
+      return refuse("rate_limited", q.notice[2], (1 - tokens) * 1000 / q.rate)
+    end
+    redis.call("SET", KEYS[q.bucket], (tokens - 1) .. " " .. now, "PX", math.ceil(q.burst * 1000 / q.rate) + 1000)
+  end
 end
 
 local new_version = tonumber(ARGV[1]) + 1
