@@ -33,6 +33,9 @@ def settings(redis_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
         "APPROVALBOT_TICK_SECONDS": "0.2",
         "APPROVALBOT_CALLBACK_ALLOW": "127.0.0.1",
         "APPROVALBOT_CALLBACK_TIMEOUT": "30",
+        # The flood below files its whole pending quota (100) at once: lift the creation rate
+        # (10/s, bursts of 50 by default) so the pending quota is what bounds it.
+        "APPROVALBOT_AGENT_RATE": "1000/1000",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # jobs read the environment, as in a worker process
