@@ -216,6 +216,32 @@ class AppliedPolicy(Strict):
     reveal: bool = True  # may an eligible approver see a masked value on purpose
 
 
+class MaskedValue(Strict):
+    """One value a reader is not shown: where it was, what kind, and how to compare it, never what."""
+
+    path: str  # "params.a.0.b", "context.k", "justification" or "resource"
+    category: Literal["secret", "personal", "sensitive"]
+    kind: str | None = None  # "aws key", "email", …; None when the policy marked the path
+    length: int
+    fingerprint: str  # a short keyed hash: equal values in two requests have equal fingerprints
+    whole: bool  # the entire value (else only parts of a text)
+
+
+class MaskedView(Strict):
+    """The copy of a request's agent-supplied content that people are shown (chat, approver API, audit).
+
+    Computed once at intake; the raw values stay on the request for the agent, its callback and
+    the grant's params hash, and may be deleted after the retention period while this stays.
+    """
+
+    params: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, str] = Field(default_factory=dict)
+    justification: str | None = None
+    resource: str | None = None
+    items: list[MaskedValue] = Field(default_factory=list)
+    params_sha256: str = ""  # of the raw params (canonical JSON), what the grant binds
+
+
 class ApprovalRequest(Strict):
     id: str
     status: Status
@@ -243,7 +269,26 @@ class ApprovalRequest(Strict):
     # a registered person): the first is an audit record, later ones only count here, so repeated clicks
     # cannot flood the log or the card's thread. The final record repeats the counts.
     self_approval_attempts: dict[str, int] = Field(default_factory=dict)
+    masked: MaskedView | None = None  # what people are shown; None for requests made before masking
     version: int = 0
+
+    def shown(self) -> ApprovalRequest:
+        """The request as a person may see it: masked params, context, justification and resource.
+
+        Every channel and every approver-facing answer renders this, never the request itself;
+        only the agent's own reads, its callback and the grant use the exact values.
+        """
+        if self.masked is None:
+            return self
+        view = self.masked
+        return self.model_copy(
+            update={
+                "params": view.params,
+                "context": view.context,
+                "justification": view.justification,
+                "resource": view.resource,
+            }
+        )
 
     @property
     def requesters(self) -> set[str]:
