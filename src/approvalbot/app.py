@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from approvalbot.audit.signing import Signer
-from approvalbot.channels import Channel, ChannelFactory, Commands
+from approvalbot.channels import CanWitness, Channel, ChannelFactory, Commands, Witness, WitnessUnavailable
 from approvalbot.config import Settings
 from approvalbot.jobs import delivery
 from approvalbot.jobs.outbox import CALLBACKS, Subscriber
@@ -62,6 +62,21 @@ def status_lines(settings: Settings) -> list[str]:
     return [channel.status_line() for channel in channels(settings)]
 
 
+def witness_names() -> list[str]:
+    """Channels whose threads can serve as audit witnesses (`audit verify --witness NAME`)."""
+    return [factory.name for factory in channel_types() if callable(getattr(factory, "witness", None))]
+
+
+def witness(settings: Settings, name: str) -> Witness:
+    """The named channel's thread reader; WitnessUnavailable when it has none or its settings lack something."""
+    for channel in channels(settings):
+        if channel.name == name:
+            if not isinstance(channel, CanWitness):
+                raise WitnessUnavailable(f"the {name} channel cannot read its threads back")
+            return channel.witness()
+    raise WitnessUnavailable(f"no channel named {name!r}")
+
+
 def add_commands(subparsers: Any) -> Commands:
     """Each channel's CLI commands on the main parser; returns name -> handler."""
     commands: Commands = {}
@@ -70,4 +85,14 @@ def add_commands(subparsers: Any) -> Commands:
     return commands
 
 
-__all__ = ["CHANNELS", "add_commands", "build_app", "channel_types", "channels", "status_lines", "subscribers"]
+__all__ = [
+    "CHANNELS",
+    "add_commands",
+    "build_app",
+    "channel_types",
+    "channels",
+    "status_lines",
+    "subscribers",
+    "witness",
+    "witness_names",
+]

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     teams_dev: bool = Field(default=False, alias="APPROVALBOT_TEAMS_DEV")
     # Issue 11: the tenants whose activities are accepted (comma list), besides MICROSOFT_APP_TENANT_ID.
     teams_tenants: str | None = Field(default=None, alias="APPROVALBOT_TEAMS_TENANTS")
+    # Microsoft Graph, used only by `audit verify --witness teams` to read channel replies back
+    # (the Bot Connector cannot); `{tenant}` in the token URL is the conversation's tenant.
+    teams_graph_url: str = Field(default="https://graph.microsoft.com/v1.0", alias="APPROVALBOT_TEAMS_GRAPH_URL")
+    teams_graph_token_url: str = Field(
+        default="https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        alias="APPROVALBOT_TEAMS_GRAPH_TOKEN_URL",
+    )
 
     @field_validator("callback_allow")
     @classmethod

@@ -57,6 +57,8 @@ BOT_ID = "28:approvalbot-bot"
 TENANT = "tenant-1"
 OTHER_TENANT = "tenant-2"
 TEAM_ID = "19:team-platform@thread.tacv2"
+# The team's Microsoft 365 group id, which Teams sends as channelData.team.aadGroupId (Graph names teams by it).
+TEAM_GROUP_ID = "5b1c7e2a-3f4d-4c6b-9a8e-0d2f6e1a7b3c"
 
 
 @pytest.fixture(scope="session")
@@ -291,7 +293,9 @@ class Teams(Api):
         tenant = tenant or (person.tenant if person else TENANT)
         channel_data: dict[str, Any] = {"tenant": {"id": tenant}}
         if kind == "channel":
-            channel_data.update(team={"id": TEAM_ID, "name": "Platform"}, channel={"id": conversation})
+            channel_data.update(
+                team={"id": TEAM_ID, "name": "Platform", "aadGroupId": TEAM_GROUP_ID}, channel={"id": conversation}
+            )
         body = {
             "type": type,
             "id": f"f:{next(self._seq)}",

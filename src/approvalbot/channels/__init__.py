@@ -7,6 +7,7 @@ packages above web and jobs, and only the composition root (`approvalbot.app`) n
 from __future__ import annotations
 
 from approvalbot.channels.protocol import (
+    CanWitness,
     Card,
     Channel,
     ChannelFactory,
@@ -19,9 +20,12 @@ from approvalbot.channels.protocol import (
     RouteError,
     StepFailed,
     Target,
+    Witness,
+    WitnessUnavailable,
 )
 
 __all__ = [
+    "CanWitness",
     "Card",
     "Channel",
     "ChannelFactory",
@@ -34,4 +38,6 @@ __all__ = [
     "RouteError",
     "StepFailed",
     "Target",
+    "Witness",
+    "WitnessUnavailable",
 ]

@@ -12,24 +12,28 @@ variable, and its secrets are kept as `SecretStr` (never in a repr or a log). It
 * says one start-up line (`status_line`), adds its CLI commands (`add_commands`, on the class) and shapes
   its delivery status for `GET /v1/requests/{id}/deliveries` (`delivery_status`).
 
+Optionally, a channel that can read its threads back offers `witness()` (`CanWitness`): the
+audit records it mirrored, for `approvalbot audit verify --witness <channel>`.
+
 A third channel is one new package implementing this, plus one line in `approvalbot.app`.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from redis.asyncio import Redis
 
+from approvalbot.audit.witness import Unread, Witnessed
 from approvalbot.config import Settings
 from approvalbot.core.models import Actor, ApprovalRequest, Approver
 from approvalbot.runtime import Runtime
 from approvalbot.store.audit import StoredRecord
-from approvalbot.store.deliveries import TargetState
+from approvalbot.store.deliveries import PostedThread, TargetState
 
 # --- values ------------------------------------------------------------------------------
 
@@ -183,6 +187,33 @@ class Channel(Protocol):
 
     def delivery_status(self, states: dict[str, TargetState], failures: list[dict[str, Any]]) -> dict[str, Any]:
         """This channel's part of `GET /v1/requests/{id}/deliveries`, from the per-target state."""
+        ...
+
+
+class WitnessUnavailable(Exception):
+    """The channel cannot read its threads back as configured; the message says what is needed."""
+
+
+class Witness(Protocol):
+    """Reads back the audit records a channel mirrored into its cards' threads.
+
+    Yields one `Witnessed` per mirrored record found (only the bot's own messages count)
+    and one `Unread` per thread it could not read; reads are paginated and bounded.
+    """
+
+    def witnessed(self, redis: Redis, threads: Sequence[PostedThread]) -> AsyncIterator[Witnessed | Unread]: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class CanWitness(Protocol):
+    """The optional part of `Channel`: a channel whose threads can serve as audit witnesses."""
+
+    name: str
+
+    def witness(self) -> Witness:
+        """Raises `WitnessUnavailable` when the settings do not allow reading threads."""
         ...
 
 

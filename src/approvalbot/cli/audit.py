@@ -7,6 +7,11 @@ need no Redis, so an auditor can run them on a copy of the export anywhere.
     approvalbot audit export --format jsonl --output audit.jsonl --checkpoints checkpoints.jsonl
     approvalbot keys show > approvalbot.pub.pem
     approvalbot audit verify --file audit.jsonl --checkpoints checkpoints.jsonl --public-key approvalbot.pub.pem
+    approvalbot audit verify --witness slack     # the chat threads, compared with the log
+
+`--witness` asks the channel (through the composition root; the CLI never names a
+channel package) to read back what it mirrored into its threads: a record the log
+lost or changed since is a finding, even after the last signed checkpoint.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from redis.asyncio import Redis
 
+from approvalbot import app as composition
 from approvalbot.audit.checkpoints import (
     checkpoint,
     latest_checkpoint,
@@ -33,9 +39,13 @@ from approvalbot.audit.checkpoints import (
 from approvalbot.audit.export import FORMATS, export_records, render, snapshot_end
 from approvalbot.audit.signing import Signer, SigningKeyError, load_public_keys, load_signer
 from approvalbot.audit.verify import Report, load_checkpoints, verify_file, verify_redis
+from approvalbot.audit.witness import WitnessReport
+from approvalbot.audit.witness import check as witness_check
+from approvalbot.channels import WitnessUnavailable
 from approvalbot.config import load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.audit import AuditLog
+from approvalbot.store.deliveries import posted
 
 # Any ArgumentParser subclass: the main CLI builds its subcommands with its own.
 ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
@@ -69,6 +79,11 @@ def add_commands(subparsers: argparse._SubParsersAction[ParserT]) -> None:
         default=[],
         help="public key file: PEM, JWK or JWKS (repeatable, for rotated keys)",
     )
+    v.add_argument(
+        "--witness",
+        choices=composition.witness_names(),
+        help="also compare the log with the audit records mirrored into this channel's threads",
+    )
 
     e = a.add_parser("export", help="write the log as JSON lines (verifiable) or CSV")
     e.add_argument("--format", choices=FORMATS, default="jsonl")
@@ -98,21 +113,37 @@ def _public_keys(paths: list[str]) -> dict[str, Ed25519PublicKey]:
     return keyring
 
 
-def _report(report: Report) -> int:
-    print(json.dumps(report.as_dict(), indent=2))
-    say(report.summary())
+def _report(report: Report, witness: WitnessReport | None = None) -> int:
+    doc = report.as_dict()
+    verdict = report.summary()
+    ok = report.ok
+    if witness is not None:
+        # The chain's own problem comes first; else the first record the threads show the log lost or changed.
+        problem = report.problem or witness.problem()
+        ok = report.ok and witness.ok
+        doc.update(ok=ok, problem=problem.as_dict() if problem else None, witness=witness.as_dict())
+        if problem is not None and report.problem is None:
+            verdict = f"FAILED at seq {problem.seq}: {problem.kind}: {problem.detail}"
+        verdict += f"; {witness.summary()}"
+    print(json.dumps(doc, indent=2))
+    say(verdict)
+    if witness is not None and not witness.complete:
+        say("warning: some threads could not be read; they witness nothing (see witness.unread)")
     if report.ok and report.checkpoints_verified == 0:
         say(
             "warning: no signed checkpoint was verified; the chain is consistent, but nothing "
             "proves it is the one the service wrote"
         )
-    return 0 if report.ok else 1
+    return 0 if ok else 1
 
 
 def run_offline(args: argparse.Namespace) -> int:
     try:
         if args.command == "keys":
             return _show_key(load_signer(load_settings()), args.format)
+        if getattr(args, "witness", None):
+            say("error: --witness reads the log in Redis; it cannot be combined with --file")
+            return 2
         if args.checkpoints and not args.public_key:
             say("error: --checkpoints needs --public-key to check their signatures")
             return 2
@@ -176,9 +207,29 @@ def cmd_audit(rt: Runtime, args: argparse.Namespace) -> int:
         say(f"error: {exc}")
         return 2
 
+    witness = None
+    if args.action == "verify" and args.witness:
+        try:
+            witness = composition.witness(rt.settings, args.witness)
+        except WitnessUnavailable as exc:
+            say(f"error: --witness {args.witness}: {exc}")
+            return 2
+
     async def verify(redis: Redis, audit: AuditLog) -> int:
         # Saved copies of checkpoints (--checkpoints) reveal a checkpoint deleted from Redis with its records.
-        return _report(await verify_redis(redis, {**extra, **signer.keyring}, saved_checkpoints=saved))
+        report = await verify_redis(redis, {**extra, **signer.keyring}, saved_checkpoints=saved)
+        if witness is None:
+            return _report(report)
+        try:
+            # The threads are read before the log: the log only grows, so all they show must be in it.
+            threads = [t async for t in posted(redis, args.witness)]
+            found = await witness_check(audit, args.witness, len(threads), witness.witnessed(redis, threads))
+        except WitnessUnavailable as exc:
+            say(f"error: --witness {args.witness}: {exc}")
+            return 2
+        finally:
+            await witness.close()
+        return _report(report, found)
 
     async def make_checkpoint(redis: Redis, audit: AuditLog) -> int:
         made = await checkpoint(audit, signer)

@@ -16,6 +16,8 @@ from approvalbot.slack.delivery import JOB
 from approvalbot.slack.identity import SlackDirectory
 from approvalbot.slack.resolve import SlackIdentities, Who
 from approvalbot.slack.settings import SlackConfig, status_line
+from approvalbot.slack.witness import SlackWitness
+from approvalbot.slack.witness import build as build_witness
 from approvalbot.slack.workspaces import ActingUser
 from approvalbot.store.deliveries import REQUEST_TARGET, TargetState
 from approvalbot.store.people import PersonStore
@@ -58,6 +60,10 @@ class SlackChannel:
             ActingUser(chat_user, None, None)
         )
         return found.approver if isinstance(found, Who) else None
+
+    def witness(self) -> SlackWitness:
+        """The card threads read back, for `audit verify --witness slack` (WitnessUnavailable when Slack is off)."""
+        return build_witness(self.config)
 
     def delivery_status(self, states: dict[str, TargetState], failures: list[dict[str, Any]]) -> dict[str, Any]:
         """Where the card is (one Slack channel per request), what failed, whether the owner was told."""

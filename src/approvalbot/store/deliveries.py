@@ -9,7 +9,7 @@ so the deliveries API can show every channel's progress without knowing them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,37 @@ class DeliveryStore:
             channel, _, target = name.partition(":")
             found[(channel, target)] = await self.load(request_id, channel, target)
         return found
+
+
+@dataclass(frozen=True)
+class PostedThread:
+    """A card a channel posted for a request, and its delivery state (`where`, `message_id`)."""
+
+    request_id: str
+    target: str
+    state: TargetState
+
+
+async def posted(redis: Redis, channel: str, scan_count: int = 1000) -> AsyncIterator[PostedThread]:
+    """Every card of `channel` the delivery state says was posted (a message id is known).
+
+    Found through the per-request target indexes, so it needs no list of requests: the
+    audit witness must find threads of requests whose records are gone from the log.
+    """
+    head, tail = index_key("\0").split("\0")
+    async for raw in redis.scan_iter(match=index_key("*"), count=scan_count):
+        name = _str(raw)
+        request_id = name[len(head) : -len(tail)] if name.startswith(head) and name.endswith(tail) else ""
+        if not request_id:
+            continue
+        members = sorted(_str(m) for m in await redis.smembers(name))
+        for member in members:
+            owner, _, target = member.partition(":")
+            if owner != channel or target == REQUEST_TARGET:
+                continue
+            state = TargetState.parse(await redis.hgetall(state_key(request_id, channel, target)))
+            if state.message_id:
+                yield PostedThread(request_id, target, state)
 
 
 def _str(value: bytes | str) -> str:

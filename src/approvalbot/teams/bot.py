@@ -147,6 +147,7 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             reference=reference_of(activity),
             team=team.get("name"),
             team_id=team.get("id"),
+            aad_group_id=team.get("aadGroupId"),
             tenant_id=tenant_of(activity),
             added_by=getattr(activity.from_property, "aad_object_id", None) if activity.from_property else None,
         )

@@ -16,6 +16,8 @@ from approvalbot.teams import cli as teams_cli
 from approvalbot.teams import mount as teams_mount
 from approvalbot.teams.delivery import JOB
 from approvalbot.teams.settings import status_line, teams_settings, tenant_key
+from approvalbot.teams.witness import TeamsWitness
+from approvalbot.teams.witness import build as build_witness
 
 
 class TeamsChannel:
@@ -57,6 +59,11 @@ class TeamsChannel:
             return None
         identity = ChatIdentity(channel="teams", workspace=tenant_key(tenant), user_id=tenant_key(aad))
         return await PersonStore(redis).by_identity(identity)
+
+    def witness(self) -> TeamsWitness:
+        """Card threads read back through Microsoft Graph, for `audit verify --witness teams`
+        (WitnessUnavailable, naming what is needed, when Graph credentials are missing)."""
+        return build_witness(self.ts, self.settings.teams_graph_url, self.settings.teams_graph_token_url)
 
     def delivery_status(self, states: dict[str, TargetState], failures: list[dict[str, Any]]) -> dict[str, Any]:
         """One entry per conversation the card went to (by conversation hash), and what failed."""

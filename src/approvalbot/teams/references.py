@@ -56,6 +56,8 @@ class ConversationRef:
     reference: dict[str, Any]  # a serialized botbuilder ConversationReference
     team: str | None = None
     team_id: str | None = None
+    # The team's Microsoft 365 group id (channelData.team.aadGroupId): Graph names teams by it.
+    aad_group_id: str | None = None
     tenant_id: str | None = None
     added_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     added_by: str | None = None
@@ -95,6 +97,7 @@ class ReferenceStore:
             ref.added_by = existing.added_by or ref.added_by
             if not ref.team:
                 ref.team = existing.team
+            ref.aad_group_id = ref.aad_group_id or existing.aad_group_id
             if ref.name in ("", ref.id) and existing.name:
                 ref.name = existing.name
         pipe = self.redis.pipeline(transaction=True)
