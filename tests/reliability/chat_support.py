@@ -23,7 +23,7 @@ from approvalbot.store.identities import IdentityStore
 from tests.reliability.conftest import Proc
 from tests.slack.conftest import CHANNEL, SIGNING_SECRET, SlackHarness
 from tests.slack.fake_slack import BOT_TOKEN, Failure, FakeSlack
-from tests.teams.conftest import FakeConnector, Person, Teams
+from tests.teams.conftest import TENANT, FakeConnector, Person, Teams
 
 REQUEST_ID = re.compile(r"req_[a-z2-7]{16}")
 
@@ -203,6 +203,7 @@ def chat_env(fake_slack: FakeSlack, policy: Path, **extra: str) -> dict[str, str
         "SLACK_CHANNEL": "#approvals",
         "SLACK_API_URL": fake_slack.api_url,
         "APPROVALBOT_TEAMS_DEV": "1",
+        "APPROVALBOT_TEAMS_TENANTS": TENANT,  # Teams needs its allowed tenants, dev mode included
         "APPROVALBOT_POLICY": str(policy),
     }
     env.update(extra)

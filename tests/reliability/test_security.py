@@ -53,6 +53,7 @@ from tests.reliability.conftest import service_env
 from tests.reliability.test_load_and_faults import CallbackReceiver
 from tests.slack.conftest import SIGNING_SECRET, sign
 from tests.slack.fake_slack import BOT_TOKEN
+from tests.teams.conftest import TENANT
 
 APP_ID = "5b1f0a5e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
 
@@ -489,6 +490,7 @@ async def test_secrets_never_reach_logs_in_process_at_debug(redis_url, tmp_path,
         "SLACK_API_URL": fake.api_url,
         "MICROSOFT_APP_ID": APP_ID,
         "MICROSOFT_APP_PASSWORD": app_password,
+        "APPROVALBOT_TEAMS_TENANTS": TENANT,
         "APPROVALBOT_CALLBACK_SECRET": callback_secret,
         "APPROVALBOT_CALLBACK_ALLOW": "127.0.0.1",  # the callback receiver listens on loopback
         "APPROVALBOT_SIGNING_KEY": pem,
