@@ -196,6 +196,12 @@ class _Protocol:
             return found
         return ApprovalRequest.model_validate_json(response.content)
 
+    def consume_grant(self, grant: str, **binding: Any) -> Operation[dict[str, Any]]:
+        # Not retried: a consume that timed out may have used the grant, and a retry would say grant_used.
+        body = {"grant": grant, **{k: v for k, v in binding.items() if v is not None}}
+        response = yield from self._call("POST", "/v1/grants/consume", json=body, retry=False)
+        return cast(dict[str, Any], response.json())
+
     def pending(self, limit: int = 50, cursor: str | None = None) -> Operation[Page]:
         params = {"status": "pending", "limit": str(limit)}
         if cursor:
@@ -284,6 +290,10 @@ class ApprovalClient:
         """Say whether the approved action ran (`executed`) or not (`failed`); once per request."""
         return self._run(self._ops.report_outcome(request_id, status, detail, result_sha256))
 
+    def consume_grant(self, grant: str, **binding: Any) -> dict[str, Any]:
+        """Use a grant once (POST /v1/grants/consume); `binding` may name action, resource and params."""
+        return self._run(self._ops.consume_grant(grant, **binding))
+
     def pending(self, limit: int = 50, cursor: str | None = None) -> Page:
         return self._run(self._ops.pending(limit, cursor))
 
@@ -352,6 +362,10 @@ class AsyncApprovalClient:
     ) -> ApprovalRequest:
         """Say whether the approved action ran (`executed`) or not (`failed`); once per request."""
         return await self._run(self._ops.report_outcome(request_id, status, detail, result_sha256))
+
+    async def consume_grant(self, grant: str, **binding: Any) -> dict[str, Any]:
+        """Use a grant once (POST /v1/grants/consume); `binding` may name action, resource and params."""
+        return await self._run(self._ops.consume_grant(grant, **binding))
 
     async def pending(self, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._run(self._ops.pending(limit, cursor))
