@@ -70,11 +70,15 @@ def parse_resource_args(pairs: list[str]) -> dict[str, str]:
 def quick(name: str, command: list[str], resource_args: list[str]) -> list[UpstreamConfig]:
     if not command:
         raise ConfigError("give the upstream command after `--`, e.g. `-- python -m my_server`")
+    # The quick form hands the upstream the gateway's environment (where its credentials are), but never
+    # approvalbot's own settings: the agent token is the gateway's, not the tool's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPROVALBOT_")}
     return [
         UpstreamConfig(
             name=_valid_name(name),
             command=command[0],
             args=command[1:],
+            env=env,
             resource_args=parse_resource_args(resource_args),
         )
     ]
