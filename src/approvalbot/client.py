@@ -176,6 +176,32 @@ class _Protocol:
             return (yield from self.get(request_id))
         return ApprovalRequest.model_validate_json(response.content)
 
+    def report_outcome(
+        self, request_id: str, status: str, detail: str | None, result_sha256: str | None
+    ) -> Operation[ApprovalRequest]:
+        body: dict[str, Any] = {"status": status}
+        if detail is not None:
+            body["detail"] = detail[:500]
+        if result_sha256 is not None:
+            body["result_sha256"] = result_sha256
+        try:
+            response = yield from self._call("POST", f"/v1/requests/{request_id}/outcome", json=body)
+        except ApiError as exc:
+            if exc.code != "outcome_already_reported":
+                raise
+            # A retry whose first attempt landed: the same outcome is already there, which is success.
+            found = yield from self.get(request_id)
+            if found.execution is None or found.execution.status != status:
+                raise
+            return found
+        return ApprovalRequest.model_validate_json(response.content)
+
+    def consume_grant(self, grant: str, **binding: Any) -> Operation[dict[str, Any]]:
+        # Not retried: a consume that timed out may have used the grant, and a retry would say grant_used.
+        body = {"grant": grant, **{k: v for k, v in binding.items() if v is not None}}
+        response = yield from self._call("POST", "/v1/grants/consume", json=body, retry=False)
+        return cast(dict[str, Any], response.json())
+
     def pending(self, limit: int = 50, cursor: str | None = None) -> Operation[Page]:
         params = {"status": "pending", "limit": str(limit)}
         if cursor:
@@ -258,6 +284,16 @@ class ApprovalClient:
     def cancel(self, request_id: str) -> ApprovalRequest:
         return self._run(self._ops.cancel(request_id))
 
+    def report_outcome(
+        self, request_id: str, status: str, detail: str | None = None, result_sha256: str | None = None
+    ) -> ApprovalRequest:
+        """Say whether the approved action ran (`executed`) or not (`failed`); once per request."""
+        return self._run(self._ops.report_outcome(request_id, status, detail, result_sha256))
+
+    def consume_grant(self, grant: str, **binding: Any) -> dict[str, Any]:
+        """Use a grant once (POST /v1/grants/consume); `binding` may name action, resource and params."""
+        return self._run(self._ops.consume_grant(grant, **binding))
+
     def pending(self, limit: int = 50, cursor: str | None = None) -> Page:
         return self._run(self._ops.pending(limit, cursor))
 
@@ -320,6 +356,16 @@ class AsyncApprovalClient:
 
     async def cancel(self, request_id: str) -> ApprovalRequest:
         return await self._run(self._ops.cancel(request_id))
+
+    async def report_outcome(
+        self, request_id: str, status: str, detail: str | None = None, result_sha256: str | None = None
+    ) -> ApprovalRequest:
+        """Say whether the approved action ran (`executed`) or not (`failed`); once per request."""
+        return await self._run(self._ops.report_outcome(request_id, status, detail, result_sha256))
+
+    async def consume_grant(self, grant: str, **binding: Any) -> dict[str, Any]:
+        """Use a grant once (POST /v1/grants/consume); `binding` may name action, resource and params."""
+        return await self._run(self._ops.consume_grant(grant, **binding))
 
     async def pending(self, limit: int = 50, cursor: str | None = None) -> Page:
         return await self._run(self._ops.pending(limit, cursor))

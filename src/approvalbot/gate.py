@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-from approvalbot.client import ApprovalClient, AsyncApprovalClient
+from approvalbot.client import ApprovalClient, ApprovalError, AsyncApprovalClient
 from approvalbot.core.models import ApprovalRequest
 
+log = logging.getLogger("approvalbot.gate")
 Field = Any  # a value, or a callable taking the decorated function's arguments
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,11 +29,18 @@ def _resolve(value: Field, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any
     return value(*args, **kwargs) if callable(value) else value
 
 
+def _failure(exc: BaseException | None) -> str | None:
+    """The outcome detail for a block that raised: the exception's type only (its text may hold data)."""
+    return None if exc is None else f"raised {type(exc).__name__}"
+
+
 class approval:
     """Context-manager form: `with approval("iam.role.attach", resource=arn) as granted:`.
 
     Works with `with` and `async with`; the value is the approved request (its
-    `.grant` is the signed grant).
+    `.grant` is the signed grant). When the block ends, the outcome is reported:
+    `executed`, or `failed` when it raised. A report that cannot be delivered is
+    logged and never hides the block's own result or exception.
     """
 
     def __init__(
@@ -43,6 +52,9 @@ class approval:
         **fields: Any,
     ):
         self.action, self.timeout, self.client, self.fields = action, timeout, client, fields
+        self._sync: ApprovalClient | None = None
+        self._async: AsyncApprovalClient | None = None
+        self._approved: ApprovalRequest | None = None
 
     def __enter__(self) -> ApprovalRequest:
         if isinstance(self.client, AsyncApprovalClient):
@@ -51,13 +63,25 @@ class approval:
             raise TypeError("an AsyncApprovalClient needs `async with approval(...)` (or an async function)")
         client = self.client or ApprovalClient()
         try:
-            return client.request_and_wait(self.action, timeout=self.timeout, **self.fields)
+            self._approved = client.request_and_wait(self.action, timeout=self.timeout, **self.fields)
+        except BaseException:
+            if self.client is None:
+                client.close()
+            raise
+        self._sync = client
+        return self._approved
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        client, self._sync = self._sync, None
+        if client is None or self._approved is None:
+            return
+        try:
+            client.report_outcome(self._approved.id, "failed" if exc else "executed", _failure(exc))
+        except ApprovalError as err:
+            log.warning("could not report the outcome of %s: %s", self._approved.id, err)
         finally:
             if self.client is None:
                 client.close()
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
     async def __aenter__(self) -> ApprovalRequest:
         if isinstance(self.client, ApprovalClient):
@@ -65,13 +89,25 @@ class approval:
             raise TypeError("an ApprovalClient needs `with approval(...)`; use AsyncApprovalClient here")
         client = self.client or AsyncApprovalClient()
         try:
-            return await client.request_and_wait(self.action, timeout=self.timeout, **self.fields)
+            self._approved = await client.request_and_wait(self.action, timeout=self.timeout, **self.fields)
+        except BaseException:
+            if self.client is None:
+                await client.aclose()
+            raise
+        self._async = client
+        return self._approved
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        client, self._async = self._async, None
+        if client is None or self._approved is None:
+            return
+        try:
+            await client.report_outcome(self._approved.id, "failed" if exc else "executed", _failure(exc))
+        except ApprovalError as err:
+            log.warning("could not report the outcome of %s: %s", self._approved.id, err)
         finally:
             if self.client is None:
                 await client.aclose()
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def requires_approval(

@@ -187,6 +187,24 @@ class ApprovalService:
         actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)
         return await self._apply(request_id, lambda r, now: machine.cancel(r, agent.id, actor, now))
 
+    async def report_outcome(
+        self,
+        request_id: str,
+        actor: Actor,
+        agent_id: str,
+        status: str,
+        detail: str | None = None,
+        result_sha256: str | None = None,
+    ) -> ApprovalRequest:
+        """Record what came of an approved request; `agent_id` is the agent the caller acts for
+        (its own, or the one an executor is bound to): another agent's request does not exist to it."""
+        found = await self.get(request_id)
+        if found.agent_id != agent_id:
+            raise NotFound(request_id)
+        return await self._apply(
+            request_id, lambda r, now: machine.report_outcome(r, actor, status, detail, result_sha256, now)
+        )
+
     async def expire(self, request_id: str) -> ApprovalRequest | None:
         """Expire if still pending and due; None when someone else settled it first."""
         try:

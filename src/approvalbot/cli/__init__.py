@@ -22,6 +22,7 @@ from approvalbot import client_cli
 from approvalbot.cli import audit as audit_cli
 from approvalbot.cli import people as people_cli
 from approvalbot.config import Settings, load_settings
+from approvalbot.gateway import cli as gateway_cli
 from approvalbot.jobs.queues import parse_kinds
 from approvalbot.jobs.worker import run_worker, start_worker_threads
 from approvalbot.runtime import ConfigError, Runtime, runtime
@@ -220,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     client_cli.add_commands(sub)
     audit_cli.add_commands(sub)
     sub.add_parser("mcp", help="MCP server on stdio: request_approval and approval_status tools")
+    gateway_cli.add_command(sub)
     return p
 
 
@@ -243,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         return client_cli.run(args)
     if audit_cli.runs_offline(args):
         return audit_cli.run_offline(args)
+    if args.command == "gateway":
+        return gateway_cli.run(args)
     if args.command == "mcp":
         from approvalbot.mcp_server import run as run_mcp  # optional: needs the `mcp` extra
 

@@ -27,6 +27,8 @@ class Refusal(StrEnum):
     REASON_REQUIRED = "reason_required"
     IDENTITY_UNKNOWN = "identity_unknown"
     FOREIGN_WORKSPACE = "foreign_workspace"
+    NOT_APPROVED = "not_approved"
+    OUTCOME_REPORTED = "outcome_already_reported"
 
     @property
     def message(self) -> str:
@@ -48,6 +50,8 @@ REFUSAL_MESSAGES: dict[Refusal, str] = {
         "this chat identity is not linked to a registered person; an admin can link it with `approvalbot people link`"
     ),
     Refusal.FOREIGN_WORKSPACE: "this workspace or tenant is not one approvalbot serves",
+    Refusal.NOT_APPROVED: "only an approved (or policy-allowed) request can have an execution outcome",
+    Refusal.OUTCOME_REPORTED: "the outcome of this request was already reported",
 }
 
 

@@ -24,6 +24,8 @@ class EventType(StrEnum):
     CANCELLED = "request.cancelled"
     SELF_APPROVAL_BLOCKED = "self_approval.blocked"
     GRANT_CONSUMED = "grant.consumed"
+    EXECUTED = "executed"
+    EXECUTION_FAILED = "execution_failed"
     REMINDER_DUE = "reminder.due"
     ESCALATION_DUE = "escalation.due"
     DELIVERY_FAILED = "delivery.failed"

@@ -18,6 +18,7 @@ from approvalbot.core.models import (
     ApprovalRequest,
     Approver,
     Decision,
+    Execution,
     RequestCreate,
     Status,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "create",
     "decide",
     "expire",
+    "report_outcome",
     "revoke_cancel",
 ]
 
@@ -151,6 +153,36 @@ def cancel(request: ApprovalRequest, agent_id: str, actor: Actor, now: datetime)
         raise Refused(Refusal.NOT_PENDING)
     updated = _settle(request, Status.CANCELLED, now, "cancelled by the agent")
     return Transition(updated, [_final(updated, EventType.CANCELLED, actor, now)])
+
+
+def report_outcome(
+    request: ApprovalRequest,
+    actor: Actor,
+    status: str,
+    detail: str | None,
+    result_sha256: str | None,
+    now: datetime,
+) -> Transition:
+    """The executor says whether the approved action ran: once, and only after an approval
+    (or a policy allow), so the audit closes the loop from decision to effect without anyone
+    being able to rewrite it afterwards. The request's status stays `approved`."""
+    if request.status is not Status.APPROVED:
+        raise Refused(Refusal.NOT_APPROVED)
+    if request.execution is not None:
+        raise Refused(Refusal.OUTCOME_REPORTED)
+    if status not in ("executed", "failed"):
+        raise ValueError(f"unknown outcome {status!r}")
+    execution = Execution(
+        status="executed" if status == "executed" else "failed",
+        at=now,
+        detail=detail,
+        result_sha256=result_sha256,
+        by=f"{actor.kind}:{actor.id}",
+    )
+    updated = request.model_copy(update={"execution": execution})
+    type = EventType.EXECUTED if status == "executed" else EventType.EXECUTION_FAILED
+    extra = {"result_sha256": result_sha256} if result_sha256 else {}
+    return Transition(updated, [event_for(updated, type, actor, now, detail, status=status, **extra)])
 
 
 def attempt_key(actor: Actor) -> str:

@@ -242,6 +242,19 @@ class MaskedView(Strict):
     params_sha256: str = ""  # of the raw params (canonical JSON), what the grant binds
 
 
+class Execution(Strict):
+    """What the executor reported after acting on an approval: it ran (`executed`) or it failed.
+
+    Kept on the request (besides the audit record) so cards can show it and a second
+    report is refused by the same compare-and-set commit as every other change."""
+
+    status: Literal["executed", "failed"]
+    at: datetime
+    detail: str | None = None
+    result_sha256: str | None = None
+    by: str  # "agent:<id>" or "executor:<id>"
+
+
 class ApprovalRequest(Strict):
     id: str
     status: Status
@@ -265,6 +278,7 @@ class ApprovalRequest(Strict):
     outcome_reason: str | None = None
     grant: str | None = None
     receipt: str | None = None
+    execution: Execution | None = None
     # Blocked self-approval attempts while pending, per person ("email:<address>" for someone who is not
     # a registered person): the first is an audit record, later ones only count here, so repeated clicks
     # cannot flood the log or the card's thread. The final record repeats the counts.

@@ -202,6 +202,13 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
         blocks.append(SectionBlock(text=_md(f"{icon} *{title}* by {_decider(request)} {when}")))
         if request.outcome_reason:
             blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(_block(request.outcome_reason), 1000)]))
+    if request.execution is not None:
+        ran = request.execution.status == "executed"
+        line = f"Executed {request.execution.at:%H:%M} UTC" if ran else "Execution failed"
+        elements = [_md(f"{':gear:' if ran else ':x:'} *{line}*")]
+        if request.execution.detail:
+            elements.append(_value(_block(request.execution.detail), 500))
+        blocks.append(ContextBlock(elements=elements))
     blocks.append(ContextBlock(elements=[_md(f"`{request.id}` · requested {_date(request.created_at)}")]))
     text = (
         f"{title}: {mrkdwn(request.action, 200)} on {mrkdwn(request.resource or '-', 300)} "
@@ -263,6 +270,10 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
         return ":rotating_light:", f"Escalation: paging {mrkdwn(group, 100)}"
     if kind == "grant.consumed":
         return ":key:", f"Grant used by {_consumer(data.get('consumed_by'))}"
+    if kind == "executed":
+        return ":gear:", f"Executed (reported by {_consumer({'kind': actor.get('kind'), 'id': actor.get('id')})})"
+    if kind == "execution_failed":
+        return ":x:", f"Execution failed (reported by {_consumer({'kind': actor.get('kind'), 'id': actor.get('id')})})"
     if kind == "delivery.failed":
         return ":x:", (
             f"Delivery failed: {code(data.get('channel', '?'), 20)} "

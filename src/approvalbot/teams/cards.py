@@ -54,6 +54,8 @@ EVENT_LABELS = {
     "reminder.due": "Reminder",
     "escalation.due": "Escalated",
     "delivery.failed": "Delivery failed",
+    "executed": "Executed",
+    "execution_failed": "Execution failed",
 }
 
 
@@ -218,6 +220,13 @@ def _outcome_block(request: ApprovalRequest) -> list[dict[str, Any]]:
     ]
     if request.outcome_reason:
         items.append(rich(run("Why: "), run(_block(request.outcome_reason, 1000), 3000, italic=True)))
+    if request.execution is not None:
+        ran = request.execution.status == "executed"
+        items.append(
+            label(f"Executed {request.execution.at:%H:%M} UTC" if ran else "Execution failed", weight="Bolder")
+        )
+        if request.execution.detail:
+            items.append(rich(run(_block(request.execution.detail, 500), 500, italic=True)))
     return [{"type": "Container", "style": style, "items": items, "spacing": "Medium"}]
 
 

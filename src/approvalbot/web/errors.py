@@ -34,6 +34,8 @@ REFUSAL_STATUS = {
     Refusal.REASON_REQUIRED: 422,
     Refusal.IDENTITY_UNKNOWN: 403,
     Refusal.FOREIGN_WORKSPACE: 403,
+    Refusal.NOT_APPROVED: 409,
+    Refusal.OUTCOME_REPORTED: 409,
 }
 
 

@@ -105,6 +105,37 @@ PATHS: dict[str, Any] = {
             "responses": {**_ok(200, "cancelled", "ApprovalRequest"), **_errors(401, 403, 404, 409)},
         }
     },
+    "/v1/requests/{id}/outcome": {
+        "post": {
+            "summary": "Report whether an approved action ran (the request's agent, or an executor bound to it)",
+            "description": "Only for an approved (or policy-allowed) request, and only once: 409 not_approved or "
+            "outcome_already_reported otherwise. Appends `executed` or `execution_failed` to the audit; the card "
+            "and its thread show it.",
+            "security": SECURED,
+            "parameters": [ID_PARAM],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["status"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "status": {"enum": ["executed", "failed"]},
+                                "detail": {"type": "string", "maxLength": 500},
+                                "result_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                **_ok(200, "the request with its execution", "ApprovalRequest"),
+                **_errors(400, 401, 403, 404, 409, 415, 422),
+            },
+        }
+    },
     "/v1/requests/{id}/decisions": {
         "post": {
             "summary": "Approve or deny (approver token); never one's own request",

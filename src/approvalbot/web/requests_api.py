@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from approvalbot.core import ids
 from approvalbot.core.errors import NotFound, Refusal, Refused
-from approvalbot.core.models import CALLBACK_ALLOW, ApprovalRequest, DecisionIn, RequestCreate, Status
+from approvalbot.core.models import CALLBACK_ALLOW, Actor, ApprovalRequest, DecisionIn, RequestCreate, Status
 from approvalbot.core.rules import check_reason, may_view
 from approvalbot.service import human_actor
 from approvalbot.web.auth import principal, require_agent, require_approver
@@ -42,6 +42,13 @@ class ListQuery(BaseModel):
     status: Status = Status.PENDING
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=200)
+
+
+class OutcomeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["executed", "failed"]
+    detail: str | None = Field(default=None, max_length=500)
+    result_sha256: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
 
 
 def decode_cursor(raw: str | None) -> ids.Cursor | None:
@@ -144,3 +151,29 @@ async def decide_request(request: web.Request) -> web.Response:
         body.reason,
     )
     return as_json(decided)
+
+
+@routes.post("/v1/requests/{id}/outcome")
+async def report_outcome(request: web.Request) -> web.Response:
+    """The machine that acted says whether it worked: the request's agent, or an executor
+    bound to that agent (as for consuming the grant). People never report outcomes."""
+    who = await principal(request)
+    if who.agent is not None:
+        actor = Actor(
+            kind="agent",
+            id=who.agent.id,
+            email=who.agent.owner,
+            channel_user=who.token_id,
+            person_id=who.agent.owner_id,
+        )
+        agent_id = who.agent.id
+    elif who.executor is not None:
+        actor = Actor(kind="executor", id=who.executor.id, channel_user=who.token_id)
+        agent_id = who.executor.agent_id
+    else:
+        raise ApiError(403, "forbidden", "only the request's agent or an executor bound to it can report an outcome")
+    body = await read_body(request, OutcomeIn)
+    reported = await services(request).service.report_outcome(
+        request.match_info["id"], actor, agent_id, body.status, body.detail, body.result_sha256
+    )
+    return as_json(reported)
