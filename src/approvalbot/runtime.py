@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import redis
-from redis.asyncio import ConnectionPool
 from redis.asyncio import Redis as AsyncRedis
+from redis.sentinel import MasterNotFoundError
 
 from approvalbot.audit import grants
 from approvalbot.audit.signing import Signer, SigningKeyError, signer_for
@@ -22,6 +22,8 @@ from approvalbot.core.policy import Policy, PolicyError
 from approvalbot.embedded import EmbeddedValkey, redis_url_from_env
 from approvalbot.keyfiles import private_data_dir
 from approvalbot.service import ApprovalService
+from approvalbot.store import connections, replication
+from approvalbot.store.connections import RedisTarget, RedisUrlError
 
 log = logging.getLogger("approvalbot")
 
@@ -47,6 +49,7 @@ class Runtime:
     redis_url: str
     policy: Policy
     embedded: EmbeddedValkey | None = None
+    target: RedisTarget | None = field(default=None, repr=False)
     _signer: Signer | None = field(default=None, repr=False)
 
     def async_redis(self) -> AsyncRedis:
@@ -57,11 +60,17 @@ class Runtime:
         CPU in locking. Long-polls hold no connection while they wait, so in-flight
         commands per process stay far below this cap.
         """
-        pool = ConnectionPool.from_url(self.redis_url, max_connections=2048, health_check_interval=30)
-        return AsyncRedis(connection_pool=pool)
+        return connections.async_client(self.redis_target, max_connections=2048, health_check_interval=30)
 
     def sync_redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, decode_responses=False, health_check_interval=30)
+        """Bytes in and out: RQ stores pickled jobs and needs `decode_responses=False`."""
+        return connections.sync_client(self.redis_target, decode_responses=False, health_check_interval=30)
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        if self.target is None:
+            self.target = connections.parse(self.redis_url)
+        return self.target
 
     def service(self, redis: AsyncRedis) -> ApprovalService:
         """The one way to build the service, so every process installs the same hooks."""
@@ -80,11 +89,32 @@ class Runtime:
         return "embedded Valkey" if self.embedded else "REDIS_URL"
 
 
+def probe_redis(target: RedisTarget) -> None:
+    """Fail start-up in one line naming the server and the reason (no retries: nothing to wait for yet)."""
+    probe = connections.sync_client(target, retry=False, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        probe.ping()
+    except redis.RedisError as exc:
+        if isinstance(exc, MasterNotFoundError):  # its text embeds a client repr: say it plainly
+            reason = "no sentinel answered with a primary for this service"
+        else:
+            reason = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        raise ConfigError(f"cannot reach Redis at {target.describe()}: {reason} (check REDIS_URL)") from None
+    finally:
+        probe.close()
+
+
 @contextlib.contextmanager
 def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
     """Resolve Redis (starting the embedded server if no REDIS_URL) and release it on exit."""
     policy = load_policy(settings) if need_policy else Policy.default()
     private_data_dir(settings.data_dir)  # 0700/0600 whatever existed before, before the server opens its files
+    if settings.redis_url:
+        try:
+            connections.parse(settings.redis_url)
+        except RedisUrlError as exc:
+            raise ConfigError(str(exc)) from None
+    replication.configure(settings.min_replicas, settings.replica_timeout_ms)
     url, embedded = redis_url_from_env(settings.redis_url, settings.data_dir)
     try:
         rt = Runtime(settings=settings, redis_url=url, policy=policy, embedded=embedded)
@@ -92,13 +122,7 @@ def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
             rt.signer()
         except SigningKeyError as exc:
             raise ConfigError(str(exc)) from None
-        probe = rt.sync_redis()
-        try:
-            probe.ping()
-        except redis.RedisError as exc:
-            raise ConfigError(f"cannot reach Redis ({exc.__class__.__name__}): check REDIS_URL") from None
-        finally:
-            probe.close()
+        probe_redis(rt.redis_target)
         yield rt
     finally:
         if embedded is not None:

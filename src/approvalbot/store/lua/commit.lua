@@ -9,6 +9,7 @@
 -- ARGV[1]  expected version ("0": the request must not exist yet)
 -- ARGV[2]  the new document (JSON)
 -- ARGV[3]  the plan (JSON): zadd/zrem/zremrangebyscore/hincr on indexed keys, audit bodies, publish, idempotency
+-- ARGV[4]  this commit attempt's nonce (kept as field "cid": recognises a retried, already-applied commit)
 --
 -- Returns {"ok", first_seq, last_seq, seal_hint}, {"conflict", current_version} or
 -- {"duplicate", stored_value}. seal_hint is {chain length, last hash, unsealed bodies} when few
@@ -24,11 +25,17 @@ end
 
 local current = redis.call("HGET", KEYS[1], "ver")
 if (current or "0") ~= ARGV[1] then
+  -- A retry (after a lost reply or a failover) of a commit that did apply: the request is exactly
+  -- one version ahead and carries this attempt's nonce. Report success again, apply nothing twice.
+  if tonumber(current or "0") == tonumber(ARGV[1]) + 1 and redis.call("HGET", KEYS[1], "cid") == ARGV[4] then
+    local seq = tonumber(redis.call("LINDEX", KEYS[3], -1) or "0")
+    return {"ok", seq, seq, {}}
+  end
   return {"conflict", current or "0"}
 end
 
 local new_version = tonumber(ARGV[1]) + 1
-redis.call("HSET", KEYS[1], "doc", ARGV[2], "ver", new_version)
+redis.call("HSET", KEYS[1], "doc", ARGV[2], "ver", new_version, "cid", ARGV[4])
 
 if plan.idem then
   redis.call("SET", KEYS[4], plan.idem[1], "EX", plan.idem[2])
