@@ -136,7 +136,7 @@ def wait_for_sentinels(sentinels: list[Server], service: str, replicas: int, wit
         client = sentinel.client(decode_responses=True)
         while True:
             info = client.execute_command("SENTINEL", "MASTER", service)
-            fields = dict(zip(info[::2], info[1::2], strict=True))
+            fields = info if isinstance(info, dict) else dict(zip(info[::2], info[1::2], strict=True))
             if int(fields["num-slaves"]) >= replicas and int(fields["num-other-sentinels"]) >= len(sentinels) - 1:
                 break
             assert time.monotonic() < deadline, f"sentinels not ready: {fields}"

@@ -181,6 +181,44 @@ def _node_options(target: RedisTarget) -> dict[str, Any]:
     return options
 
 
+def _is_primary(role: Any) -> bool:
+    first = role[0] if isinstance(role, list | tuple) and role else role
+    return (first.decode() if isinstance(first, bytes) else str(first)) == "master"
+
+
+class _PrimaryOnly(sync_sentinel.SentinelManagedConnection):
+    """Checks ROLE on connect: a lagging sentinel can still name the old address, where a restarted
+    node may already serve (stale, empty) data as a replica; reading there would answer 404s."""
+
+    def connect_to(self, address: Any) -> None:
+        super().connect_to(address)  # type: ignore[no-untyped-call]
+        if self.connection_pool.is_master:
+            self.send_command("ROLE")  # type: ignore[no-untyped-call]
+            if not _is_primary(self.read_response()):
+                self.disconnect()  # type: ignore[no-untyped-call]
+                raise RedisConnectionError(f"{address[0]}:{address[1]} is not the primary (yet)")
+
+
+class _PrimaryOnlySSL(_PrimaryOnly, sync_redis.SSLConnection):
+    pass
+
+
+class _AsyncPrimaryOnly(async_sentinel.SentinelManagedConnection):
+    """The asyncio twin of `_PrimaryOnly`."""
+
+    async def connect_to(self, address: Any) -> None:
+        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        if self.connection_pool.is_master:
+            await self.send_command("ROLE")
+            if not _is_primary(await self.read_response()):
+                await self.disconnect()
+                raise RedisConnectionError(f"{address[0]}:{address[1]} is not the primary (yet)")
+
+
+class _AsyncPrimaryOnlySSL(_AsyncPrimaryOnly, async_sentinel.SentinelManagedSSLConnection):
+    pass
+
+
 # Which target built which pool, so an RQ job's connection can get an asyncio twin of the same kind.
 _TARGETS: weakref.WeakKeyDictionary[Any, RedisTarget] = weakref.WeakKeyDictionary()
 
@@ -199,6 +237,7 @@ def sync_client(
             list(target.sentinels),
             sentinel_kwargs={"socket_timeout": 2, "socket_connect_timeout": 2, **target.tls},
         )
+        kwargs["connection_class"] = _PrimaryOnlySSL if target.tls else _PrimaryOnly
         client = cast(
             sync_redis.Redis,
             sentinel.master_for(target.service, **_node_options(target), **kwargs),  # type: ignore[no-untyped-call]
@@ -222,6 +261,7 @@ def async_client(
             list(target.sentinels),
             sentinel_kwargs={"socket_timeout": 2, "socket_connect_timeout": 2, **target.tls},
         )
+        kwargs["connection_class"] = _AsyncPrimaryOnlySSL if target.tls else _AsyncPrimaryOnly
         return cast(Redis, sentinel.master_for(target.service, **_node_options(target), **kwargs))
     pool = ConnectionPool.from_url(target.url, **target.tls, **kwargs)
     return Redis(connection_pool=pool)
