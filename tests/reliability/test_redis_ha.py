@@ -4,6 +4,7 @@ user, and a Sentinel failover under load with nothing acknowledged lost (issue 1
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -197,7 +198,7 @@ async def test_sentinel_failover_under_load_loses_nothing_acknowledged(spawn, tm
             await asyncio.wait_for(asyncio.gather(*waits), 120)
         around = sorted(t for t in successes if t > killed_at - 1)
         assert around[-1] > promoted_at, "no request succeeded after the failover"
-        pause = max(b - a for a, b in zip(around, around[1:], strict=False))  # longest time without a 2xx
+        pause = max(b - a for a, b in itertools.pairwise(around))  # longest time without a 2xx
         print(
             f"\nfailover: promotion {promoted_at - killed_at:.2f}s after the kill, longest gap without a 2xx "
             f"{pause:.2f}s; "
