@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # Acknowledged means replicated: WAIT for this many replicas after every state change (docs/redis.md).
+    min_replicas: int = Field(default=0, alias="APPROVALBOT_MIN_REPLICAS", ge=0, le=16)
+    replica_timeout_ms: int = Field(default=500, alias="APPROVALBOT_REPLICA_TIMEOUT_MS", ge=1, le=60_000)
     data_dir: Path = Field(default=Path(".approvalbot"), alias="APPROVALBOT_DATA_DIR")
     policy_file: Path | None = Field(default=None, alias="APPROVALBOT_POLICY")
     signing_key: SecretStr | None = Field(default=None, alias="APPROVALBOT_SIGNING_KEY")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.sentinel import MasterNotFoundError
 
 from approvalbot.audit import grants
 from approvalbot.audit.signing import Signer, SigningKeyError, signer_for
@@ -21,7 +22,8 @@ from approvalbot.core.policy import Policy, PolicyError
 from approvalbot.embedded import EmbeddedValkey, redis_url_from_env
 from approvalbot.keyfiles import private_data_dir
 from approvalbot.service import ApprovalService
-from approvalbot.store.pool import WaitingPool
+from approvalbot.store import connections, replication
+from approvalbot.store.connections import RedisTarget, RedisUrlError
 from approvalbot.store.requests import Quota
 
 log = logging.getLogger("approvalbot")
@@ -48,6 +50,7 @@ class Runtime:
     redis_url: str
     policy: Policy
     embedded: EmbeddedValkey | None = None
+    target: RedisTarget | None = field(default=None, repr=False)
     _signer: Signer | None = field(default=None, repr=False)
 
     def async_redis(self) -> AsyncRedis:
@@ -58,16 +61,22 @@ class Runtime:
         redis-py's plain one underneath (its blocking pool's locking cost ~15% of a request's CPU).
         Long-polls hold no connection while they wait, so in-flight commands stay far below the cap.
         """
-        pool = WaitingPool.from_url(
-            self.redis_url,
+        return connections.async_client(
+            self.redis_target,
             max_connections=self.settings.redis_max_connections,
-            wait=self.settings.redis_pool_wait,
+            pool_wait=self.settings.redis_pool_wait,
             health_check_interval=30,
         )
-        return AsyncRedis(connection_pool=pool)
 
     def sync_redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, decode_responses=False, health_check_interval=30)
+        """Bytes in and out: RQ stores pickled jobs and needs `decode_responses=False`."""
+        return connections.sync_client(self.redis_target, decode_responses=False, health_check_interval=30)
+
+    @property
+    def redis_target(self) -> RedisTarget:
+        if self.target is None:
+            self.target = connections.parse(self.redis_url)
+        return self.target
 
     def service(self, redis: AsyncRedis) -> ApprovalService:
         """The one way to build the service, so every process installs the same hooks."""
@@ -92,11 +101,32 @@ class Runtime:
         return "embedded Valkey" if self.embedded else "REDIS_URL"
 
 
+def probe_redis(target: RedisTarget) -> None:
+    """Fail start-up in one line naming the server and the reason (no retries: nothing to wait for yet)."""
+    probe = connections.sync_client(target, retry=False, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        probe.ping()
+    except redis.RedisError as exc:
+        if isinstance(exc, MasterNotFoundError):  # its text embeds a client repr: say it plainly
+            reason = "no sentinel answered with a primary for this service"
+        else:
+            reason = " ".join(str(exc).split())[:200] or exc.__class__.__name__
+        raise ConfigError(f"cannot reach Redis at {target.describe()}: {reason} (check REDIS_URL)") from None
+    finally:
+        probe.close()
+
+
 @contextlib.contextmanager
 def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
     """Resolve Redis (starting the embedded server if no REDIS_URL) and release it on exit."""
     policy = load_policy(settings) if need_policy else Policy.default()
     private_data_dir(settings.data_dir)  # 0700/0600 whatever existed before, before the server opens its files
+    if settings.redis_url:
+        try:
+            connections.parse(settings.redis_url)
+        except RedisUrlError as exc:
+            raise ConfigError(str(exc)) from None
+    replication.configure(settings.min_replicas, settings.replica_timeout_ms)
     url, embedded = redis_url_from_env(settings.redis_url, settings.data_dir)
     try:
         rt = Runtime(settings=settings, redis_url=url, policy=policy, embedded=embedded)
@@ -104,13 +134,7 @@ def runtime(settings: Settings, need_policy: bool = True) -> Iterator[Runtime]:
             rt.signer()
         except SigningKeyError as exc:
             raise ConfigError(str(exc)) from None
-        probe = rt.sync_redis()
-        try:
-            probe.ping()
-        except redis.RedisError as exc:
-            raise ConfigError(f"cannot reach Redis ({exc.__class__.__name__}): check REDIS_URL") from None
-        finally:
-            probe.close()
+        probe_redis(rt.redis_target)
         yield rt
     finally:
         if embedded is not None:

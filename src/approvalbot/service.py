@@ -33,7 +33,7 @@ from approvalbot.core.models import (
 )
 from approvalbot.core.policy import Policy
 from approvalbot.core.rules import may_decide, pending_targets
-from approvalbot.store import codec, keys
+from approvalbot.store import codec, keys, replication
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.identities import IdentityStore
 from approvalbot.store.people import ADMIN
@@ -109,6 +109,7 @@ class ApprovalService:
                 await self._quota_refused(agent, body, refused)
             raise
         await self.audit.seal_committed(done)
+        await replication.confirm(self.redis)
         return done.request, True
 
     async def _quota_refused(self, agent: Agent, body: RequestCreate, refused: QuotaExceeded) -> None:
@@ -165,7 +166,9 @@ class ApprovalService:
     async def _replay(self, request_id: str, stored: str, sent: str) -> ApprovalRequest:
         if stored != sent:
             raise IdempotencyMismatch("this Idempotency-Key was already used with a different request body")
-        return await self.get(request_id)
+        request = await self.get(request_id)
+        await replication.confirm(self.redis)  # a retry after a 503: answer 2xx only once it is replicated
+        return request
 
     async def get(self, request_id: str) -> ApprovalRequest:
         request = await self.requests.get(request_id)
@@ -208,7 +211,7 @@ class ApprovalService:
     async def expire(self, request_id: str) -> ApprovalRequest | None:
         """Expire if still pending and due; None when someone else settled it first."""
         try:
-            return await self._apply(request_id, machine.expire)
+            return await self._apply(request_id, machine.expire, confirm=False)
         except DomainError:  # not pending any more, not due yet, or gone
             return None
 
@@ -262,7 +265,9 @@ class ApprovalService:
             )
         )
 
-    async def _apply(self, request_id: str, step: Step) -> ApprovalRequest:
+    async def _apply(self, request_id: str, step: Step, confirm: bool = True) -> ApprovalRequest:
+        """Read, compute, commit with CAS (retrying lost races); with `confirm`, wait for the replicas
+        (the ticker's expiries acknowledge nobody, so they do not wait)."""
         for _ in range(MAX_RACE_RETRIES):
             request = await self.get(request_id)
             try:
@@ -277,6 +282,8 @@ class ApprovalService:
             except Conflict:
                 continue
             await self.audit.seal_committed(done)
+            if confirm:
+                await replication.confirm(self.redis)
             return done.request
         raise Conflict(request_id)
 

@@ -33,7 +33,7 @@ from approvalbot.audit.signing import PublicKeyInput, Signer, as_keyring
 from approvalbot.core.chain import canonical
 from approvalbot.core.events import EventType, event_for
 from approvalbot.core.models import Actor, Agent, ApprovalRequest, Status
-from approvalbot.store import codec, keys
+from approvalbot.store import codec, keys, replication
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.requests import RequestStore, audit_body, load_script
 
@@ -316,6 +316,7 @@ async def consume(
         raise GrantUsed(used)
     seq = int(result[1])
     await service.audit.seal(seq)
+    await replication.confirm(service.redis)
     return claims, seq
 
 

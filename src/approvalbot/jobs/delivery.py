@@ -42,7 +42,7 @@ from approvalbot.core.events import EventType, event_for
 from approvalbot.core.models import ApprovalRequest
 from approvalbot.jobs.lease import Lease, LeaseLost
 from approvalbot.jobs.outbox import Subscriber
-from approvalbot.store import keys
+from approvalbot.store import connections, keys
 from approvalbot.store.audit import AuditLog, StoredRecord
 from approvalbot.store.connections import async_twin
 from approvalbot.store.deliveries import REQUEST_TARGET, DeliveryStore, TargetState
@@ -373,7 +373,7 @@ async def run_job(factory: PrimitivesFactory, request_id: str) -> Any:
     else:
         if not settings.redis_url:
             raise RuntimeError("a delivery job outside an RQ worker needs REDIS_URL")
-        connection = own = sync_redis.Redis.from_url(settings.redis_url)
+        connection = own = connections.sync_client(connections.parse(settings.redis_url))
     redis = async_twin(connection)
     try:
         budget = Budget(settings.job_timeout)

@@ -15,6 +15,7 @@ NO_KEY = PREFIX + "none"
 CHANGED_CHANNEL = PREFIX + "changed"
 OUTBOX_CURSOR = PREFIX + "outbox:cursor"
 OUTBOX_LOCK = PREFIX + "outbox:lock"
+REPLICATION_BARRIER = PREFIX + "replication:barrier"  # written before WAIT (store/replication.py)
 GRANTS_USED = PREFIX + "grants:used"
 
 

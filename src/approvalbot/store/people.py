@@ -26,7 +26,7 @@ from redis.asyncio.client import Pipeline
 from approvalbot.core.addresses import canonical_email, canonical_or_none
 from approvalbot.core.events import Event, EventType, event_about_people
 from approvalbot.core.models import Actor, Channel, ChatIdentity, Person
-from approvalbot.store import codec, keys
+from approvalbot.store import codec, keys, replication
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.requests import audit_body
 from approvalbot.store.tokens import IdentityError, new_id, new_token, token_digest
@@ -265,6 +265,7 @@ class PersonStore:
         pipe.rpush(keys.AUDIT_LOG, audit_body(event))
         seq = int((await pipe.execute())[-1])
         await self.audit.seal(seq)
+        await replication.confirm(self.redis)
         return seq
 
     # --- the upgrade from approver records -------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -155,7 +156,9 @@ class RequestStore:
             plan.add("publish", keys.CHANGED_CHANNEL, request.id)  # wakes long-polls waiting for this
         result = await self._commit(
             keys=plan.keys,
-            args=[expected_version, request.model_dump_json(), json.dumps(plan.ops)],
+            # The nonce travels with every resend of this call (redis-py retries after a connection
+            # error), so commit.lua can tell its own applied write from a rival's: see docs/redis.md.
+            args=[expected_version, request.model_dump_json(), json.dumps(plan.ops), secrets.token_hex(8)],
         )
         outcome = result[0].decode()
         if outcome == "conflict":

@@ -12,11 +12,13 @@ from typing import Any, TypeVar
 import redis.exceptions
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from approvalbot.core.addresses import InvalidAddress
 from approvalbot.core.errors import IdempotencyMismatch, NotFound, QuotaExceeded, Refusal, Refused
 from approvalbot.core.models import CALLBACK_URL_FORBIDDEN, NON_FINITE
 from approvalbot.store.identities import IdentityError
+from approvalbot.store.replication import NotReplicated
 from approvalbot.web.credentials import AuthUnavailable
 
 log = logging.getLogger("approvalbot.web")
@@ -114,6 +116,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(422, exc.code, exc.message)
     except IdentityError as exc:
         return error_response(422, "invalid_identity", str(exc))
+    except NotReplicated as exc:  # the client retries with its idempotency key (docs/redis.md)
+        response = error_response(503, "not_replicated", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    except RedisConnectionError:  # retries outlasted a failover window: say so, do not 500
+        log.warning("Redis unreachable on %s %s", request.method, request.path)
+        response = error_response(503, "redis_unavailable", "storage is unreachable; retry shortly")
+        response.headers["Retry-After"] = "2"
+        return response
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "payload_too_large", "the request body is too large")
     except web.HTTPException as exc:

@@ -18,6 +18,10 @@ from redis.asyncio import Redis
 from approvalbot.store import keys
 
 log = logging.getLogger("approvalbot.waiters")
+# A subscription to a primary that vanished without closing the socket would wait forever;
+# a ping after this many idle seconds turns that into an error, and the loop re-subscribes
+# through the connection factory (with Sentinel: on the newly promoted primary).
+PING_SECONDS = 5.0
 
 
 class Waiters:
@@ -45,9 +49,17 @@ class Waiters:
                 await pubsub.subscribe(keys.CHANGED_CHANNEL)
                 self._ready.set()
                 self._wake_all()
-                async for message in pubsub.listen():
+                idle = 0.0
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message and message.get("type") == "message":
                         self._wake(message["data"].decode())
+                        idle = 0.0
+                        continue
+                    idle += 1.0
+                    if idle >= PING_SECONDS:  # a silent primary may be gone (failover): find out
+                        await pubsub.ping()
+                        idle = 0.0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection lost: retry, and let waiters re-check

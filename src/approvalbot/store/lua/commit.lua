@@ -10,6 +10,7 @@
 -- ARGV[2]  the new document (JSON)
 -- ARGV[3]  the plan (JSON): zadd/zrem/zremrangebyscore/hincr on indexed keys, audit bodies, publish,
 --          idempotency, and for a new request the agent's quota (see below)
+-- ARGV[4]  this commit attempt's nonce (kept as field "cid": recognises a retried, already-applied commit)
 --
 -- Returns {"ok", first_seq, last_seq, seal_hint}, {"conflict", current_version},
 -- {"duplicate", stored_value} or {"refused", code, retry_after_seconds, first_of_burst}. seal_hint is {chain length, last hash, unsealed bodies} when few
@@ -25,6 +26,12 @@ end
 
 local current = redis.call("HGET", KEYS[1], "ver")
 if (current or "0") ~= ARGV[1] then
+  -- A retry (after a lost reply or a failover) of a commit that did apply: the request is exactly
+  -- one version ahead and carries this attempt's nonce. Report success again, apply nothing twice.
+  if tonumber(current or "0") == tonumber(ARGV[1]) + 1 and redis.call("HGET", KEYS[1], "cid") == ARGV[4] then
+    local seq = tonumber(redis.call("LINDEX", KEYS[3], -1) or "0")
+    return {"ok", seq, seq, {}}
+  end
   return {"conflict", current or "0"}
 end
 
@@ -67,7 +74,7 @@ if q then
 end
 
 local new_version = tonumber(ARGV[1]) + 1
-redis.call("HSET", KEYS[1], "doc", ARGV[2], "ver", new_version)
+redis.call("HSET", KEYS[1], "doc", ARGV[2], "ver", new_version, "cid", ARGV[4])
 
 if plan.idem then
   redis.call("SET", KEYS[4], plan.idem[1], "EX", plan.idem[2])
