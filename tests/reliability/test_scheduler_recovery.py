@@ -15,6 +15,7 @@ import redis as sync_redis
 from rq.scheduler import RQScheduler
 
 from approvalbot.jobs.ticker import SCHEDULER_LOCK_SECONDS
+from approvalbot.store.keys import CALLBACK_QUEUE, rq_queue
 from tests.helpers import eventually
 from tests.reliability.conftest import make_tokens
 from tests.reliability.test_load_and_faults import (
@@ -23,7 +24,8 @@ from tests.reliability.test_load_and_faults import (
     rq_state,
 )
 
-LOCK = RQScheduler.get_locking_key("approvalbot")
+# Callbacks have their own RQ queue (`<APPROVALBOT_QUEUE>:callbacks`); its scheduler lock is the one that matters.
+LOCK = RQScheduler.get_locking_key(rq_queue("approvalbot", CALLBACK_QUEUE))
 
 
 async def test_a_killed_scheduler_lock_holder_delays_retries_by_seconds_not_a_minute(redis_url, spawn):

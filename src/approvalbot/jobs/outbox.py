@@ -62,6 +62,11 @@ CALLBACKS = Subscriber(
 )
 
 
+# The same lease as delivery, held only for one batch (milliseconds): a short TTL lets the next
+# dispatcher take over within seconds when a worker is killed mid-batch, so no card waits long.
+OUTBOX_LEASE_MS = 10_000
+
+
 class Outbox:
     """`base` is any Queue named APPROVALBOT_QUEUE: its name and connection give the per-kind queues."""
 
@@ -71,7 +76,7 @@ class Outbox:
         self.lanes = FairLanes(self.queues[DELIVERY_QUEUE])
         self.subscribers = subscribers
         self.job_timeout = job_timeout  # short, so a job abandoned by a killed worker is retried soon
-        self._lease = Lease(redis, keys.OUTBOX_LOCK)
+        self._lease = Lease(redis, keys.OUTBOX_LOCK, ms=OUTBOX_LEASE_MS)
 
     async def dispatch(self) -> int:
         """Enqueue work for sealed records past the cursor; returns how many records were read."""
