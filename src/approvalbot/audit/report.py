@@ -192,7 +192,7 @@ def _counts(title: str, table: dict[str, dict[str, int]], columns: Iterable[str]
 def _rows(title: str, capped: dict[str, Any], columns: list[tuple[str, str]]) -> str:
     rows = capped["rows"]
     out = f"<h3>{e(title)} ({capped['total']})</h3>"
-    if not rows:
+    if not capped["total"]:
         return out + "<p class='muted'>none in the period</p>"
     head = "".join(f"<th>{e(label)}</th>" for _, label in columns)
     body = "".join("<tr>" + "".join(f"<td>{e(r.get(k))}</td>" for k, _ in columns) + "</tr>" for r in rows)

@@ -36,7 +36,7 @@ def add_commands(a: argparse._SubParsersAction[Any]) -> None:
     r.add_argument("--since", required=True, help="start, YYYY-MM-DD or ISO 8601 (included)")
     r.add_argument("--until", required=True, help="end, YYYY-MM-DD (that day included) or ISO 8601 (excluded)")
     r.add_argument("--control", help="only requests whose rule names this control")
-    r.add_argument("--action", help="only actions matching this glob, e.g. 'db.*'")
+    r.add_argument("--action", dest="action_glob", help="only actions matching this glob, e.g. 'db.*'")
     r.add_argument("--out", required=True, help="file to write")
     r.add_argument("--format", choices=("html", "pdf"), default="html")
 
@@ -71,7 +71,7 @@ def cmd_report(rt: Runtime, args: argparse.Namespace) -> int:
                 until=until,
                 deployment=rt.settings.deployment,
                 control=args.control,
-                action=args.action,
+                action=args.action_glob,
             )
         finally:
             await redis.aclose()
