@@ -20,6 +20,7 @@ from approvalbot.audit.report import make_doc, read_embedded, render, sign_and_r
 from approvalbot.audit.report_build import build_report
 from approvalbot.audit.signing import Signer, signer_for
 from approvalbot.core.chain import canonical
+from approvalbot.core.errors import Refused
 from approvalbot.core.events import EventType
 from approvalbot.core.models import RequestCreate
 from approvalbot.core.policy import Policy
@@ -84,7 +85,7 @@ async def logged(rt, redis, tmp_path: Path) -> Path:
     clock.now = SINCE + timedelta(days=5, hours=10)
     await ask("db.drop")
     r = await ask("iam.grant", justification=EVIL)
-    with pytest.raises(Exception):  # carol owns the agent: blocked, and recorded
+    with pytest.raises(Refused):  # carol owns the agent: blocked, and recorded
         await service.decide(r.id, human_actor(carol), carol, "approve", "it's mine")
     clock.now += timedelta(minutes=30)
     await service.decide(r.id, human_actor(alice), alice, "deny", f"no: {EVIL}")
@@ -168,7 +169,7 @@ def test_the_filters_and_the_controls_field(logged: Path) -> None:
     figures = compute(records, query(len(records), action="db.*"))
     assert figures["totals"]["by_outcome"]["denied"] == 0
     assert set(figures["totals"]["by_action"]) == {"db.read", "db.migrate", "db.drop"}
-    with pytest.raises(ReportError, match="unknown control 'SOC2-CC6.1'.*none recorded"):
+    with pytest.raises(ReportError, match=r"unknown control 'SOC2-CC6\.1'.*none recorded"):
         compute(records, query(len(records), control="SOC2-CC6.1"))
     for r in records:  # what the rules issue will add: controls named in a request's records
         if r.get("action") == "iam.grant":
@@ -199,7 +200,7 @@ def sign(records: list[dict[str, Any]], signer: Signer, **extra: Any) -> tuple[d
 
 def test_verify_report_passes_and_detects_a_changed_figure_and_row(logged: Path, signer: Signer) -> None:
     records = load(logged)
-    doc, page = sign(records, signer)
+    _, page = sign(records, signer)
     assert verify_report(page, signer.keyring, records).ok
 
     # a figure edited in the visible page (the signed data untouched)

@@ -37,6 +37,8 @@ class EventType(StrEnum):
     IDENTITY_CHANGED = "identity.changed"
     EXECUTOR_ADDED = "executor.added"
     EXECUTOR_REVOKED = "executor.revoked"
+    AUDITOR_ADDED = "auditor.added"
+    AUDITOR_REVOKED = "auditor.revoked"
 
     @property
     def final(self) -> bool:

@@ -11,8 +11,13 @@ import hashlib
 import secrets
 from typing import Literal
 
-TokenKind = Literal["agent", "approver", "executor"]
-TOKEN_PREFIX: dict[TokenKind, str] = {"agent": "abk_agent_", "approver": "abk_appr_", "executor": "abk_exec_"}
+TokenKind = Literal["agent", "approver", "executor", "auditor"]
+TOKEN_PREFIX: dict[TokenKind, str] = {
+    "agent": "abk_agent_",
+    "approver": "abk_appr_",
+    "executor": "abk_exec_",
+    "auditor": "abk_audit_",
+}
 
 
 class IdentityError(ValueError):
