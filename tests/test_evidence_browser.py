@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from approvalbot.audit.pdf import chromium_args, html_to_pdf
-from tests.test_evidence import logged, policy, sign, load, signer  # noqa: F401  (fixtures and helpers)
+from tests.test_evidence import load, logged, policy, sign, signer  # noqa: F401  (fixtures and helpers)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "tmp" / "artifacts"
 MEASURE = """<script>
@@ -30,7 +30,8 @@ addEventListener('load', () => {
   const width = document.documentElement.clientWidth, bad = [];
   for (const el of document.querySelectorAll('table, .chart svg, pre')) {
     const box = el.getBoundingClientRect();
-    if (box.right > width + 0.5 || el.scrollWidth > el.clientWidth + 1) bad.push(el.tagName + ':' + Math.round(box.right));
+    if (box.right > width + 0.5 || el.scrollWidth > el.clientWidth + 1)
+      bad.push(el.tagName + ':' + Math.round(box.right));
   }
   const charts = [...document.querySelectorAll('.chart svg')].filter(s => s.getBoundingClientRect().height > 50);
   const out = document.createElement('output');
