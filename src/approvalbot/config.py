@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     queue_name: str = Field(default="approvalbot", alias="APPROVALBOT_QUEUE")
     tick_seconds: float = Field(default=1.0, alias="APPROVALBOT_TICK_SECONDS", gt=0, le=60)
     job_timeout: int = Field(default=30, alias="APPROVALBOT_JOB_TIMEOUT", ge=1, le=600)
+    # The name evidence reports give this deployment (e.g. "payments-prod").
+    deployment: str = Field(default="approvalbot", alias="APPROVALBOT_DEPLOYMENT", min_length=1, max_length=100)
     checkpoint_seconds: float = Field(default=300, alias="APPROVALBOT_CHECKPOINT_SECONDS", gt=0)
 
     # Abuse resistance (issue 12): per-agent quotas, bounded connections and reads, a bounded Redis pool.

@@ -151,6 +151,21 @@ async def cmd_agents(service: ApprovalService, args: argparse.Namespace) -> int:
 
 
 @with_service
+async def cmd_auditors(service: ApprovalService, args: argparse.Namespace) -> int:
+    ids = service.identities
+    if args.action == "add":
+        auditor, token = await ids.add_auditor(args.email)
+        say(
+            f"auditor {auditor.email}: may read GET /v1/audit, /v1/audit/verify and /v1/audit/report, nothing "
+            "else; the token below is shown once"
+        )
+        print(token)
+    else:
+        say(f"auditor {args.email}: {await ids.revoke_auditor(args.email)} token(s) revoked")
+    return 0
+
+
+@with_service
 async def cmd_approvers(service: ApprovalService, args: argparse.Namespace) -> int:
     ids = service.identities
     if args.action == "add":
@@ -216,6 +231,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_parser("list")
     rev = ap.add_parser("revoke")
     rev.add_argument("email")
+    auditors = sub.add_parser("auditors", help="read-only auditor tokens (audit log, verification, reports)")
+    au = auditors.add_subparsers(dest="action", required=True)
+    add = au.add_parser("add", help="issue an auditor token; prints it (shown once)")
+    add.add_argument("email")
+    rev = au.add_parser("revoke", help="end every auditor token of this address")
+    rev.add_argument("email")
     people_cli.add_commands(sub)
     CHANNEL_COMMANDS.update(composition.add_commands(sub))
     client_cli.add_commands(sub)
@@ -231,6 +252,7 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "agents": cmd_agents,
     "approvers": cmd_approvers,
+    "auditors": cmd_auditors,
     **audit_cli.COMMANDS,
     **people_cli.COMMANDS,
 }

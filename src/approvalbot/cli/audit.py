@@ -42,6 +42,7 @@ from approvalbot.audit.verify import Report, load_checkpoints, verify_file, veri
 from approvalbot.audit.witness import WitnessReport
 from approvalbot.audit.witness import check as witness_check
 from approvalbot.channels import WitnessUnavailable
+from approvalbot.cli import report as report_cli
 from approvalbot.config import load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.audit import AuditLog
@@ -94,6 +95,7 @@ def add_commands(subparsers: argparse._SubParsersAction[ParserT]) -> None:
     e.add_argument("--checkpoints", help="also write the signed checkpoints (JSONL) to this file")
 
     a.add_parser("checkpoint", help="seal and sign the chain's head now")
+    report_cli.add_commands(a)
 
     keys = subparsers.add_parser("keys", help="the signing key's public half")
     k = keys.add_subparsers(dest="action", required=True)
@@ -103,6 +105,8 @@ def add_commands(subparsers: argparse._SubParsersAction[ParserT]) -> None:
 
 def runs_offline(args: argparse.Namespace) -> bool:
     """Commands that must not start or reach Redis."""
+    if args.command == "audit" and args.action == "verify-report":
+        return True
     return args.command == "keys" or (args.command == "audit" and args.action == "verify" and bool(args.file))
 
 
@@ -144,6 +148,8 @@ def run_offline(args: argparse.Namespace) -> int:
         if getattr(args, "witness", None):
             say("error: --witness reads the log in Redis; it cannot be combined with --file")
             return 2
+        if args.action == "verify-report":
+            return report_cli.cmd_verify_report(args)
         if args.checkpoints and not args.public_key:
             say("error: --checkpoints needs --public-key to check their signatures")
             return 2
@@ -192,8 +198,10 @@ def cmd_keys(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(rt: Runtime, args: argparse.Namespace) -> int:
-    if args.action == "verify" and args.file:
+    if (args.action == "verify" and args.file) or args.action == "verify-report":
         return run_offline(args)
+    if args.action == "report":
+        return report_cli.cmd_report(rt, args)
     try:
         signer = load_signer(rt.settings)
         extra = _public_keys(args.public_key) if args.action == "verify" else {}

@@ -40,6 +40,8 @@ class EventType(StrEnum):
     EXECUTOR_ADDED = "executor.added"
     EXECUTOR_REVOKED = "executor.revoked"
     QUOTA_EXCEEDED = "quota.exceeded"  # an agent went over its pending quota or creation rate (once per burst)
+    AUDITOR_ADDED = "auditor.added"
+    AUDITOR_REVOKED = "auditor.revoked"
 
     @property
     def final(self) -> bool:

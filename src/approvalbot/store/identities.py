@@ -33,6 +33,7 @@ from approvalbot.store.tokens import (
 
 __all__ = [
     "TOKEN_PREFIX",
+    "Auditor",
     "IdentityError",
     "IdentityStore",
     "Principal",
@@ -45,6 +46,14 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class Auditor:
+    """An auditor: may read the audit log, its verification and evidence reports, and nothing else."""
+
+    id: str
+    email: str
+
+
+@dataclass(frozen=True)
 class Principal:
     """Who a bearer token proves the caller to be, and the token's public id (for audit records)."""
 
@@ -52,6 +61,7 @@ class Principal:
     agent: Agent | None = None
     approver: Person | None = None
     executor: Executor | None = None
+    auditor: Auditor | None = None
     token_id: str = ""
 
     @property
@@ -72,6 +82,10 @@ def _valid_name(name: str, what: str) -> str:
     if not name or len(name) > 100 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise IdentityError(f"{what} names use letters, digits, '.', '-' and '_' (at most 100)")
     return name
+
+
+def _auditor_tokens(email: str) -> str:
+    return f"{keys.PREFIX}auditor:{email}:tokens"
 
 
 class IdentityStore:
@@ -216,6 +230,41 @@ class IdentityStore:
         await self.people.write_audited(pipe, event)
         return executor
 
+    async def add_auditor(self, email: str, actor: Actor = ADMIN) -> tuple[Auditor, str]:
+        """A read-only auditor token (audit log, verification, evidence reports); shown once.
+
+        Each call issues a new token for the address; `revoke_auditor` ends them all.
+        """
+        email = canonical_email(email)
+        auditor = Auditor(id=new_id("aud"), email=email)
+        token = new_token("auditor")
+        digest = token_digest(token)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.token(digest), json.dumps({"kind": "auditor", "doc": {"id": auditor.id, "email": email}}))
+        pipe.sadd(_auditor_tokens(email), digest)
+        event = event_about_people(
+            EventType.AUDITOR_ADDED,
+            actor,
+            datetime.now(UTC),
+            auditor_id=auditor.id,
+            email=email,
+            token_id=token_id(digest),
+        )
+        await self.people.write_audited(pipe, event)
+        return auditor, token
+
+    async def revoke_auditor(self, email: str, actor: Actor = ADMIN) -> int:
+        """Delete every auditor token of this address; returns how many there were."""
+        email = canonical_email(email)
+        digests = await self.redis.smembers(_auditor_tokens(email))
+        if not digests:
+            raise IdentityError(f"no auditor tokens for {email}")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(*(keys.token(codec.text(d)) for d in digests), _auditor_tokens(email))
+        event = event_about_people(EventType.AUDITOR_REVOKED, actor, datetime.now(UTC), email=email)
+        await self.people.write_audited(pipe, event)
+        return len(digests)
+
     async def authenticate(self, token: str) -> Principal | None:
         """Revocation deletes the digest, so it takes effect at once; approvers read their person fresh."""
         if not well_formed(token):  # no lookup for junk
@@ -232,6 +281,9 @@ class IdentityStore:
         if record["kind"] == "executor":
             executor = Executor.model_validate(record["doc"])
             return None if executor.revoked else Principal("executor", executor=executor, token_id=tid)
+        if record["kind"] == "auditor":
+            doc = record["doc"]
+            return Principal("auditor", auditor=Auditor(id=doc["id"], email=doc["email"]), token_id=tid)
         person = await self._token_person(record)
         if person is None or person.revoked or not person.may_approve:
             return None

@@ -12,8 +12,13 @@ import re
 import secrets
 from typing import Literal
 
-TokenKind = Literal["agent", "approver", "executor"]
-TOKEN_PREFIX: dict[TokenKind, str] = {"agent": "abk_agent_", "approver": "abk_appr_", "executor": "abk_exec_"}
+TokenKind = Literal["agent", "approver", "executor", "auditor"]
+TOKEN_PREFIX: dict[TokenKind, str] = {
+    "agent": "abk_agent_",
+    "approver": "abk_appr_",
+    "executor": "abk_exec_",
+    "auditor": "abk_audit_",
+}
 # Issued tokens are a prefix and 43 URL-safe characters; 32 to 64 leaves room for other lengths.
 TOKEN_SHAPE = re.compile("(?:" + "|".join(re.escape(p) for p in TOKEN_PREFIX.values()) + ")[A-Za-z0-9_-]{32,64}")
 

@@ -1,9 +1,10 @@
 """Audit and grant endpoints: public keys, export, checkpoints, verification, single-use grants.
 
     GET  /v1/keys                 public: the Ed25519 public key(s) as JWK + PEM
-    GET  /v1/audit                approver token: the log as JSON lines or CSV (streamed)
+    GET  /v1/audit                approver or auditor token: the log as JSON lines or CSV (streamed)
     GET  /v1/audit/checkpoints    approver token: the signed checkpoints
-    GET  /v1/audit/verify         approver token: server-side verification report
+    GET  /v1/audit/verify         approver or auditor token: server-side verification report
+    GET  /v1/audit/report         auditor token: the signed evidence report (HTML) for ?since=&until=
     POST /v1/grants/consume       the grant's agent, or an executor bound to it: use a grant once
     GET  /v1/grants/revoked       any valid token: revoked, unexpired grant ids (jti) with their expiry
 
@@ -20,11 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from approvalbot.audit import grants
 from approvalbot.audit.checkpoints import read_checkpoints
+from approvalbot.audit.evidence import ReportError, parse_day_or_time
 from approvalbot.audit.export import export_records, render, snapshot_end
+from approvalbot.audit.report_build import build_report
 from approvalbot.audit.signing import Signer
 from approvalbot.audit.verify import verify_redis
 from approvalbot.core.models import Actor, FiniteParams
-from approvalbot.web.auth import principal, require_approver
+from approvalbot.web.auth import principal, require_approver, require_audit_reader, require_auditor
 from approvalbot.web.context import services
 from approvalbot.web.errors import ApiError, read_body, validation_details
 
@@ -76,7 +79,7 @@ async def public_keys(request: web.Request) -> web.Response:
 
 @routes.get("/v1/audit")
 async def export_audit(request: web.Request) -> web.StreamResponse:
-    await require_approver(request)
+    await require_audit_reader(request)
     q = _query(ExportQuery, request)
     audit = services(request).service.audit
     end = await snapshot_end(audit)
@@ -107,10 +110,51 @@ async def list_checkpoints(request: web.Request) -> web.Response:
 @routes.get("/v1/audit/verify")
 async def verify_audit(request: web.Request) -> web.Response:
     """Always 200 when the check ran: the verdict is the body's `ok`, not the status."""
-    await require_approver(request)
+    await require_audit_reader(request)
     ctx = services(request)
     report = await verify_redis(ctx.redis, signer_of(request).keyring)
     return web.json_response(report.as_dict())
+
+
+class ReportQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: str = Field(min_length=1, max_length=40)
+    until: str = Field(min_length=1, max_length=40)
+    control: str | None = Field(default=None, min_length=1, max_length=100)
+    action: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+@routes.get("/v1/audit/report")
+async def evidence_report(request: web.Request) -> web.Response:
+    """The evidence report as one self-contained HTML file (docs/evidence.md); auditors only."""
+    await require_auditor(request)
+    q = _query(ReportQuery, request)
+    ctx = services(request)
+    try:
+        since, until = parse_day_or_time(q.since), parse_day_or_time(q.until, end=True)
+        page = await build_report(
+            ctx.redis,
+            signer_of(request),
+            since=since,
+            until=until,
+            deployment=ctx.settings.deployment,
+            control=q.control,
+            action=q.action,
+        )
+    except ReportError as exc:
+        raise ApiError(422, "invalid_report", str(exc)) from None
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        charset="utf-8",
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+            # The report needs nothing from anywhere: no scripts, no fetches, inline styles only.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:",
+            "Content-Disposition": 'inline; filename="approvalbot-evidence.html"',
+        },
+    )
 
 
 GRANT_ERROR_STATUS = {"grant_used": 409, "grant_revoked": 409, "grant_not_yours": 403}
