@@ -27,6 +27,7 @@ class Refusal(StrEnum):
     REASON_REQUIRED = "reason_required"
     IDENTITY_UNKNOWN = "identity_unknown"
     FOREIGN_WORKSPACE = "foreign_workspace"
+    REVEAL_FORBIDDEN = "reveal_forbidden"
 
     @property
     def message(self) -> str:
@@ -48,6 +49,7 @@ REFUSAL_MESSAGES: dict[Refusal, str] = {
         "this chat identity is not linked to a registered person; an admin can link it with `approvalbot people link`"
     ),
     Refusal.FOREIGN_WORKSPACE: "this workspace or tenant is not one approvalbot serves",
+    Refusal.REVEAL_FORBIDDEN: "the policy rule for this request does not allow revealing masked values",
 }
 
 
@@ -97,6 +99,21 @@ class NotFound(DomainError, LookupError):
     """No such request (or, to an agent, not one of its own)."""
 
     code = "not_found"
+
+
+class UnknownPath(DomainError, ValueError):
+    """A reveal asked for a path that is not masked in this request (nothing to reveal there)."""
+
+    code = "unknown_path"
+
+
+class ParamsDeleted(DomainError):
+    """The exact values were deleted after the retention period; only the masked copy remains."""
+
+    code = "params_deleted"
+
+    def __init__(self) -> None:
+        super().__init__("the exact values of this request were deleted after the retention period")
 
 
 class IdempotencyMismatch(DomainError, ValueError):

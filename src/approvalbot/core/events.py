@@ -38,6 +38,7 @@ class EventType(StrEnum):
     EXECUTOR_ADDED = "executor.added"
     EXECUTOR_REVOKED = "executor.revoked"
     QUOTA_EXCEEDED = "quota.exceeded"  # an agent went over its pending quota or creation rate (once per burst)
+    PARAMS_REVEALED = "params.revealed"  # an approver saw masked values on purpose: who, which paths (never values)
 
     @property
     def final(self) -> bool:
@@ -70,12 +71,14 @@ def event_for(
     reason: str | None = None,
     **data: Any,
 ) -> Event:
+    # The record names the resource as people are shown it: a masked part of it never enters the log.
+    resource = request.masked.resource if request.masked is not None else request.resource
     return Event(
         type=type,
         at=at,
         request_id=request.id,
         action=request.action,
-        resource=request.resource,
+        resource=resource,
         actor=actor,
         reason=reason,
         policy=request.policy.rule,

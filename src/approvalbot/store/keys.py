@@ -16,6 +16,9 @@ CHANGED_CHANNEL = PREFIX + "changed"
 OUTBOX_CURSOR = PREFIX + "outbox:cursor"
 OUTBOX_LOCK = PREFIX + "outbox:lock"
 GRANTS_USED = PREFIX + "grants:used"
+# Final requests whose raw params still exist, scored by decided_at (ms): retention deletes them
+# oldest first, in bounded batches (APPROVALBOT_PARAMS_RETENTION).
+FINAL = PREFIX + "final"
 
 
 def request(request_id: str) -> str:

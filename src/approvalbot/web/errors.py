@@ -14,7 +14,15 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from approvalbot.core.addresses import InvalidAddress
-from approvalbot.core.errors import IdempotencyMismatch, NotFound, QuotaExceeded, Refusal, Refused
+from approvalbot.core.errors import (
+    IdempotencyMismatch,
+    NotFound,
+    ParamsDeleted,
+    QuotaExceeded,
+    Refusal,
+    Refused,
+    UnknownPath,
+)
 from approvalbot.core.models import CALLBACK_URL_FORBIDDEN, NON_FINITE
 from approvalbot.store.identities import IdentityError
 from approvalbot.web.credentials import AuthUnavailable
@@ -34,6 +42,7 @@ REFUSAL_STATUS = {
     Refusal.REASON_REQUIRED: 422,
     Refusal.IDENTITY_UNKNOWN: 403,
     Refusal.FOREIGN_WORKSPACE: 403,
+    Refusal.REVEAL_FORBIDDEN: 403,
 }
 
 
@@ -110,6 +119,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(404, exc.code, "no such request")
     except IdempotencyMismatch as exc:
         return error_response(422, exc.code, exc.message)
+    except UnknownPath as exc:
+        return error_response(422, exc.code, exc.message)
+    except ParamsDeleted as exc:
+        return error_response(410, exc.code, exc.message)
     except IdentityError as exc:
         return error_response(422, "invalid_identity", str(exc))
     except web.HTTPRequestEntityTooLarge:
