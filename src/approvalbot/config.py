@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from approvalbot.core.callback_urls import AllowList
+from approvalbot.core.policy import parse_duration
 
 
 class Settings(BaseSettings):
@@ -25,6 +26,10 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(default=None, alias="APPROVALBOT_POLICY")
     signing_key: SecretStr | None = Field(default=None, alias="APPROVALBOT_SIGNING_KEY")
     callback_secret: SecretStr | None = Field(default=None, alias="APPROVALBOT_CALLBACK_SECRET")
+    # Issue 13: the fingerprint key of masks (else generated into the data folder), and how long a final
+    # request's raw params are kept (a duration such as 30d; unset: kept).
+    masking_key: SecretStr | None = Field(default=None, alias="APPROVALBOT_MASKING_KEY")
+    params_retention: str | None = Field(default=None, alias="APPROVALBOT_PARAMS_RETENTION")
     # Hosts, *.suffix patterns and CIDRs whose callbacks may use plain http and private addresses.
     callback_allow: str = Field(default="", alias="APPROVALBOT_CALLBACK_ALLOW")
     callback_timeout: float = Field(default=10.0, alias="APPROVALBOT_CALLBACK_TIMEOUT", gt=0, le=60)
@@ -80,6 +85,20 @@ class Settings(BaseSettings):
     @property
     def callback_allow_list(self) -> AllowList:
         return AllowList.parse(self.callback_allow)
+
+    @field_validator("params_retention")
+    @classmethod
+    def _retention_parses(cls, value: str | None) -> str | None:
+        """A typo must stop start-up, not keep (or delete) personal data silently."""
+        if value is not None and value.strip().lower() not in ("", "off"):
+            parse_duration(value.strip())
+        return value
+
+    @property
+    def params_retention_seconds(self) -> int | None:
+        """Seconds a final request's raw params are kept, or None (APPROVALBOT_PARAMS_RETENTION unset or off)."""
+        value = (self.params_retention or "").strip()
+        return None if value.lower() in ("", "off") else parse_duration(value)
 
     @field_validator("agent_rate")
     @classmethod

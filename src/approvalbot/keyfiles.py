@@ -82,3 +82,12 @@ def callback_secret(settings: Settings) -> bytes:
     if settings.callback_secret is not None:
         return settings.callback_secret.get_secret_value().encode()
     return stored_secret(settings.data_dir, "callback_secret", lambda: secrets.token_hex(32).encode())
+
+
+def masking_key(settings: Settings) -> bytes:
+    """The key of the fingerprints in masks ([secret · aws key · 20 chars · 3f9a]): the same in every
+    process and across restarts, so equal values compare equal over time; secret, or short values
+    could be found by trying them all against their fingerprint."""
+    if settings.masking_key is not None:
+        return settings.masking_key.get_secret_value().encode()
+    return stored_secret(settings.data_dir, "masking_key", lambda: secrets.token_hex(32).encode())

@@ -20,7 +20,7 @@ from approvalbot.audit.signing import Signer, SigningKeyError, signer_for
 from approvalbot.config import Settings
 from approvalbot.core.policy import Policy, PolicyError
 from approvalbot.embedded import EmbeddedValkey, redis_url_from_env
-from approvalbot.keyfiles import private_data_dir
+from approvalbot.keyfiles import masking_key, private_data_dir
 from approvalbot.service import ApprovalService
 from approvalbot.store import connections, replication
 from approvalbot.store.connections import RedisTarget, RedisUrlError
@@ -52,6 +52,7 @@ class Runtime:
     embedded: EmbeddedValkey | None = None
     target: RedisTarget | None = field(default=None, repr=False)
     _signer: Signer | None = field(default=None, repr=False)
+    _masking_key: bytes | None = field(default=None, repr=False)
 
     def async_redis(self) -> AsyncRedis:
         """A bounded pool (APPROVALBOT_REDIS_MAX_CONNECTIONS) that waits briefly when full.
@@ -86,9 +87,21 @@ class Runtime:
             rate=rate[0] if rate else 0.0,
             burst=rate[1] if rate else 1,
         )
-        service = ApprovalService(redis, self.policy, quota=quota)
+        service = ApprovalService(
+            redis,
+            self.policy,
+            quota=quota,
+            masking_key=self.masking_key(),
+            params_retention=self.settings.params_retention_seconds,
+        )
         grants.install(service, self.signer())
         return service
+
+    def masking_key(self) -> bytes:
+        """Loaded (or generated into the data folder, 0600) once per process."""
+        if self._masking_key is None:
+            self._masking_key = masking_key(self.settings)
+        return self._masking_key
 
     def signer(self) -> Signer:
         """Loaded (or generated into the data folder) once per process."""

@@ -8,14 +8,16 @@ any other way, which is what makes "exactly one outcome" hold for all of them.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from redis.asyncio import Redis
 
 from approvalbot.audit import grants
-from approvalbot.core import machine
+from approvalbot.core import machine, masking
 from approvalbot.core.errors import DomainError, IdempotencyMismatch, NotFound, QuotaExceeded, Refused
 from approvalbot.core.events import Event, EventType, event_about_people, event_for
 from approvalbot.core.ids import Cursor, new_request_id
@@ -32,7 +34,7 @@ from approvalbot.core.models import (
     Status,
 )
 from approvalbot.core.policy import Policy
-from approvalbot.core.rules import may_decide, pending_targets
+from approvalbot.core.rules import may_decide, pending_targets, reveal_refusal
 from approvalbot.store import codec, keys, replication
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.identities import IdentityStore
@@ -73,11 +75,17 @@ class ApprovalService:
         policy: Policy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         quota: Quota | None = None,
+        masking_key: bytes | None = None,
+        params_retention: int | None = None,
     ):
         self.redis = redis
         self.policy = policy
         self.clock = clock
         self.quota = quota  # per-agent limits on new requests (None: none)
+        # The fingerprint key of masks (keyfiles.masking_key). Without one, a key for this process only:
+        # masks are then still masks, but fingerprints differ between processes.
+        self._masking_key = masking_key or secrets.token_bytes(32)
+        self.params_retention = params_retention  # seconds after a final decision; None: kept
         self.requests = RequestStore(redis)
         self.audit = AuditLog(redis)
         self.identities = IdentityStore(redis, self.audit)
@@ -98,7 +106,15 @@ class ApprovalService:
                 return await self._replay(found[1], found[0], sent_print), False
         applied = self.policy.evaluate(body.action, body.resource, agent.name, body.params)
         requester_ids = await self.requester_ids(agent, body)
-        transition = machine.create(new_request_id(), body, agent, applied, self.clock(), requester_ids)
+        masked = masking.masked_view(
+            params=body.params,
+            context=body.context,
+            justification=body.justification,
+            resource=body.resource,
+            policy=applied,
+            key=self._masking_key,
+        )
+        transition = machine.create(new_request_id(), body, agent, applied, self.clock(), requester_ids, masked)
         transition = self._finish(transition)
         try:
             done = await self.requests.commit(transition, 0, None, idem, self.quota)
@@ -184,7 +200,57 @@ class ApprovalService:
         decision: str,
         reason: str | None,
     ) -> ApprovalRequest:
-        return await self._apply(request_id, lambda r, now: machine.decide(r, actor, approver, decision, reason, now))
+        return await self._apply(
+            request_id, lambda r, now: machine.decide(r, actor, approver, decision, self.mask_reason(r, reason), now)
+        )
+
+    def mask_reason(self, request: ApprovalRequest, reason: str | None) -> str | None:
+        """A reason typed by a person, with what the request's detectors find masked (a pasted token,
+        an address). Detectors only: the policy's `sensitive:` paths name params, not free text. The
+        masked reason is what is stored, shown to the agent, and recorded."""
+        if not reason:
+            return reason
+        return masking.mask_text(reason, detect=request.policy.detect, key=self._masking_key)
+
+    async def reveal(self, request_id: str, actor: Actor, approver: Person | None, paths: list[str]) -> dict[str, Any]:
+        """The exact values behind masked `paths` (empty: all), for an eligible approver, privately.
+
+        Refused (403) unless `rules.reveal_refusal` allows it; UnknownPath (422) for a path not masked
+        in this request; ParamsDeleted (410) after retention. Each answer is a `params.revealed` audit
+        record naming who and which paths, never a value. Callers show the values only to the actor.
+        """
+        request = await self.get(request_id)
+        refusal = reveal_refusal(request, actor, approver)
+        if refusal is not None:
+            raise Refused(refusal)
+        values = masking.reveal(request, paths, self._masking_key)
+        event = event_for(request, EventType.PARAMS_REVEALED, actor, self.clock(), paths=list(values))
+        committed = await self.requests.record(request, [event])
+        if committed is None:
+            raise NotFound(request_id)
+        await self.audit.seal_committed(committed)
+        return values
+
+    async def forget_params(self, limit: int = 100) -> list[str]:
+        """Retention: delete the raw values of up to `limit` requests final for longer than
+        `params_retention` (oldest first); returns their ids. Run by the ticker; bounded per call."""
+        if not self.params_retention:
+            return []
+        cutoff = self.clock() - timedelta(seconds=self.params_retention)
+        done: list[str] = []
+        for request_id in await self.requests.due(keys.FINAL, cutoff, limit):
+            for _ in range(MAX_RACE_RETRIES):
+                request = await self.requests.get(request_id)
+                if request is None or request.params_deleted or not request.status.final:
+                    break
+                try:
+                    await self.requests.commit(machine.forget_params(request), request.version, request.status)
+                except Conflict:
+                    continue
+                done.append(request_id)
+                break
+            await self.requests.unindex_final(request_id)
+        return done
 
     async def cancel(self, request_id: str, agent: Agent) -> ApprovalRequest:
         actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)

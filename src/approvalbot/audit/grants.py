@@ -30,7 +30,7 @@ import jwt
 from redis.asyncio import Redis
 
 from approvalbot.audit.signing import PublicKeyInput, Signer, as_keyring
-from approvalbot.core.chain import canonical
+from approvalbot.core.chain import params_digest
 from approvalbot.core.events import EventType, event_for
 from approvalbot.core.models import Actor, Agent, ApprovalRequest, Status
 from approvalbot.store import codec, keys, replication
@@ -63,11 +63,6 @@ class GrantUsed(GrantError):
     def __init__(self, used: dict[str, Any]):
         super().__init__("grant_used", "this grant has already been used")
         self.used = used
-
-
-def params_digest(params: dict[str, Any] | None) -> str:
-    """SHA-256 (hex) of the params' canonical JSON: sorted keys, no spaces, UTF-8."""
-    return hashlib.sha256(canonical(params or {})).hexdigest()
 
 
 def _epoch(when: datetime) -> int:

@@ -19,6 +19,12 @@ def canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def params_digest(params: dict[str, Any] | None) -> str:
+    """SHA-256 (hex) of params' canonical JSON: what a grant binds and what the masked view records,
+    so an executor can check the exact params against either (one definition, used by both)."""
+    return hashlib.sha256(canonical(params or {})).hexdigest()
+
+
 def link(prev_hash: str, seq: int, body: bytes) -> str:
     digest = hashlib.sha256()
     digest.update(prev_hash.encode())

@@ -29,6 +29,7 @@ class Refusal(StrEnum):
     FOREIGN_WORKSPACE = "foreign_workspace"
     NOT_APPROVED = "not_approved"
     OUTCOME_REPORTED = "outcome_already_reported"
+    REVEAL_FORBIDDEN = "reveal_forbidden"
 
     @property
     def message(self) -> str:
@@ -52,6 +53,7 @@ REFUSAL_MESSAGES: dict[Refusal, str] = {
     Refusal.FOREIGN_WORKSPACE: "this workspace or tenant is not one approvalbot serves",
     Refusal.NOT_APPROVED: "only an approved (or policy-allowed) request can have an execution outcome",
     Refusal.OUTCOME_REPORTED: "the outcome of this request was already reported",
+    Refusal.REVEAL_FORBIDDEN: "the policy rule for this request does not allow revealing masked values",
 }
 
 
@@ -101,6 +103,21 @@ class NotFound(DomainError, LookupError):
     """No such request (or, to an agent, not one of its own)."""
 
     code = "not_found"
+
+
+class UnknownPath(DomainError, ValueError):
+    """A reveal asked for a path that is not masked in this request (nothing to reveal there)."""
+
+    code = "unknown_path"
+
+
+class ParamsDeleted(DomainError):
+    """The exact values were deleted after the retention period; only the masked copy remains."""
+
+    code = "params_deleted"
+
+    def __init__(self) -> None:
+        super().__init__("the exact values of this request were deleted after the retention period")
 
 
 class IdempotencyMismatch(DomainError, ValueError):

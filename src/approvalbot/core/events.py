@@ -42,6 +42,7 @@ class EventType(StrEnum):
     QUOTA_EXCEEDED = "quota.exceeded"  # an agent went over its pending quota or creation rate (once per burst)
     AUDITOR_ADDED = "auditor.added"
     AUDITOR_REVOKED = "auditor.revoked"
+    PARAMS_REVEALED = "params.revealed"  # an approver saw masked values on purpose: who, which paths (never values)
 
     @property
     def final(self) -> bool:
@@ -74,12 +75,14 @@ def event_for(
     reason: str | None = None,
     **data: Any,
 ) -> Event:
+    # The record names the resource as people are shown it: a masked part of it never enters the log.
+    resource = request.masked.resource if request.masked is not None else request.resource
     return Event(
         type=type,
         at=at,
         request_id=request.id,
         action=request.action,
-        resource=request.resource,
+        resource=resource,
         actor=actor,
         reason=reason,
         policy=request.policy.rule,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from approvalbot.core.errors import NotDue, Refusal, Refused
 from approvalbot.core.events import Event, EventType, event_for
@@ -19,6 +20,7 @@ from approvalbot.core.models import (
     Approver,
     Decision,
     Execution,
+    MaskedView,
     RequestCreate,
     Status,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "create",
     "decide",
     "expire",
+    "forget_params",
     "report_outcome",
     "revoke_cancel",
 ]
@@ -57,11 +60,15 @@ def create(
     policy: AppliedPolicy,
     now: datetime,
     requester_ids: list[str] | None = None,
+    masked: MaskedView | None = None,
 ) -> Transition:
     """A new request; `allow` and `deny` policies settle it at once.
 
     `requester_ids` are the persons behind it (owner, on_behalf_of), resolved by the
     service, so self-approval is judged by person and not by how an address is spelled.
+    `masked` is the reader's copy (core.masking.masked_view, computed by the service with the
+    masking key): it is stored with the request, and the `request.created` record carries it and
+    the params hash instead of any raw value (justification and resource included).
     """
     # An agent may ask for less time than the policy gives, never more.
     expires_in = min(body.expires_in or policy.expires_in, policy.expires_in)
@@ -83,9 +90,28 @@ def create(
         expires_at=now + timedelta(seconds=expires_in),
         policy=policy,
         approvals_needed=policy.min_approvals if policy.effect == "require_approval" else 0,
+        masked=masked,
     )
     actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)  # owner: accountable
-    events = [event_for(request, EventType.REQUESTED, actor, now, body.justification)]
+    if masked is None:
+        events = [event_for(request, EventType.REQUESTED, actor, now, body.justification)]
+    else:
+        shown = {
+            "params": masked.params,
+            "context": masked.context,
+            "items": [item.model_dump(mode="json") for item in masked.items],
+        }
+        events = [
+            event_for(
+                request,
+                EventType.REQUESTED,
+                actor,
+                now,
+                masked.justification,
+                masked=shown,
+                params_sha256=masked.params_sha256,
+            )
+        ]
     if policy.effect == "allow":
         request = _settle(request, Status.APPROVED, now, f"allowed by policy rule {policy.rule}")
         events.append(_final(request, EventType.APPROVED, SYSTEM, now, request.outcome_reason))
@@ -226,6 +252,29 @@ def expire(request: ApprovalRequest, now: datetime) -> Transition:
         raise NotDue("request has not expired yet")
     updated = _settle(request, Status.EXPIRED, now, "nobody decided before the request expired")
     return Transition(updated, [_final(updated, EventType.EXPIRED, SYSTEM, now, updated.outcome_reason)])
+
+
+def forget_params(request: ApprovalRequest) -> Transition:
+    """Retention: a final request's raw params, context, justification and resource are replaced by
+    the masked copy, for everyone (data minimisation). No audit record: the chain already holds the
+    masked form and the params hash, which stay, so it verifies as before."""
+    if not request.status.final:
+        raise Refused(Refusal.NOT_PENDING, "only a final request's params can be deleted")
+    view = request.masked
+    if request.params_deleted:
+        return Transition(request)
+    update: dict[str, Any]
+    if view is None:  # made before masking: nothing safe to keep, so nothing free-form stays
+        update = {"params": {}, "context": {}, "justification": None, "params_deleted": True}
+    else:
+        update = {
+            "params": view.params,
+            "context": view.context,
+            "justification": view.justification,
+            "resource": view.resource,
+            "params_deleted": True,
+        }
+    return Transition(request.model_copy(update=update))
 
 
 def _settle(request: ApprovalRequest, status: Status, now: datetime, reason: str | None) -> ApprovalRequest:

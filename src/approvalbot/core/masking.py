@@ -35,7 +35,9 @@ from fnmatch import translate
 from functools import lru_cache
 from typing import Any, Literal
 
-from approvalbot.core.models import Detect, PiiKind
+from approvalbot.core.chain import params_digest
+from approvalbot.core.errors import ParamsDeleted, UnknownPath
+from approvalbot.core.models import AppliedPolicy, ApprovalRequest, Detect, MaskedValue, MaskedView, PiiKind
 from approvalbot.core.pii import card_number, find_pii
 from approvalbot.core.secret_scan import credential_key, find_secrets
 
@@ -47,7 +49,9 @@ __all__ = [
     "is_masked",
     "mask_request",
     "mask_text",
+    "masked_view",
     "raw_values",
+    "reveal",
 ]
 
 Category = Literal["secret", "personal", "sensitive"]
@@ -304,3 +308,82 @@ def raw_values(
             node = node[part]
         out[path] = node
     return out
+
+
+def masked_view(
+    *,
+    params: Mapping[str, Any],
+    context: Mapping[str, str] | None,
+    justification: str | None,
+    resource: str | None,
+    policy: AppliedPolicy,
+    key: bytes,
+) -> MaskedView:
+    """The stored reader's copy of a new request, masked with the settings frozen into its policy.
+
+    Computed once, at intake: readers never mask again (the cost stays on the create path), and a
+    later change to the policy file cannot change what people were shown for an existing request.
+    `params_sha256` is the grant's params hash, so the record of what was asked and the grant
+    that allows it name the same exact params.
+    """
+    m = mask_request(
+        params=params,
+        context=context,
+        justification=justification,
+        resource=resource,
+        sensitive=policy.sensitive,
+        detect=policy.detect,
+        key=key,
+    )
+    return MaskedView(
+        params=m.params,
+        context=m.context,
+        justification=m.justification,
+        resource=m.resource,
+        items=[
+            MaskedValue(
+                path=i.path, category=i.category, kind=i.kind, length=i.length, fingerprint=i.fingerprint, whole=i.whole
+            )
+            for i in m.items
+        ],
+        params_sha256=params_digest(dict(params)),
+    )
+
+
+def reveal(request: ApprovalRequest, paths: Iterable[str], key: bytes) -> dict[str, Any]:
+    """The exact values at masked paths of a stored request (who may ask is `rules.reveal_refusal`).
+
+    Only paths masked in the stored view can be asked for (UnknownPath otherwise, also for a request
+    made before masking), and only while the raw values exist (ParamsDeleted after retention). An
+    empty `paths` means every masked path. The request is masked again with its frozen settings to
+    find each path's keys and indices (the stored dotted path is ambiguous when a key holds a dot);
+    masking is deterministic, so the paths are the same ones the stored view lists.
+    """
+    view = request.masked
+    known = list(dict.fromkeys(item.path for item in view.items)) if view is not None else []
+    wanted = list(dict.fromkeys(paths)) or known
+    unknown = [p for p in wanted if p not in known]
+    if unknown or not wanted:
+        raise UnknownPath(f"not a masked path of this request: {', '.join(unknown) or '(none masked)'}")
+    if request.params_deleted:
+        raise ParamsDeleted()
+    fresh = mask_request(
+        params=request.params,
+        context=request.context,
+        justification=request.justification,
+        resource=request.resource,
+        sensitive=request.policy.sensitive,
+        detect=request.policy.detect,
+        key=key,
+    )
+    try:
+        return raw_values(
+            fresh,
+            wanted,
+            params=request.params,
+            context=request.context,
+            justification=request.justification,
+            resource=request.resource,
+        )
+    except KeyError as missing:  # masked at intake, not now: the detectors changed since (an upgrade)
+        raise UnknownPath(f"this path can no longer be revealed: {missing.args[0]}") from None

@@ -284,6 +284,9 @@ class ApprovalRequest(Strict):
     # cannot flood the log or the card's thread. The final record repeats the counts.
     self_approval_attempts: dict[str, int] = Field(default_factory=dict)
     masked: MaskedView | None = None  # what people are shown; None for requests made before masking
+    # The raw params, context, justification and resource were deleted after the retention period
+    # (APPROVALBOT_PARAMS_RETENTION): those fields now hold the masked copy, for everyone.
+    params_deleted: bool = False
     version: int = 0
 
     def shown(self) -> ApprovalRequest:

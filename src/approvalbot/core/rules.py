@@ -28,11 +28,13 @@ __all__ = [
     "is_named_approver",
     "is_requester",
     "may_decide",
+    "may_reveal",
     "may_view",
     "pending_targets",
     "pending_targets_of",
     "reason_missing",
     "refusal_for",
+    "reveal_refusal",
 ]
 
 ANY_APPROVER = "*"
@@ -139,6 +141,35 @@ def may_decide(request: ApprovalRequest, approver: Person) -> bool:
     """For listing: would this approver be allowed to decide this pending request?"""
     actor = Actor(kind="human", id=approver.id, email=approver.email, person_id=approver.id)
     return refusal_for(request, actor, approver) is None
+
+
+def reveal_refusal(request: ApprovalRequest, actor: Actor, approver: Person | None) -> Refusal | None:
+    """Why this actor may not see the exact values behind a request's masks, or None if they may.
+
+    Revealing is for the people who judge the request: an active approver the policy names (who
+    may decide it, or could have while it was pending) or one who has decided it. Requesters are
+    refused even when they are approvers too (the agent reads its own values; its owner has no
+    reason to pull them through the approval path). A rule with `reveal: false` refuses everyone.
+    Unlike deciding, a final request may still be revealed by those people: a reviewer looking
+    back at what was approved.
+    """
+    if actor.kind != "human":
+        return Refusal.NOT_HUMAN
+    if not request.policy.reveal:
+        return Refusal.REVEAL_FORBIDDEN
+    person = approver if approver is not None and _is_actor(actor, approver) else None
+    if not is_active_approver(person):
+        return Refusal.UNKNOWN_APPROVER
+    if is_requester(request, person, actor.email):
+        return Refusal.NOT_ELIGIBLE
+    if has_decided(request, person) or is_named_approver(request, person):
+        return None
+    return Refusal.NOT_ELIGIBLE
+
+
+def may_reveal(request: ApprovalRequest, actor: Actor, approver: Person | None) -> bool:
+    """For a Reveal button: would this actor be allowed to reveal this request's masked values?"""
+    return reveal_refusal(request, actor, approver) is None
 
 
 def clean_reason(raw: object) -> str | None:

@@ -17,6 +17,9 @@ OUTBOX_CURSOR = PREFIX + "outbox:cursor"
 OUTBOX_LOCK = PREFIX + "outbox:lock"
 REPLICATION_BARRIER = PREFIX + "replication:barrier"  # written before WAIT (store/replication.py)
 GRANTS_USED = PREFIX + "grants:used"
+# Final requests whose raw params still exist, scored by decided_at (ms): retention deletes them
+# oldest first, in bounded batches (APPROVALBOT_PARAMS_RETENTION).
+FINAL = PREFIX + "final"
 
 
 def request(request_id: str) -> str:

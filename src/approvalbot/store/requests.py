@@ -221,6 +221,7 @@ class RequestStore:
         if request.status is Status.APPROVED and request.grant and request.decided_at:
             self._index_grant(plan, request, request.decided_at)
         if request.decided_at:
+            plan.add("zadd", plan.key(keys.FINAL), ms(request.decided_at), request.id)
             latency = (request.decided_at - request.created_at).total_seconds()
             plan.add("hincr", plan.key(keys.STATS), f"decided:{request.status}", 1)
             plan.add("hincr", plan.key(keys.STATS), f"latency_ms:{request.status}", int(latency * 1000))
@@ -275,6 +276,10 @@ class RequestStore:
     async def due(self, index: str, now: datetime, limit: int = 500) -> list[str]:
         rows = await self.redis.zrange(index, "-inf", ms(now), byscore=True, offset=0, num=limit)
         return [codec.member(r) for r in rows]
+
+    async def unindex_final(self, request_id: str) -> None:
+        """Retention is done with this request (its raw values are gone, or it has none)."""
+        await self.redis.zrem(keys.FINAL, request_id)
 
     async def clear_timer(self, member: str) -> bool:
         return bool(await self.redis.zrem(keys.TIMERS, member))

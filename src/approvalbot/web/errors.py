@@ -15,7 +15,15 @@ from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from approvalbot.core.addresses import InvalidAddress
-from approvalbot.core.errors import IdempotencyMismatch, NotFound, QuotaExceeded, Refusal, Refused
+from approvalbot.core.errors import (
+    IdempotencyMismatch,
+    NotFound,
+    ParamsDeleted,
+    QuotaExceeded,
+    Refusal,
+    Refused,
+    UnknownPath,
+)
 from approvalbot.core.models import CALLBACK_URL_FORBIDDEN, NON_FINITE
 from approvalbot.store.identities import IdentityError
 from approvalbot.store.replication import NotReplicated
@@ -38,6 +46,7 @@ REFUSAL_STATUS = {
     Refusal.FOREIGN_WORKSPACE: 403,
     Refusal.NOT_APPROVED: 409,
     Refusal.OUTCOME_REPORTED: 409,
+    Refusal.REVEAL_FORBIDDEN: 403,
 }
 
 
@@ -114,6 +123,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return error_response(404, exc.code, "no such request")
     except IdempotencyMismatch as exc:
         return error_response(422, exc.code, exc.message)
+    except UnknownPath as exc:
+        return error_response(422, exc.code, exc.message)
+    except ParamsDeleted as exc:
+        return error_response(410, exc.code, exc.message)
     except IdentityError as exc:
         return error_response(422, "invalid_identity", str(exc))
     except NotReplicated as exc:  # the client retries with its idempotency key (docs/redis.md)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import Literal, TypeVar
 
@@ -24,12 +25,19 @@ Q = TypeVar("Q", bound=BaseModel)
 routes = web.RouteTableDef()
 
 
-def as_json(request: ApprovalRequest, status: int = 200) -> web.Response:
+def as_json(request: ApprovalRequest, status: int = 200, *, exact: bool = False) -> web.Response:
+    """A request as JSON: as people are shown it (masked), unless `exact` (the agent's own reads)."""
+    shown = request if exact else request.shown()
     return web.Response(
-        body=request.model_dump_json(exclude={"version"}),
+        body=shown.model_dump_json(exclude={"version"}),
         status=status,
         content_type="application/json",
     )
+
+
+class RevealIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paths: list[str] = Field(default_factory=list, max_length=200)
 
 
 class WaitQuery(BaseModel):
@@ -76,7 +84,7 @@ async def create_request(request: web.Request) -> web.Response:
     if key is not None and not (1 <= len(key) <= 255):
         raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
     created, fresh = await services(request).service.create(agent, body, key)
-    response = as_json(created, 201 if fresh else 200)
+    response = as_json(created, 201 if fresh else 200, exact=True)
     if not fresh:
         response.headers["Idempotent-Replayed"] = "true"
     return response
@@ -85,6 +93,11 @@ async def create_request(request: web.Request) -> web.Response:
 async def readable(request: web.Request) -> ApprovalRequest:
     """Least visibility: agents see their own requests; persons those they stand behind, decided, or may
     decide. To anyone else a request does not exist (404, the same answer as for a missing id)."""
+    return (await _readable(request))[0]
+
+
+async def _readable(request: web.Request) -> tuple[ApprovalRequest, bool]:
+    """The request if the caller may see it, and whether the caller is its agent (exact values)."""
     who = await principal(request)
     found = await services(request).service.get(request.match_info["id"])
     if who.agent is not None:
@@ -93,15 +106,15 @@ async def readable(request: web.Request) -> ApprovalRequest:
         visible = may_view(found, approver=who.approver)
     if not visible:
         raise NotFound(found.id)
-    return found
+    return found, who.agent is not None
 
 
 @routes.get("/v1/requests/{id}")
 async def get_request(request: web.Request) -> web.Response:
-    found = await readable(request)
+    found, exact = await _readable(request)  # the agent reads its own values; people the masks
     wait = query(WaitQuery, request).wait
     if wait <= 0 or found.status.final:
-        return as_json(found)
+        return as_json(found, exact=exact)
     ctx = services(request)
     deadline = time.monotonic() + wait
     while True:
@@ -109,7 +122,7 @@ async def get_request(request: web.Request) -> web.Response:
             found = await ctx.service.get(found.id)
             remaining = deadline - time.monotonic()
             if found.status.final or remaining <= 0:
-                return as_json(found)
+                return as_json(found, exact=exact)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=remaining)
 
@@ -118,7 +131,7 @@ async def get_request(request: web.Request) -> web.Response:
 async def cancel_request(request: web.Request) -> web.Response:
     agent = await require_agent(request)
     found = await readable(request)
-    return as_json(await services(request).service.cancel(found.id, agent))
+    return as_json(await services(request).service.cancel(found.id, agent), exact=True)
 
 
 @routes.get("/v1/requests")
@@ -129,7 +142,7 @@ async def list_requests(request: web.Request) -> web.Response:
         raise ApiError(422, "invalid_query", "only status=pending can be listed")
     items, cursor = await services(request).service.pending_for(approver, decode_cursor(q.cursor), q.limit)
     # Built by hand: each item is already JSON from pydantic, so it is not parsed and dumped again.
-    listed = ",".join(i.model_dump_json(exclude={"version"}) for i in items)
+    listed = ",".join(i.shown().model_dump_json(exclude={"version"}) for i in items)
     after = f'"{ids.encode_cursor(cursor)}"' if cursor else "null"
     body = f'{{"items":[{listed}],"next_cursor":{after}}}'
     return web.Response(body=body, content_type="application/json")
@@ -177,3 +190,21 @@ async def report_outcome(request: web.Request) -> web.Response:
         request.match_info["id"], actor, agent_id, body.status, body.detail, body.result_sha256
     )
     return as_json(reported)
+
+
+@routes.post("/v1/requests/{id}/reveal")
+async def reveal_values(request: web.Request) -> web.Response:
+    """The exact values behind masks, to one eligible approver; audited as `params.revealed`."""
+    who = await principal(request)
+    if who.approver is None:
+        raise Refused(Refusal.NOT_HUMAN, "only an approver can reveal masked values; agent tokens read their own")
+    body = await read_body(request, RevealIn)
+    found = await readable(request)
+    values = await services(request).service.reveal(
+        found.id, human_actor(who.approver, channel_user=who.token_id), who.approver, body.paths
+    )
+    return web.json_response(
+        {"request_id": found.id, "values": values},
+        headers={"Cache-Control": "no-store"},
+        dumps=lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+    )
