@@ -239,9 +239,10 @@ def test_the_thread_line_of_a_reveal_names_who_and_which_paths_never_values():
         "actor": {"kind": "human", "email": "alice@example.com", "channel": "slack"},
         "data": {"paths": ["params.aws.access_key_id", "justification"]},
     }
-    icon, summary = blocks.describe(record)
+    _, summary = blocks.describe(record)
+    zw = "\u200b"
     assert summary == (
-        "Values revealed to alice@example.com via `slack`: params.aws.access\u200b_\u200bkey\u200b_\u200bid, justification"
+        f"Values revealed to alice@example.com via `slack`: params.aws.access{zw}_{zw}key{zw}_{zw}id, justification"
     )
     reply = blocks.audit_reply(9, "ab" * 32, record)
     assert "Values revealed to" in reply.text
