@@ -121,6 +121,8 @@ async def test_no_planted_value_reaches_slack_and_reveal_answers_only_the_approv
     await eventually(lambda: _final(slack, req["id"]))
     await slack.run_jobs()
     assert slack.fake.top_level("D0OWNER"), "the owner's DM went out"
+    final = slack.card_for(req["id"])
+    assert [e["action_id"] for b in final["blocks"] if b["type"] == "actions" for e in b["elements"]] == ["reveal"]
     replies = slack.fake.replies(CHANNEL, card["ts"])
     if ms.REAL_REVEAL:  # the real service records the reveal: its thread line names paths, never values
         (line,) = [r for r in replies if "Values revealed to" in r["text"]]

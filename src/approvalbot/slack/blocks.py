@@ -237,6 +237,12 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
         blocks.append(SectionBlock(text=_md(f"{icon} *{title}* by {_decider(request)} {when}")))
         if request.outcome_reason:
             blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(_block(request.outcome_reason), 1000)]))
+        if reveal:  # approvers may still look after the outcome (the service decides who)
+            blocks.append(
+                ActionsBlock(
+                    block_id="reveal", elements=[ButtonElement(text="Reveal", action_id=REVEAL, value=request.id)]
+                )
+            )
     blocks.append(ContextBlock(elements=[_md(f"`{request.id}` · requested {_date(request.created_at)}")]))
     text = (
         f"{title}: {mrkdwn(request.action, 200)} on {mrkdwn(request.resource or '-', 300)} "

@@ -76,7 +76,7 @@ def reveal_refusal_text(error: DomainError, request: ApprovalRequest) -> str:
         return f":no_entry: Nothing was revealed: {rid} was made by your agent or on your behalf."
     if isinstance(error, Refused) and error.refusal in (Refusal.NOT_ELIGIBLE, Refusal.UNKNOWN_APPROVER):
         return (
-            f":no_entry: Nothing was revealed: only approvers who may decide {rid} can see its hidden values "
+            f":no_entry: Nothing was revealed: only the approvers of {rid} can see its hidden values "
             f"({sentence(error.message)})"
         )
     if isinstance(error, Refused) and error.refusal in (Refusal.NOT_PENDING, Refusal.ALREADY_DECIDED):

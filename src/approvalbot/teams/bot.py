@@ -353,9 +353,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
 
 def _reveal_refusal(refused: Refused) -> str:
     if refused.refusal in (Refusal.NOT_ELIGIBLE, Refusal.UNKNOWN_APPROVER, Refusal.SELF_APPROVAL):
-        return (
-            "Nothing was revealed: only approvers who may decide this request can see its hidden values. "
-            + sentence(refused.message)
+        return "Nothing was revealed: only the approvers of this request can see its hidden values. " + sentence(
+            refused.message
         )
     return f"Nothing was revealed: {sentence(refused.message)}"
 

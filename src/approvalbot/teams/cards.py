@@ -365,15 +365,6 @@ def request_card(
         if actions:
             inputs, card_actions = _decision_inputs(request)
             body.extend(inputs)
-            if hidden_count(raw) and raw.policy.reveal:
-                card_actions.append(
-                    {
-                        "type": "Action.Execute",
-                        "title": "Reveal",
-                        "verb": VERB_REVEAL,
-                        "data": {"request_id": request.id},
-                    }
-                )
         refresh = {
             "action": {
                 "type": "Action.Execute",
@@ -383,6 +374,11 @@ def request_card(
             },
             "userIds": list(dict.fromkeys(refresh_user_ids))[:MAX_REFRESH_USERS],
         }
+    # Reveal with the decision buttons, and on final cards (approvers may still look; the service decides who).
+    if hidden_count(raw) and raw.policy.reveal and (card_actions or request.status.final):
+        card_actions.append(
+            {"type": "Action.Execute", "title": "Reveal", "verb": VERB_REVEAL, "data": {"request_id": request.id}}
+        )
     return card(body, card_actions, refresh, fallback=f"Approval request {inert(request.action, 200)}: {title}")
 
 
