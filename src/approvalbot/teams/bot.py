@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import EXAMPLE_REQUEST_ID, is_request_id
-from approvalbot.core.models import MAX_TEXT, ApprovalRequest, Status
+from approvalbot.core.models import MAX_TEXT, ApprovalRequest, Person, Status
 from approvalbot.core.rules import (
     approval_progress,
     clean_reason,
@@ -269,7 +269,7 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return invoke_card(await self._view(request, clicker, _who_notice(clicker)))
         actor = clicker.actor()
         if verb == cards.VERB_REVEAL:
-            return await self._reveal(request, clicker)
+            return await self._reveal(request, clicker, clicker.person)
 
         field = cards.DENY_REASON_INPUT if verb == cards.VERB_DENY else cards.REASON_INPUT
         reason = clean_reason(data.get(field))
@@ -301,17 +301,16 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             )
         return invoke_card(await self._view(decided, clicker, self._done_notice(decided, verb)))
 
-    async def _reveal(self, request: ApprovalRequest, clicker: Clicker) -> InvokeResponse:
+    async def _reveal(self, request: ApprovalRequest, clicker: Clicker, person: Person) -> InvokeResponse:
         """Reveal: the service checks and records it; the values go only into this invoke's answer,
         the card the clicker alone sees (never an update of the shared card). Refusals say why."""
-        assert clicker.person is not None
         paths = cards.hidden_paths(request)
         if not paths:
             return invoke_card(await self._view(request, clicker, Notice("Nothing on this request is hidden.")))
         try:
             # The reveal service method arrives with the server side of masking (MASKING.md).
             values = await self.service.reveal(  # type: ignore[attr-defined]
-                request.id, clicker.actor(), clicker.person, paths
+                request.id, clicker.actor(), person, paths
             )
         except NotFound:
             return invoke_card(cards.message_card("This request no longer exists."))
