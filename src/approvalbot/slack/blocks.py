@@ -5,6 +5,11 @@ with slack_sdk's block models so Slack's size limits are checked on `to_dict()`.
 Untrusted text (anything an agent or a human typed) goes through `escape`:
 into plain_text objects where the layout allows, neutralised mrkdwn otherwise.
 Buttons carry only the request id; everything else is read back from Redis.
+
+Every function that shows a request renders `request.shown()`: the masked view of
+what the agent supplied (params, context, justification, resource), never the raw
+values, whichever caller passes the request in. Exact values appear only in the
+private answer to a Reveal click (`reveal_modal`), opened for the clicker alone.
 """
 
 from __future__ import annotations
@@ -34,12 +39,14 @@ from slack_sdk.models.views import View
 from approvalbot.core.models import ApprovalRequest, Status
 from approvalbot.core.quoting import is_multiline, quoted, text_lines
 from approvalbot.core.rules import ANY_APPROVER, approval_progress
-from approvalbot.slack.escape import clip, code, fold_params, mrkdwn, plain, slack_date
+from approvalbot.slack.escape import CONTROL, clip, code, escape, fold_params, mrkdwn, plain, slack_date
 
 APPROVE = "approve"
 DENY = "deny"
+REVEAL = "reveal"
 MORE = "pending_more"
 DECISION_VIEW = "decision"
+REVEAL_VIEW = "revealed"
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason"
 CARD_EVENT = "approvalbot_request"
@@ -138,7 +145,29 @@ def _decider(request: ApprovalRequest) -> str:
     return f"policy rule {mrkdwn(request.policy.rule, 100)}"
 
 
+def hidden_count(request: ApprovalRequest) -> int:
+    """How many values the masked view hides (0 for requests made before masking)."""
+    return len(request.masked.items) if request.masked is not None else 0
+
+
+def may_reveal(request: ApprovalRequest) -> bool:
+    """Whether a Reveal button belongs on the request: something is hidden and the rule allows it."""
+    return hidden_count(request) > 0 and request.policy.reveal
+
+
+def hidden_line(request: ApprovalRequest) -> str | None:
+    """The note under the facts: how many values are hidden, and whether anyone may see them."""
+    count = hidden_count(request)
+    if not count:
+        return None
+    noun = "value" if count == 1 else "values"
+    if request.policy.reveal:
+        return f":lock: {count} {noun} hidden (reveal if you may decide)"
+    return f":lock: {count} {noun} hidden (this request's policy rule does not allow revealing them)"
+
+
 def request_rows(request: ApprovalRequest) -> list[tuple[str, Any]]:
+    request = request.shown()
     rows: list[tuple[str, Any]] = [
         ("Action", request.action),
         ("Resource", request.resource or "-"),
@@ -159,19 +188,23 @@ def request_rows(request: ApprovalRequest) -> list[tuple[str, Any]]:
     return rows
 
 
-def decision_buttons(request_id: str, block_id: str = "decide") -> ActionsBlock:
-    return ActionsBlock(
-        block_id=block_id,
-        elements=[
-            ButtonElement(text="Approve", action_id=APPROVE, value=request_id, style="primary"),
-            ButtonElement(text="Deny", action_id=DENY, value=request_id, style="danger"),
-        ],
-    )
+def decision_buttons(request_id: str, block_id: str = "decide", reveal: bool = False) -> ActionsBlock:
+    """Approve and Deny, and Reveal when values are hidden: its answer goes to the clicker only."""
+    elements = [
+        ButtonElement(text="Approve", action_id=APPROVE, value=request_id, style="primary"),
+        ButtonElement(text="Deny", action_id=DENY, value=request_id, style="danger"),
+    ]
+    if reveal:
+        elements.append(ButtonElement(text="Reveal", action_id=REVEAL, value=request_id))
+    return ActionsBlock(block_id=block_id, elements=elements)
 
 
 def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Rendered:
     """The approval card: posted once, updated after every change, buttons only while pending."""
     mentions = mentions or {}
+    hidden = hidden_line(request)
+    reveal = may_reveal(request)
+    request = request.shown()
     icon, title = STATUS[request.status]
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=plain(f"{title}: {request.action}", 140), emoji=True)),
@@ -186,6 +219,8 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
     extra = [(k, v) for k, v in sorted(request.context.items()) if k not in CONTEXT_LABELS]
     if extra:
         blocks.append(ContextBlock(elements=[_value(f"{k}: {v}", 300) for k, v in extra[:10]]))
+    if hidden:
+        blocks.append(ContextBlock(elements=[_md(hidden)]))
     blocks.append(SectionBlock(text=_md(f"*Approvers:* {approver_names(request, mentions)}")))
     for d in request.decisions[-10:]:
         mark = ":white_check_mark:" if d.decision == "approve" else ":no_entry:"
@@ -195,13 +230,19 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
             elements.append(_value(_block(d.reason), 1000))
         blocks.append(ContextBlock(elements=elements))
     if request.status is Status.PENDING:
-        blocks.append(decision_buttons(request.id))
+        blocks.append(decision_buttons(request.id, reveal=reveal))
     else:
         when = _date(request.decided_at) if request.decided_at else ""
         blocks.append(DividerBlock())
         blocks.append(SectionBlock(text=_md(f"{icon} *{title}* by {_decider(request)} {when}")))
         if request.outcome_reason:
             blocks.append(ContextBlock(elements=[_md("*Why:*"), _value(_block(request.outcome_reason), 1000)]))
+        if reveal:  # approvers may still look after the outcome (the service decides who)
+            blocks.append(
+                ActionsBlock(
+                    block_id="reveal", elements=[ButtonElement(text="Reveal", action_id=REVEAL, value=request.id)]
+                )
+            )
     if request.execution is not None:
         ran = request.execution.status == "executed"
         line = f"Executed {request.execution.at:%H:%M} UTC" if ran else "Execution failed"
@@ -233,6 +274,15 @@ def _consumer(consumed_by: object) -> str:
         return "the agent"
     kind = consumed_by.get("kind") if consumed_by.get("kind") in ("agent", "executor") else "principal"
     return f"{kind} {mrkdwn(str(consumed_by.get('name') or consumed_by.get('id') or '?'), 100)}"
+
+
+def _paths(paths: object) -> str:
+    """The paths a reveal named (never their values), neutralised and bounded."""
+    if not isinstance(paths, list) or not paths:
+        return "-"
+    shown = ", ".join(str(p) for p in paths[:20])
+    more = f" and {len(paths) - 20} more" if len(paths) > 20 else ""
+    return mrkdwn(shown, 500) + more
 
 
 def describe(record: dict[str, Any]) -> tuple[str, str]:
@@ -270,6 +320,8 @@ def describe(record: dict[str, Any]) -> tuple[str, str]:
         return ":rotating_light:", f"Escalation: paging {mrkdwn(group, 100)}"
     if kind == "grant.consumed":
         return ":key:", f"Grant used by {_consumer(data.get('consumed_by'))}"
+    if kind == "params.revealed":
+        return ":eyes:", f"Values revealed to {_who(actor)}{via_text}: {_paths(data.get('paths'))}"
     if kind == "executed":
         return ":gear:", f"Executed (reported by {_consumer({'kind': actor.get('kind'), 'id': actor.get('id')})})"
     if kind == "execution_failed":
@@ -300,6 +352,7 @@ def audit_metadata(request_id: str, seq: int) -> dict[str, Any]:
 
 def outcome_dm(request: ApprovalRequest) -> Rendered:
     """The owner's direct message once the request is final."""
+    request = request.shown()
     icon, title = STATUS[request.status]
     line = (
         f"{icon} Your agent *{mrkdwn(request.agent_name, 100)}* asked to "
@@ -319,6 +372,7 @@ def outcome_metadata(request_id: str) -> dict[str, Any]:
 def decision_modal(request: ApprovalRequest, decision: str, private_metadata: str) -> dict[str, Any]:
     """Asks for the reason; required to deny, optional to approve."""
     approve = decision == APPROVE
+    request = request.shown()
     summary = (
         f"{request.action} on {request.resource or '-'}\n"
         f"Requested by {request.agent_name} (owner {request.owner})\n{request.id}"
@@ -352,19 +406,94 @@ def decision_modal(request: ApprovalRequest, decision: str, private_metadata: st
     return view.to_dict()
 
 
+def hidden_paths(request: ApprovalRequest) -> list[str]:
+    """The distinct masked paths, in order: what a Reveal click asks the service for."""
+    if request.masked is None:
+        return []
+    return list(dict.fromkeys(item.path for item in request.masked.items))
+
+
+REVEAL_CHUNK = 2900  # rendered characters per plain_text object (Slack allows 3000)
+REVEAL_MAX_BLOCKS = 95  # a modal holds at most 100 blocks
+
+
+def _exact(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+    return CONTROL.sub("", text)
+
+
+def _chunks(text: str, limit: int = REVEAL_CHUNK) -> list[str]:
+    """The exact text in pieces whose escaped form fits one plain_text object (nothing is cut off)."""
+    out: list[str] = []
+    piece: list[str] = []
+    size = 0
+    for ch in text:
+        width = len(escape(ch))
+        if size + width > limit:
+            out.append("".join(piece))
+            piece, size = [], 0
+        piece.append(ch)
+        size += width
+    if piece or not out:
+        out.append("".join(piece))
+    return out
+
+
+def reveal_modal(request: ApprovalRequest, values: dict[str, Any]) -> dict[str, Any]:
+    """The private answer to a Reveal click: the exact values, in a modal only the clicker sees.
+
+    Values go into plain_text objects (Slack never formats them), escaped as everywhere else
+    and split into pieces rather than clipped, so what is shown is exactly what the agent sent.
+    """
+    blocks: list[Block] = [
+        SectionBlock(text=_md(f"Hidden values of `{request.id}` ({mrkdwn(request.action, 200)})")),
+        ContextBlock(
+            elements=[
+                _md(":lock: Only you see this. The reveal is recorded in the audit log (who, which paths, when).")
+            ]
+        ),
+    ]
+    cut = False
+    for path, value in values.items():
+        pieces = [
+            SectionBlock(text=PlainTextObject(text=escape(c) or "(empty)", emoji=False)) for c in _chunks(_exact(value))
+        ]
+        if len(blocks) + 1 + len(pieces) > REVEAL_MAX_BLOCKS:
+            cut = True
+            break
+        blocks.append(SectionBlock(text=_md(f"*{mrkdwn(path, 300)}*")))
+        blocks.extend(pieces)
+    if cut:
+        blocks.append(
+            ContextBlock(
+                elements=[_md(f"More than fits here: `POST /v1/requests/{request.id}/reveal` returns every value.")]
+            )
+        )
+    view = View(
+        type="modal",
+        callback_id=REVEAL_VIEW,
+        title=PlainTextObject(text="Hidden values"),
+        close=PlainTextObject(text="Close"),
+        blocks=blocks,
+    )
+    return view.to_dict()
+
+
 def notice(text: str) -> Rendered:
     """A one-line message whose text we wrote (dynamic parts already neutralised)."""
     return Rendered(text, _dicts([SectionBlock(text=_md(text))]))
 
 
 def queue_item(request: ApprovalRequest) -> list[Block]:
+    reveal = may_reveal(request)
+    request = request.shown()
     rows = [
         ("Action", request.action),
         ("Resource", request.resource or "-"),
         ("Agent", f"{request.agent_name} ({request.owner})"),
         ("Expires", _md(_date(request.expires_at))),
     ]
-    return [*_table(rows), decision_buttons(request.id, f"decide:{request.id}"), DividerBlock()]
+    return [*_table(rows), decision_buttons(request.id, f"decide:{request.id}", reveal), DividerBlock()]
 
 
 def pending_message(items: list[ApprovalRequest], cursor: str | None, first: bool) -> Rendered:
@@ -404,6 +533,8 @@ def home_view(items: list[ApprovalRequest], more: bool, registered: bool) -> dic
 
 def detail_message(request: ApprovalRequest, records: list[tuple[int, str | None, dict[str, Any]]]) -> Rendered:
     """/approval ID: the card's facts plus the request's audit records."""
+    hidden = hidden_line(request)
+    request = request.shown()
     icon, title = STATUS[request.status]
     blocks: list[Block] = [
         SectionBlock(text=_md(f"{icon} *{title}* · `{request.id}`")),
@@ -412,6 +543,8 @@ def detail_message(request: ApprovalRequest, records: list[tuple[int, str | None
     if request.justification:
         sep = "\n" if is_multiline(request.justification) else " "
         blocks.append(SectionBlock(text=_value(f"Justification:{sep}{_block(request.justification)}", 1500)))
+    if hidden:
+        blocks.append(ContextBlock(elements=[_md(hidden)]))
     lines = []
     for seq, record_hash, record in records[-40:]:
         _, summary = describe(record)

@@ -20,7 +20,7 @@ from typing import Any
 ZWSP = "\u200b"
 _FORMATTING = re.compile(r"([*_~`|])")
 _LINE_QUOTE = re.compile(r"(?m)^(\s*)(&gt;)")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 USER_ID_RE = re.compile(r"^[UW][A-Z0-9]{2,30}$")
 
 
@@ -31,7 +31,7 @@ def escape(text: str) -> str:
 
 def clip(text: str, limit: int) -> str:
     """At most `limit` characters, saying how much was cut."""
-    text = _CONTROL.sub("", text)
+    text = CONTROL.sub("", text)
     if len(text) <= limit:
         return text
     note = f"... (+{len(text) - limit} chars)"

@@ -23,7 +23,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from approvalbot.core.errors import NotFound, Refusal, Refused, sentence
+from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import decode_cursor, encode_cursor, is_request_id
 from approvalbot.core.models import ApprovalRequest, Status
 from approvalbot.core.rules import clean_reason, is_active_approver, may_view, reason_missing, refusal_for
@@ -66,6 +66,22 @@ def refusal_text(refusal: Refusal, request: ApprovalRequest | None, who: Who) ->
         status = request.status.value if request else "decided"
         return f"{rid} was already decided: it is {status}."
     return f":no_entry: {sentence(refusal.message)}"
+
+
+def reveal_refusal_text(error: DomainError, request: ApprovalRequest) -> str:
+    """What a Reveal clicker reads when the service says no: not eligible, reveals forbidden by
+    the rule, values deleted after the retention period, or any other rule (its own wording)."""
+    rid = f"`{request.id}`"
+    if isinstance(error, Refused) and error.refusal is Refusal.SELF_APPROVAL:
+        return f":no_entry: Nothing was revealed: {rid} was made by your agent or on your behalf."
+    if isinstance(error, Refused) and error.refusal in (Refusal.NOT_ELIGIBLE, Refusal.UNKNOWN_APPROVER):
+        return (
+            f":no_entry: Nothing was revealed: only the approvers of {rid} can see its hidden values "
+            f"({sentence(error.message)})"
+        )
+    if isinstance(error, Refused) and error.refusal in (Refusal.NOT_PENDING, Refusal.ALREADY_DECIDED):
+        return f":no_entry: Nothing was revealed: {sentence(error.message)}"
+    return f":no_entry: Nothing was revealed for {rid}: {sentence(mrkdwn(error.message, 500))}"
 
 
 def _channel_of(body: dict[str, Any]) -> str | None:
@@ -155,6 +171,44 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
 
     app.action(blocks.APPROVE)(on_decision_button)
     app.action(blocks.DENY)(on_decision_button)
+
+    @app.action(blocks.REVEAL)
+    async def on_reveal_button(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        """Reveal: the service checks and records it; the exact values go to a modal only the
+        clicker sees (never the channel), a refusal to an ephemeral note."""
+        await ack()
+        user = body["user"]["id"]
+        channel = _channel_of(body)
+        who = await identify(body, note(client, user, channel))
+        if who is None:
+            return
+        try:
+            request = await service.get(str(action.get("value") or ""))
+        except NotFound:
+            await adapter.notify(client, user, channel, "That request does not exist (any more).")
+            return
+        paths = blocks.hidden_paths(request)
+        if not paths:
+            await adapter.notify(client, user, channel, f"Nothing on `{request.id}` is hidden.")
+            return
+        try:
+            # The service decides who may see the values (rules.reveal_refusal) and audits the reveal.
+            values = await service.reveal(request.id, who.actor, who.approver, paths)
+        except DomainError as error:
+            await adapter.notify(client, user, channel, reveal_refusal_text(error, request))
+            return
+        try:
+            await client.views_open(trigger_id=body["trigger_id"], view=blocks.reveal_modal(request, values))
+        except SlackApiError as exc:
+            log.info("reveal modal for %s failed (%s)", user, error_code(exc))
+            await adapter.notify(
+                client,
+                user,
+                channel,
+                "Slack did not open the window with the values in time (the reveal was recorded). Click Reveal again.",
+            )
 
     @app.view(blocks.DECISION_VIEW)
     async def on_decision_submitted(

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import EXAMPLE_REQUEST_ID, is_request_id
-from approvalbot.core.models import MAX_TEXT, ApprovalRequest, Status
+from approvalbot.core.models import MAX_TEXT, ApprovalRequest, Person, Status
 from approvalbot.core.rules import (
     approval_progress,
     clean_reason,
@@ -255,7 +255,7 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         verb = action.get("verb")
         data = _json_object(action.get("data"))
         request_id = data.get("request_id")
-        if verb not in (cards.VERB_APPROVE, cards.VERB_DENY, cards.VERB_REFRESH):
+        if verb not in (cards.VERB_APPROVE, cards.VERB_DENY, cards.VERB_REFRESH, cards.VERB_REVEAL):
             return invoke_error(400, "unknown action")
         if not isinstance(request_id, str) or not is_request_id(request_id):
             return invoke_error(400, "the card does not name a request")
@@ -269,6 +269,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         if clicker.person is None:  # not linked and not linkable: nothing for the core to judge
             return invoke_card(await self._view(request, clicker, _who_notice(clicker)))
         actor = clicker.actor()
+        if verb == cards.VERB_REVEAL:
+            return await self._reveal(request, clicker, clicker.person)
 
         field = cards.DENY_REASON_INPUT if verb == cards.VERB_DENY else cards.REASON_INPUT
         reason = clean_reason(data.get(field))
@@ -300,6 +302,25 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             )
         return invoke_card(await self._view(decided, clicker, self._done_notice(decided, verb)))
 
+    async def _reveal(self, request: ApprovalRequest, clicker: Clicker, person: Person) -> InvokeResponse:
+        """Reveal: the service checks and records it; the values go only into this invoke's answer,
+        the card the clicker alone sees (never an update of the shared card). Refusals say why."""
+        paths = cards.hidden_paths(request)
+        if not paths:
+            return invoke_card(await self._view(request, clicker, Notice("Nothing on this request is hidden.")))
+        try:
+            # The service decides who may see the values (rules.reveal_refusal) and audits the reveal.
+            values = await self.service.reveal(request.id, clicker.actor(), person, paths)
+        except NotFound:
+            return invoke_card(cards.message_card("This request no longer exists."))
+        except Refused as refused:
+            return invoke_card(await self._view(request, clicker, Notice(_reveal_refusal(refused))))
+        except DomainError as exc:  # reveals forbidden by the rule, values deleted after retention, …
+            return invoke_card(
+                await self._view(request, clicker, Notice(f"Nothing was revealed: {sentence(exc.message)}"))
+            )
+        return invoke_card(cards.reveal_card(request, values))
+
     @staticmethod
     def _done_notice(request: ApprovalRequest, verb: str) -> Notice:
         if verb == cards.VERB_DENY:
@@ -326,6 +347,14 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         if notice is None:
             notice = Notice(sentence(refusal.message), style="warning")
         return cards.request_card(request, actions=False, notice=notice, refresh_user_ids=refresh)
+
+
+def _reveal_refusal(refused: Refused) -> str:
+    if refused.refusal in (Refusal.NOT_ELIGIBLE, Refusal.UNKNOWN_APPROVER, Refusal.SELF_APPROVAL):
+        return "Nothing was revealed: only the approvers of this request can see its hidden values. " + sentence(
+            refused.message
+        )
+    return f"Nothing was revealed: {sentence(refused.message)}"
 
 
 def _who_notice(clicker: Clicker, request_shown: bool = True) -> Notice:

@@ -4,6 +4,10 @@ Pure functions from approvalbot's models to card JSON; nothing here talks to Tea
 Rule of the module: `TextBlock`s (which render markdown) only ever hold our own
 words, numbers, dates and hex; anything an agent or a person wrote goes into a
 `TextRun` (plain text by the schema) after `text.inert`.
+
+Cards render `request.shown()`, the masked view of what the agent supplied, never the
+raw values. The exact values appear only in `reveal_card`, the invoke answer to the
+clicker's own Reveal (Universal Actions answer each user with their own card).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 SCHEMA_URL = "http://adaptivecards.io/schemas/adaptive-card.json"
 VERSION = "1.5"
 MAX_REFRESH_USERS = 60  # Teams refreshes automatically for at most 60 listed users
-VERB_APPROVE, VERB_DENY, VERB_REFRESH = "approve", "deny", "refresh"
+VERB_APPROVE, VERB_DENY, VERB_REFRESH, VERB_REVEAL = "approve", "deny", "refresh", "reveal"
 REASON_INPUT, DENY_REASON_INPUT = "reason", "deny_reason"
 REASON_MAX = 1000
 
@@ -33,6 +37,8 @@ MAX_DECISIONS_SHOWN = 10
 DECISION_REASON_CHARS = 200
 CONTEXT_VALUE_CHARS = 200
 PARAMS_MAX_CHARS = 2000
+REVEAL_VALUE_CHARS = 4000  # one revealed value on the card; the API returns it whole
+REVEAL_TOTAL_CHARS = 16000  # all revealed values together (Teams cards stay well under ~28 KB)
 
 STATUS_TITLES = {
     Status.PENDING: ("Approval needed", "warning"),
@@ -56,6 +62,7 @@ EVENT_LABELS = {
     "delivery.failed": "Delivery failed",
     "executed": "Executed",
     "execution_failed": "Execution failed",
+    "params.revealed": "Values revealed",
 }
 
 
@@ -157,6 +164,40 @@ def _context_rows(context: dict[str, str]) -> list[dict[str, Any]]:
         else:
             rows.append(row(name, context[key], CONTEXT_VALUE_CHARS, monospace=key == "code_path"))
     return rows
+
+
+def hidden_count(request: ApprovalRequest) -> int:
+    """How many values the masked view hides (0 for requests made before masking)."""
+    return len(request.masked.items) if request.masked is not None else 0
+
+
+def hidden_paths(request: ApprovalRequest) -> list[str]:
+    """The distinct masked paths, in order: what a Reveal click asks the service for."""
+    if request.masked is None:
+        return []
+    return list(dict.fromkeys(item.path for item in request.masked.items))
+
+
+def _hidden_block(request: ApprovalRequest) -> list[dict[str, Any]]:
+    count = hidden_count(request)
+    if not count:
+        return []
+    noun = "value" if count == 1 else "values"
+    why = (
+        "reveal if you may decide"
+        if request.policy.reveal
+        else "this request's policy rule does not allow revealing them"
+    )
+    return [label(f"\U0001f512 {count} {noun} hidden ({why})", isSubtle=True, spacing="Small")]
+
+
+def revealed_paths(record: dict[str, Any]) -> str:
+    """The paths a `params.revealed` record names (never values)."""
+    paths = (record.get("data") or {}).get("paths")
+    if not isinstance(paths, list) or not paths:
+        return "-"
+    more = f" and {len(paths) - 20} more" if len(paths) > 20 else ""
+    return ", ".join(str(p) for p in paths[:20]) + more
 
 
 def _params_block(request: ApprovalRequest) -> list[dict[str, Any]]:
@@ -288,6 +329,8 @@ def request_card(
     refresh_user_ids: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The approval card. `actions=False` shows a pending request read-only (e.g. to its owner)."""
+    raw = request
+    request = request.shown()
     title, style = STATUS_TITLES[request.status]
     approvals, needed = approval_progress(request)
     header = {
@@ -321,6 +364,7 @@ def request_card(
     body.append(row("Requested", when(request.created_at)))
     body.append(row("Request id", request.id, 100, monospace=True))
     body.extend(_params_block(request))
+    body.extend(_hidden_block(raw))
     body.extend(_decisions_block(request))
     body.extend(_outcome_block(request))
 
@@ -339,7 +383,55 @@ def request_card(
             },
             "userIds": list(dict.fromkeys(refresh_user_ids))[:MAX_REFRESH_USERS],
         }
+    # Reveal with the decision buttons, and on final cards (approvers may still look; the service decides who).
+    if hidden_count(raw) and raw.policy.reveal and (card_actions or request.status.final):
+        card_actions.append(
+            {"type": "Action.Execute", "title": "Reveal", "verb": VERB_REVEAL, "data": {"request_id": request.id}}
+        )
     return card(body, card_actions, refresh, fallback=f"Approval request {inert(request.action, 200)}: {title}")
+
+
+def reveal_card(request: ApprovalRequest, values: dict[str, Any]) -> dict[str, Any]:
+    """The private answer to the clicker's Reveal: the exact values, on a card only they get.
+
+    It is the invoke response (per user; the shared card is never updated with it), and its
+    Hide action refreshes back to the masked card. Values are TextRuns after `inert` (so `<`
+    and `>` show as look-alikes); a value longer than fits is cut and says so.
+    """
+    shown = request.shown()
+    title, style = STATUS_TITLES[request.status]
+    body: list[dict[str, Any]] = [
+        {
+            "type": "Container",
+            "style": style,
+            "bleed": True,
+            "items": [
+                label(title, size="Large", weight="Bolder"),
+                rich(run(shown.action, 200, fontType="Monospace", weight="Bolder", size="Medium")),
+            ],
+        },
+        notice_block(
+            Notice(
+                "Hidden values, shown only to you. The reveal is recorded in the audit log (who, which paths, when).",
+                style="warning",
+            )
+        ),
+    ]
+    budget = REVEAL_TOTAL_CHARS
+    for path, value in values.items():
+        text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+        limit = min(REVEAL_VALUE_CHARS, budget)
+        if limit <= 0:
+            body.append(label("More values than fit on a card: the API's reveal returns them all.", isSubtle=True))
+            break
+        budget -= min(len(text), limit)
+        body.append(rich(run(path, 300, weight="Bolder"), spacing="Medium"))
+        body.append(rich(run(text, limit, fontType="Monospace")))
+        if len(text) > limit:
+            body.append(label(f"Cut at {limit} characters: the API's reveal returns the whole value.", isSubtle=True))
+    body.append(row("Request id", request.id, 100, monospace=True))
+    hide = {"type": "Action.Execute", "title": "Hide values", "verb": VERB_REFRESH, "data": {"request_id": request.id}}
+    return card(body, [hide], fallback=f"Hidden values of {request.id}")
 
 
 def restricted_card(request: ApprovalRequest, notice: Notice) -> dict[str, Any]:
@@ -397,6 +489,8 @@ def audit_card(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("reason"):
         body.append(rich(run(_block(record["reason"], 1000), 3000, italic=True), spacing="Small"))
     data = record.get("data") or {}
+    if kind == "params.revealed":
+        body.append(rich(run(f"Values revealed to {who}: {revealed_paths(record)}", 1500), spacing="None"))
     if kind == "approval.recorded" and "approvals" in data:
         body.append(
             label(
@@ -451,6 +545,8 @@ def audit_list_card(request: ApprovalRequest, records: list[dict[str, Any]]) -> 
             run(consumer_of(record) or actor.get("email") or actor.get("id") or "?", 254),
             run(f" \u00b7 {when(record.get('at'))} \u00b7 {str(record.get('hash') or '')[:12]}", fontType="Monospace"),
         ]
+        if kind == "params.revealed":
+            inlines.append(run(f": {revealed_paths(record)}", 1000))
         if record.get("reason"):
             inlines.append(run(_after(record["reason"], 300), 900, italic=True))
         body.append(rich(*inlines, spacing="Small"))
