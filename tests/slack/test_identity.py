@@ -273,3 +273,21 @@ async def test_a_workspace_in_slack_allowed_teams_is_served(grid, slack):
     recorded = [r for r in await records(slack, "approval.recorded") if r["request_id"] == req["id"]]
     assert recorded[0]["actor"]["workspace"] == OTHER_TEAM
     assert await records(slack, "identity.refused") == []
+
+
+async def test_a_click_on_a_settled_request_is_answered_before_any_identity_check(slack):
+    """Issue 12: a decision on a request that is no longer pending is refused before anyone is
+    identified, and writes nothing; a stranger clicking an old card cannot fill the log either."""
+    _foreign(slack)
+    _, req = await slack.api.ask()
+    await slack.api.decide(req["id"], slack.api.approver_token, "deny", reason="not now")
+    before = len(await records(slack, "identity.refused"))
+    info_calls = len(slack.fake.calls_of("users.info"))
+    for _ in range(3):
+        status, _ = await slack.click("U0EVE", req["id"], "approve", team=OTHER_TEAM)
+        assert status == 200
+    notes = await slack.ephemerals_to("U0EVE", 3)
+    assert all("no longer pending" in n["text"] for n in notes)
+    assert len(await records(slack, "identity.refused")) == before
+    assert len(slack.fake.calls_of("users.info")) == info_calls  # nobody was looked up
+    assert slack.fake.calls_of("views.open") == []

@@ -6,6 +6,8 @@ from two tenants against the fake connector (each tenant its own directory of me
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from approvalbot.app import build_app
@@ -399,3 +401,23 @@ async def test_refusal_records_are_bounded_under_a_flood(teams, monkeypatch):
             assert (await teams.add_bot(ours, name="x", by=stranger, tenant=OTHER_TENANT))[0] == 403
     assert len(await records_of(teams, "identity.refused")) == 3
     assert await ReferenceStore(teams.service.redis).all() == []
+
+
+async def test_a_click_on_a_settled_request_is_answered_before_any_identity_check(teams, people):
+    """Issue 12: deciding a request that is no longer pending is refused before the clicker is
+    looked up, and writes no record, whoever clicks (here someone linked to no person)."""
+    await teams.service.identities.add_approver("alice@example.com", ["security"])
+    ours = new_conversation("approvals")
+    await teams.add_bot(ours, name="approvals")
+    created = await teams.ask()
+    await teams.service.cancel(created["id"], await teams.service.identities.get_agent_by_name("etl-bot"))
+    await teams.run_jobs()
+    nobody = teams.fake.add(Person("29:nobody", "aad-nobody", "nobody@example.com", "Nobody"))
+    calls = len(teams.fake.calls)
+    before = await request_records(teams, created["id"])
+    status, body = await teams.click(nobody, ours, "approve", created["id"])
+    assert status == 200
+    assert "no longer pending" in json.dumps(body)
+    assert teams.fake.calls[calls:] == []  # no member lookup
+    assert await request_records(teams, created["id"]) == before
+    assert not await records_of(teams, "identity.refused")

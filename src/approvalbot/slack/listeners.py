@@ -144,13 +144,16 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
         channel = _channel_of(body)
         decision = action["action_id"]
         request_id = str(action.get("value") or "")
-        who = await identify(body, note(client, user, channel))
-        if who is None:
-            return
         try:
             request = await service.get(request_id)
         except NotFound:
             await adapter.notify(client, user, channel, "That request does not exist (any more).")
+            return
+        if request.status.final:  # settled: said before any identity check, and nothing is recorded
+            await adapter.notify(client, user, channel, f"`{request.id}` is no longer pending: it is {request.status}.")
+            return
+        who = await identify(body, note(client, user, channel))
+        if who is None:
             return
         refusal = refusal_for(request, who.actor, who.approver)
         if refusal is Refusal.SELF_APPROVAL:

@@ -259,11 +259,15 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return invoke_error(400, "unknown action")
         if not isinstance(request_id, str) or not is_request_id(request_id):
             return invoke_error(400, "the card does not name a request")
-        clicker = await self.people.resolve(turn_context)
         try:
             request = await self.service.get(request_id)
         except NotFound:
             return invoke_card(cards.message_card("This request no longer exists."))
+        if verb in (cards.VERB_APPROVE, cards.VERB_DENY) and request.status.final:
+            # Settled: said before any identity check, and nothing is recorded (no refusal to audit).
+            notice = Notice(sentence(Refusal.NOT_PENDING.message))
+            return invoke_card(cards.restricted_card(request, notice))
+        clicker = await self.people.resolve(turn_context)
         if verb == cards.VERB_REFRESH:
             return invoke_card(await self._view(request, clicker))
         if clicker.person is None:  # not linked and not linkable: nothing for the core to judge
