@@ -287,7 +287,7 @@ async def test_a_click_on_a_settled_request_is_answered_before_any_identity_chec
         status, _ = await slack.click("U0EVE", req["id"], "approve", team=OTHER_TEAM)
         assert status == 200
     notes = await slack.ephemerals_to("U0EVE", 3)
-    assert all("no longer pending" in n["text"] for n in notes)
+    assert all("already decided: it is denied" in n["text"] for n in notes)
     assert len(await records(slack, "identity.refused")) == before
     assert len(slack.fake.calls_of("users.info")) == info_calls  # nobody was looked up
     assert slack.fake.calls_of("views.open") == []

@@ -150,7 +150,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             await adapter.notify(client, user, channel, "That request does not exist (any more).")
             return
         if request.status.final:  # settled: said before any identity check, and nothing is recorded
-            await adapter.notify(client, user, channel, f"`{request.id}` is no longer pending: it is {request.status}.")
+            await adapter.notify(client, user, channel, f"`{request.id}` was already decided: it is {request.status}.")
             return
         who = await identify(body, note(client, user, channel))
         if who is None:
