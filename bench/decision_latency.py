@@ -58,7 +58,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=300)
     args = p.parse_args()
     with redis_server() as redis_url:
-        env = service_env(redis_url)
+        # One agent asks back to back: limits it never reaches keep the quota checks on the path.
+        env = service_env(
+            redis_url, APPROVALBOT_AGENT_RATE="1000000/1000000", APPROVALBOT_MAX_PENDING_PER_AGENT="100000000"
+        )
         agent = cli(env, "agents", "add", "bench-bot", "--owner", "owner@example.com")
         approver = cli(env, "approvers", "add", "reviewer@example.com")
         port = free_port()
