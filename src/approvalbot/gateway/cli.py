@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
+from approvalbot.client import ApprovalError, AsyncApprovalClient
 from approvalbot.gateway import server
 from approvalbot.gateway.config import ConfigError, UpstreamConfig, from_yaml, quick
 
@@ -46,15 +47,16 @@ def http_address(value: str | None) -> tuple[str, int] | None:
     if value is None:
         return None
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"--http wants HOST:PORT, got {value!r}")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--http wants HOST:PORT with a port from 1 to 65535, got {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         found, http = configs(args), http_address(args.http)
-    except ConfigError as exc:
+        client = AsyncApprovalClient()  # refuses to start without APPROVALBOT_TOKEN: the HTTP guard compares to it
+    except (ConfigError, ApprovalError) as exc:
         print(f"approvalbot gateway: {exc}", file=sys.stderr)
         return 2
-    return server.run(found, http)
+    return server.run(found, client, http)

@@ -92,11 +92,33 @@ def _strings(value: object, what: str) -> dict[str, str]:
     return {k: expand(str(v)) for k, v in value.items()}
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's message spans several lines with a drawing of the spot; start-up errors are one line."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem or 'invalid YAML'} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(exc).split())
+
+
+def _timeout(value: object, name: object) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds <= 86400:
+        raise ConfigError(f"upstream {name!r}: `timeout` must be a number of seconds (0-86400), got {value!r}")
+    return seconds
+
+
 def from_yaml(path: Path) -> list[UpstreamConfig]:
     try:
-        doc: Any = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        doc: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     upstreams = doc.get("upstreams") if isinstance(doc, dict) else None
     if not isinstance(upstreams, dict) or not upstreams:
         raise ConfigError(f"{path}: expected `upstreams:` mapping names to servers")
@@ -107,6 +129,9 @@ def from_yaml(path: Path) -> list[UpstreamConfig]:
         args = spec.get("args") or []
         if not isinstance(args, list):
             raise ConfigError(f"upstream {name!r}: `args` must be a list")
+        resource_args = spec.get("resource_args") or {}
+        if not isinstance(resource_args, dict):
+            raise ConfigError(f"upstream {name!r}: `resource_args` must map tool names to argument names")
         found.append(
             UpstreamConfig(
                 name=_valid_name(name),
@@ -115,8 +140,8 @@ def from_yaml(path: Path) -> list[UpstreamConfig]:
                 env=_strings(spec.get("env"), f"upstream {name!r} env"),
                 url=expand(str(spec["url"])) if "url" in spec else None,
                 headers=_strings(spec.get("headers"), f"upstream {name!r} headers"),
-                resource_args={k: str(v) for k, v in (spec.get("resource_args") or {}).items()},
-                timeout=float(spec.get("timeout", 120)),
+                resource_args={str(k): str(v) for k, v in resource_args.items()},
+                timeout=_timeout(spec.get("timeout", 120), name),
             )
         )
     return found

@@ -9,8 +9,8 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+from mcp.server.connection import Connection
 from mcp.server.lowlevel.server import NotificationOptions, Server
-from mcp.server.session import ServerSession
 from mcp.server.stdio import stdio_server
 
 from approvalbot.client import AsyncApprovalClient
@@ -29,7 +29,9 @@ class Gateway:
         self.upstreams = [Upstream(c, self._tools_changed) for c in configs]
         self.proxy = Proxy(client, self.upstreams)
         self.client = client
-        self._sessions: weakref.WeakSet[ServerSession] = weakref.WeakSet()
+        # The agents' connections, not their sessions: with the SDK 2 a ServerSession lives for one request,
+        # while a list change must reach every connected agent on its standalone channel.
+        self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.server: Server[Any] = Server(
             "approvalbot-gateway",
             instructions=INSTRUCTIONS,
@@ -39,18 +41,25 @@ class Gateway:
 
     async def _tools_changed(self) -> None:
         await self.proxy.refresh()
-        for session in list(self._sessions):
+        for connection in list(self._connections):
             try:
-                await session.send_tool_list_changed()
+                await connection.send_tool_list_changed()
             except Exception:  # a client that went away must not stop the others hearing it
-                self._sessions.discard(session)
+                self._connections.discard(connection)
+
+    def _remember(self, ctx: Any) -> None:
+        # The SDK (2.3) gives low-level handlers the connection only through the per-request session; the
+        # HTTP list_changed test fails if that ever moves.
+        connection = getattr(ctx.session, "_connection", None)
+        if isinstance(connection, Connection) and connection.has_standalone_channel:
+            self._connections.add(connection)
 
     async def _list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        self._sessions.add(ctx.session)
+        self._remember(ctx)
         return types.ListToolsResult(tools=await self.proxy.refresh())
 
     async def _call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        self._sessions.add(ctx.session)
+        self._remember(ctx)
         info = ctx.session.client_params.client_info if ctx.session.client_params else None
         client = {"mcp_client": info.name[:200], "mcp_client_version": (info.version or "")[:100]} if info else {}
 
@@ -76,6 +85,8 @@ class Gateway:
 
     def http_app(self, host: str, token: str) -> Any:
         """The Streamable HTTP app; every request must carry the agent's own token as a bearer token."""
+        if not token:  # an empty token would make "Bearer " the password
+            raise ValueError("the HTTP gateway needs the agent token (APPROVALBOT_TOKEN)")
         app = self.server.streamable_http_app(host=host)
         expected = f"Bearer {token}".encode()
 
@@ -103,8 +114,8 @@ class Gateway:
             await self.close()
 
 
-def run(configs: list[UpstreamConfig], http: tuple[str, int] | None = None) -> int:
-    gateway = Gateway(configs, AsyncApprovalClient())
+def run(configs: list[UpstreamConfig], client: AsyncApprovalClient, http: tuple[str, int] | None = None) -> int:
+    gateway = Gateway(configs, client)
     if http is None:
         anyio.run(gateway.serve_stdio)
     else:

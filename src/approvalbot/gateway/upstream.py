@@ -43,6 +43,8 @@ class Upstream:
         self._stop = asyncio.Event()
         self._failure: BaseException | None = None
         self._lock = asyncio.Lock()
+        self._relisting: asyncio.Task[None] | None = None
+        self._list_changed = False
 
     def _transport(self) -> AbstractAsyncContextManager[Any]:
         if self.config.url:
@@ -54,7 +56,20 @@ class Upstream:
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification) and self._on_list_changed is not None:
-            await self._on_list_changed()
+            # Re-listing is a request on this same session: awaited here, inside the session's receive path,
+            # its answer could never be read. So it runs beside it, and changes arriving meanwhile are coalesced.
+            self._list_changed = True
+            if self._relisting is None or self._relisting.done():
+                self._relisting = asyncio.create_task(self._relist(), name=f"relist-{self.name}")
+
+    async def _relist(self) -> None:
+        assert self._on_list_changed is not None
+        while self._list_changed:
+            self._list_changed = False
+            try:
+                await self._on_list_changed()
+            except Exception:  # the next change or call lists again; serving goes on
+                log.warning("upstream %s: passing on its tool list change failed", self.name, exc_info=True)
 
     async def _serve(self) -> None:
         try:
@@ -127,4 +142,6 @@ class Upstream:
         return result
 
     async def close(self) -> None:
+        if self._relisting is not None:
+            self._relisting.cancel()
         await self.reset()
