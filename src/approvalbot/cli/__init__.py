@@ -12,7 +12,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -21,6 +21,7 @@ from approvalbot import app as composition
 from approvalbot import client_cli
 from approvalbot.cli import audit as audit_cli
 from approvalbot.cli import people as people_cli
+from approvalbot.cli.common import say, with_service
 from approvalbot.config import Settings, load_settings
 from approvalbot.gateway import cli as gateway_cli
 from approvalbot.jobs.queues import parse_kinds
@@ -31,10 +32,6 @@ from approvalbot.store.identities import IdentityError
 from approvalbot.web.server import serve
 
 log = logging.getLogger("approvalbot")
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 async def serve_http(rt: Runtime, host: str, port: int) -> None:
@@ -104,24 +101,6 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     say(f"approvalbot worker started on {', '.join(kinds)} (state: {rt.mode})")
     run_worker(rt, composition.subscribers(rt.settings), burst=args.burst, kinds=kinds)
     return 0
-
-
-def with_service(
-    fn: Callable[[ApprovalService, argparse.Namespace], Awaitable[int]],
-) -> Callable[[Runtime, argparse.Namespace], int]:
-    """Run an async command against the store, closing the connection after."""
-
-    def run(rt: Runtime, args: argparse.Namespace) -> int:
-        async def main() -> int:
-            redis = rt.async_redis()
-            try:
-                return await fn(rt.service(redis), args)
-            finally:
-                await redis.aclose()
-
-        return asyncio.run(main())
-
-    return run
 
 
 @with_service

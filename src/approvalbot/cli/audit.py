@@ -43,6 +43,7 @@ from approvalbot.audit.witness import WitnessReport
 from approvalbot.audit.witness import check as witness_check
 from approvalbot.channels import WitnessUnavailable
 from approvalbot.cli import report as report_cli
+from approvalbot.cli.common import say
 from approvalbot.config import load_settings
 from approvalbot.runtime import ConfigError, Runtime, runtime
 from approvalbot.store.audit import AuditLog
@@ -50,10 +51,6 @@ from approvalbot.store.deliveries import posted
 
 # Any ArgumentParser subclass: the main CLI builds its subcommands with its own.
 ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _when(text: str) -> datetime:

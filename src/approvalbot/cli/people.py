@@ -7,12 +7,11 @@ print a token print only the token on stdout (messages go to stderr).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from approvalbot.cli.common import say, with_service
 from approvalbot.core.models import ChatIdentity, Person
 from approvalbot.runtime import Runtime
 from approvalbot.service import ApprovalService
@@ -21,10 +20,6 @@ from approvalbot.store.tokens import IdentityError
 __all__ = ["COMMANDS", "add_commands", "cmd_executors", "cmd_people", "parse_identity"]
 
 _ID_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def parse_identity(channel: str, value: str) -> ChatIdentity:
@@ -119,16 +114,11 @@ def _run(
 ) -> Callable[[Runtime, argparse.Namespace], int]:
     """Run against the store; an address or identity that cannot be used is one line on stderr, exit 2."""
 
-    def run(rt: Runtime, args: argparse.Namespace) -> int:
-        async def main() -> int:
-            redis = rt.async_redis()
-            try:
-                return await fn(rt.service(redis), args)
-            finally:
-                await redis.aclose()
+    command = with_service(fn)
 
+    def run(rt: Runtime, args: argparse.Namespace) -> int:
         try:
-            return asyncio.run(main())
+            return command(rt, args)
         except ValueError as exc:  # IdentityError and InvalidAddress are ValueErrors with safe messages
             say(f"error: {exc}")
             return 2

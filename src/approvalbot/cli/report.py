@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,9 @@ from approvalbot.audit.report import verify_report
 from approvalbot.audit.report_build import build_report
 from approvalbot.audit.signing import SigningKeyError, load_public_keys, load_signer
 from approvalbot.audit.verify import read_jsonl
+from approvalbot.cli.common import say
 from approvalbot.config import load_settings
 from approvalbot.runtime import Runtime
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def add_commands(a: argparse._SubParsersAction[Any]) -> None:
