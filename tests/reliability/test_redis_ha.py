@@ -23,7 +23,7 @@ from tests.reliability.test_load_and_faults import CallbackReceiver
 ACL_RULES = (
     "on resetkeys ~ab:* ~rq:* resetchannels &ab:* &rq:* -@all "
     "+@read +@write +@keyspace +@scripting +@pubsub +@transaction +@connection "
-    "-@dangerous +info +role +wait +client|setname +client|getname +client|id"
+    "-@dangerous +info +role +wait +time +client|setname +client|getname +client|id"
 )
 
 
