@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import redis.exceptions
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from approvalbot.core.addresses import InvalidAddress
 from approvalbot.core.errors import (
@@ -51,7 +50,14 @@ REFUSAL_STATUS = {
 
 
 # Overload and Redis outages: the client should come back shortly; the process is fine.
-UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AuthUnavailable)
+UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,  # a write reached a node demoted by a failover
+    AuthUnavailable,
+)
+# Server answers that mean "not now" during a failover or a restart, not a bug of ours.
+TRANSIENT_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN")
 RETRY_AFTER_UNAVAILABLE = 1
 
 
@@ -133,11 +139,18 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         response = error_response(503, "not_replicated", str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    except RedisConnectionError:  # retries outlasted a failover window: say so, do not 500
-        log.warning("Redis unreachable on %s %s", request.method, request.path)
-        response = error_response(503, "redis_unavailable", "storage is unreachable; retry shortly")
-        response.headers["Retry-After"] = "2"
-        return response
+    except redis.exceptions.ResponseError as exc:
+        if not str(exc).startswith(TRANSIENT_REPLIES):
+            log.exception("unhandled error on %s", where(request))
+            return error_response(500, "internal", "internal error")
+        # A failover outlasted the client's retries: say so, do not 500.
+        log.warning("answering 503 to %s: Redis said %s", where(request), str(exc).split(" ", 1)[0])
+        return error_response(
+            503,
+            "redis_unavailable",
+            "storage is changing over; retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+        )
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "payload_too_large", "the request body is too large")
     except web.HTTPException as exc:
