@@ -51,7 +51,8 @@ async def start(rt: Runtime, redis: Redis) -> AsyncIterator[Site]:
     _, token = await service.identities.add_agent("cred-bot", "owner@example.com")
     running = await serve(build_app(rt.settings, service), "127.0.0.1", 0, read_timeout=30, max_connections=5000)
     try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        # 400 sockets at once is crowd enough to share lookups, and stays far below any machine's open-file limit
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=400)) as http:
             yield Site(running, http, token)
     finally:
         await running.close()

@@ -40,6 +40,7 @@ BUSY = (
     b"Content-Length: %d\r\n\r\n%s"
 )
 BUSY_BODY = b'{"error":{"code":"unavailable","message":"too many open connections; retry shortly"}}'
+CLOSE_SECONDS = 90.0  # a shutdown that has not finished by then is stuck; log and let the process go
 LINGER = 1.0  # how long a refused connection may still send (discarded) before it is closed
 
 
@@ -175,7 +176,10 @@ class Listening:
 
     async def close(self) -> None:
         self.server.close()
-        await self.runner.cleanup()
+        try:
+            await asyncio.wait_for(self.runner.cleanup(), timeout=CLOSE_SECONDS)
+        except TimeoutError:
+            log.warning("the web server did not shut down within %g s; leaving the rest to process exit", CLOSE_SECONDS)
 
 
 async def serve(

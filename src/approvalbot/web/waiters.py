@@ -36,10 +36,15 @@ class Waiters:
         await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     async def stop(self) -> None:
+        """Cancel the listener and wait a bounded time: a client library that swallows the cancellation
+        must not hold the shutdown forever."""
         if self._task:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=5)
+            if not done:
+                log.warning("waiters listener did not stop within 5 s; abandoning it")
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                log.warning("waiters listener had failed: %r", self._task.exception())
 
     async def _listen(self) -> None:
         """Resubscribe after a lost connection; wake everyone then, as changes may have been missed."""
