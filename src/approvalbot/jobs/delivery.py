@@ -39,9 +39,11 @@ from rq import Retry, get_current_job
 from approvalbot.channels import DeliveryPrimitives, Failure, RouteError, StepFailed, Target
 from approvalbot.config import Settings, load_settings
 from approvalbot.core.events import EventType, event_for
+from approvalbot.core.masking import ensure_masked
 from approvalbot.core.models import ApprovalRequest
 from approvalbot.jobs.lease import Lease, LeaseLost
 from approvalbot.jobs.outbox import Subscriber
+from approvalbot.keyfiles import masking_key
 from approvalbot.store import connections, keys
 from approvalbot.store.audit import AuditLog, StoredRecord
 from approvalbot.store.connections import async_twin
@@ -110,11 +112,20 @@ class _Step:
 class Engine:
     """Runs one channel's primitives for one request, under the request's lease."""
 
-    def __init__(self, redis: Redis, primitives: DeliveryPrimitives, budget: Budget | None = None):
+    def __init__(
+        self,
+        redis: Redis,
+        primitives: DeliveryPrimitives,
+        budget: Budget | None = None,
+        masking: bytes | None = None,
+    ):
         self.redis = redis
         self.p = primitives
         self.budget = budget or Budget()
-        self.requests = RequestStore(redis)
+        # With the masking key, a request stored before masking is shown with the masked view intake
+        # would have given it (without, `shown()` withholds its values); see service.with_masks.
+        upgrade = None if masking is None else (lambda request: ensure_masked(request, masking))
+        self.requests = RequestStore(redis, upgrade)
         self.audit = AuditLog(redis)
         self.store = DeliveryStore(redis)
         self.lease: Lease | None = None
@@ -381,7 +392,7 @@ async def run_job(factory: PrimitivesFactory, request_id: str) -> Any:
         if primitives is None:
             return "channel is off"
         try:
-            outcome = await Engine(redis, primitives, budget).sync(request_id)
+            outcome = await Engine(redis, primitives, budget, masking_key(settings)).sync(request_id)
         finally:
             await primitives.close()
     finally:
