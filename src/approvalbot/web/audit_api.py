@@ -2,7 +2,7 @@
 
     GET  /v1/keys                 public: the Ed25519 public key(s) as JWK + PEM
     GET  /v1/audit                approver or auditor token: the log as JSON lines or CSV (streamed)
-    GET  /v1/audit/checkpoints    approver token: the signed checkpoints
+    GET  /v1/audit/checkpoints    approver or auditor token: the signed checkpoints
     GET  /v1/audit/verify         approver or auditor token: server-side verification report
     GET  /v1/audit/report         auditor token: the signed evidence report (HTML) for ?since=&until=
     POST /v1/grants/consume       the grant's agent, or an executor bound to it: use a grant once
@@ -27,7 +27,7 @@ from approvalbot.audit.report_build import build_report
 from approvalbot.audit.signing import Signer
 from approvalbot.audit.verify import verify_redis
 from approvalbot.core.models import Actor, FiniteParams
-from approvalbot.web.auth import principal, require_approver, require_audit_reader, require_auditor
+from approvalbot.web.auth import principal, require_audit_reader, require_auditor
 from approvalbot.web.context import services
 from approvalbot.web.errors import ApiError, read_body, validation_details
 
@@ -102,7 +102,7 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/audit/checkpoints")
 async def list_checkpoints(request: web.Request) -> web.Response:
-    await require_approver(request)
+    await require_audit_reader(request)  # approvers and auditors: what an offline verification needs
     found = await read_checkpoints(services(request).redis)
     return web.json_response({"checkpoints": [c.as_dict() for c in found]})
 
@@ -352,7 +352,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/v1/audit/checkpoints": {
         "get": {
-            "summary": "Signed checkpoints of the chain head, oldest first (approver token)",
+            "summary": "Signed checkpoints of the chain head, oldest first (approver or auditor token)",
             "security": _SECURED,
             "responses": {
                 "200": {
