@@ -316,7 +316,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/v1/audit": {
         "get": {
-            "summary": "Export the audit log, streamed (approver token)",
+            "summary": "Export the audit log, streamed (approver or auditor token)",
             "description": "JSON lines (canonical JSON of each record with seq, hash, prev_hash: verifiable "
             "offline) or CSV. The X-Audit-Seq header gives the last seq of the snapshot. "
             "Fetch /v1/audit/checkpoints first, then this, for an offline-verifiable bundle.",
@@ -373,13 +373,41 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/v1/audit/verify": {
         "get": {
-            "summary": "Verify the log, chain and checkpoints in the store (approver token)",
+            "summary": "Verify the log, chain and checkpoints in the store (approver or auditor token)",
             "description": "200 whenever the check ran; the verdict is `ok`, and `problem` names the "
             "first seq where the log differs from what was written.",
             "security": _SECURED,
             "responses": {
                 "200": {"description": "the report", "content": {"application/json": {"schema": _REPORT}}},
                 **_errors(401, 403, 503),
+            },
+        }
+    },
+    "/v1/audit/report": {
+        "get": {
+            "summary": "The signed evidence report for a period, as one self-contained HTML file (auditor token)",
+            "description": "See docs/evidence.md. Dates are YYYY-MM-DD (UTC; `until` includes that day) or ISO "
+            "8601 (`until` excluded). Approver and agent tokens get 403. 422 `invalid_report` for `since` not "
+            "before `until`, a period with no records, or a control no request record in the period names.",
+            "security": _SECURED,
+            "parameters": [
+                {"name": "since", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 40}},
+                {"name": "until", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 40}},
+                {"name": "control", "in": "query", "schema": {"type": "string", "maxLength": 100}},
+                {
+                    "name": "action",
+                    "in": "query",
+                    "schema": {"type": "string", "maxLength": 200},
+                    "description": "a glob over action names",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "the report (inline CSS and SVG, no scripts; verify with "
+                    "`approvalbot audit verify-report`)",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                **_errors(401, 403, 422, 503),
             },
         }
     },
