@@ -280,7 +280,10 @@ class ApprovalService:
         prefix = keys.request("")
         changed = 0
         for key in found:
-            changed += await self._upgrade_one(codec.text(key).removeprefix(prefix))
+            try:
+                changed += await self._upgrade_one(codec.text(key).removeprefix(prefix))
+            except ValueError:  # a document no version could have written: leave it, never stall here
+                continue
         await self.redis.set(keys.MASKING_UPGRADE, str(cursor) if int(cursor) else "done")
         return changed
 
