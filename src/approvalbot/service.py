@@ -209,9 +209,9 @@ class ApprovalService:
         )
 
     def mask_reason(self, request: ApprovalRequest, reason: str | None) -> str | None:
-        """A reason typed by a person, with what the request's detectors find masked (a pasted token,
-        an address). Detectors only: the policy's `sensitive:` paths name params, not free text. The
-        masked reason is what is stored, shown to the agent, and recorded."""
+        """Free text (a reason typed by a person, an executor's outcome detail) with what the request's
+        detectors find masked (a pasted token, an address). Detectors only: the policy's `sensitive:`
+        paths name params, not free text. The masked text is what is stored, shown and recorded."""
         if not reason:
             return reason
         return masking.mask_text(reason, detect=request.policy.detect, key=self._masking_key)
@@ -317,12 +317,15 @@ class ApprovalService:
         result_sha256: str | None = None,
     ) -> ApprovalRequest:
         """Record what came of an approved request; `agent_id` is the agent the caller acts for
-        (its own, or the one an executor is bound to): another agent's request does not exist to it."""
+        (its own, or the one an executor is bound to): another agent's request does not exist to it.
+        The free-text `detail` is people-facing (cards, thread, audit), so it is masked like a reason;
+        `result_sha256` is how an executor binds the exact result."""
         found = await self.get(request_id)
         if found.agent_id != agent_id:
             raise NotFound(request_id)
         return await self._apply(
-            request_id, lambda r, now: machine.report_outcome(r, actor, status, detail, result_sha256, now)
+            request_id,
+            lambda r, now: machine.report_outcome(r, actor, status, self.mask_reason(r, detail), result_sha256, now),
         )
 
     async def expire(self, request_id: str) -> ApprovalRequest | None:
