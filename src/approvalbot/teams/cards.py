@@ -346,6 +346,20 @@ def sent_size(card: dict[str, Any]) -> int:
     return card_bytes(card) + card_bytes(card.get("fallbackText") or "") + ENVELOPE_BYTES
 
 
+def with_refresh_users(card: dict[str, Any], users: Sequence[str], max_bytes: int) -> dict[str, Any]:
+    """The card with `refresh.userIds` set to as many of `users` as the byte budget leaves room for."""
+    if "refresh" not in card:
+        return card
+    room = max_bytes - sent_size({**card, "refresh": {**card["refresh"], "userIds": []}})
+    kept: list[str] = []
+    for user in list(dict.fromkeys(users))[:MAX_REFRESH_USERS]:
+        room -= card_bytes(user) + 2
+        if room < 0:
+            break
+        kept.append(user)
+    return {**card, "refresh": {**card["refresh"], "userIds": kept}}
+
+
 def fit_request_card(
     request: ApprovalRequest,
     max_bytes: int = DEFAULT_MAX_BYTES,

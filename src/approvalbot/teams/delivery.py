@@ -142,14 +142,7 @@ class TeamsDelivery:
         if "refresh" not in payload:
             return payload
         users = await recent_user_ids(self.redis, ref.tenant_id, cards.MAX_REFRESH_USERS)
-        room = self.ts.max_bytes - cards.sent_size(payload)
-        kept: list[str] = []
-        for user in users:
-            room -= cards.card_bytes(user) + 2
-            if room < 0:
-                break
-            kept.append(user)
-        return {**payload, "refresh": {**payload["refresh"], "userIds": kept}}
+        return cards.with_refresh_users(payload, users, self.ts.max_bytes)
 
     async def post(self, target: Target, card: Card, request: ApprovalRequest) -> Posted:
         ref: ConversationRef = target.address

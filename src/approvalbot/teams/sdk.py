@@ -10,6 +10,7 @@ small SDK-specific parts of `delivery`.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,9 +30,11 @@ from botbuilder.schema import (
     ConversationParameters,
     ConversationReference,
 )
+from botframework.connector import models as schema_models
 from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import AuthenticateRequestResult
 from msrest.exceptions import ClientRequestError, HttpOperationError
+from msrest.serialization import Serializer
 
 from approvalbot.teams.cards import CONTENT_TYPE
 from approvalbot.teams.settings import APP_TYPES, TeamsSettings
@@ -137,6 +140,20 @@ async def send_personal(turn_context: TurnContext, activities: list[Activity]) -
         activity.service_url = incoming.service_url
         await client.conversations.send_to_conversation(created.id, activity)
     return str(created.id)
+
+
+_SERIALIZER: Serializer | None = None
+
+
+def sent_bytes(activity: Activity) -> int:
+    """The size of `activity` exactly as the connector client sends it: msrest serialises the
+    model and `json.dumps` it (ASCII only: every non-ASCII character becomes a \\uXXXX escape)."""
+    global _SERIALIZER
+    if _SERIALIZER is None:
+        models = {k: v for k, v in schema_models.__dict__.items() if isinstance(v, type)}
+        _SERIALIZER = Serializer(models)  # type: ignore[no-untyped-call]  # msrest is untyped
+    body = _SERIALIZER.body(activity, "Activity")  # type: ignore[no-untyped-call]  # msrest is untyped
+    return len(json.dumps(body))
 
 
 def card_activity(card: dict[str, Any], summary: str | None = None) -> Activity:
