@@ -307,6 +307,7 @@ class Teams(Api):
     fake: FakeConnector
     settings: Settings
     sync: sync_redis.Redis
+    app: web.Application | None = None
     _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # agents and humans through the API ---------------------------------------------------
@@ -481,6 +482,7 @@ async def teams(teams_settings: Settings, rt, redis, connector: FakeConnector, r
             fake=connector,
             settings=teams_settings,
             sync=sync,
+            app=app,
         )
         _, t.agent_token = await service.identities.add_agent("etl-bot", "owner@example.com")
         yield t
