@@ -121,7 +121,7 @@ async def test_a_gone_conversation_gets_one_delivery_failed_and_nothing_more(tea
 
     # The deliveries API names the target's state, for every request that chose it.
     _, body = await teams.call("GET", f"/v1/requests/{first['id']}/deliveries", teams.agent_token)
-    by_target = {t["target"]: t for t in body["teams"]["targets"]}
+    by_target = {t["target"]: t for t in body["teams"]["deliveries"]}
     assert by_target[conversation_hash(bad)]["state"] == "gone"
     assert by_target[conversation_hash(bad)]["last_error"] == f"http_{status}"
     assert by_target[conversation_hash(good)]["state"] == "posted"

@@ -2,7 +2,7 @@
 
 Read from the generic per-target delivery state (`store.deliveries`) and the request's
 `delivery.failed` records. Every enabled channel has a part, and every part has the same
-`targets` list (one entry per place the card goes: `state`, `message_id`, `last_error`, ...);
+`deliveries` list (one entry per place the card goes: `state`, `message_id`, `last_error`, ...);
 each channel adds its own fields beside it (Slack: `channel`, `ts`; Teams: `conversations`).
 """
 
@@ -37,7 +37,7 @@ async def delivery_status(request: web.Request) -> web.Response:
             for r in records
             if r.get("type") == EventType.DELIVERY_FAILED and (r.get("data") or {}).get("channel") == channel.name
         ]
-        body[channel.name] = {**channel.delivery_status(mine, failures), "targets": targets_of(mine, failures)}
+        body[channel.name] = {**channel.delivery_status(mine, failures), "deliveries": targets_of(mine, failures)}
     return web.json_response(body)
 
 
