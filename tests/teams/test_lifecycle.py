@@ -57,6 +57,22 @@ async def test_bot_removed_from_the_team_forgets_every_channel_of_that_team(team
     assert teams.fake.cards("create", a) == [] and teams.fake.cards("create", b) == []
 
 
+async def test_bot_disallowed_in_a_shared_channel_forgets_that_channel_only(teams):
+    """Shared channels: the bot is installed in the team and allowed or disallowed per channel; the
+    disallow is a membersRemoved in that channel's conversation
+    (https://github.com/microsoft/Agents/issues/179, "Support for bots and agents in shared channels")."""
+    a, b = await two_channels_and_a_chat(teams)
+    disallowed = teams.activity(
+        "conversationUpdate",
+        None,
+        a,
+        membersRemoved=[{"id": BOT_ID}],
+        channelData={"eventType": "channelMemberRemoved", "channel": {"id": a}},
+    )
+    await teams.post(disallowed)
+    assert await stored(teams) == sorted([b, "19:chat-incident@thread.v2"])
+
+
 async def test_someone_else_leaving_the_team_forgets_nothing(teams, people):
     await two_channels_and_a_chat(teams)
     left = team_event(teams, "teamMemberRemoved", membersRemoved=[{"id": people["bob"].user_id}])

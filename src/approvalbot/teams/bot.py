@@ -150,7 +150,7 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         if action.startswith("add"):
             await self._remember(turn_context)
         elif action.startswith("remove"):
-            await self._forget(turn_context)
+            await self._forget(turn_context, whole_team=True)
 
     async def _remember(self, turn_context: TurnContext, channel_id: str | None = None) -> None:
         """Store the activity's conversation (or, with `channel_id`, that channel of its team)."""
@@ -196,16 +196,23 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             except Exception as exc:
                 log.warning("Teams welcome message failed (%s)", exc.__class__.__name__)
 
-    async def _forget(self, turn_context: TurnContext) -> None:
-        """The bot was removed (or the app uninstalled): from a team, every channel of that team is
-        forgotten (the event names the team, not each channel); from a chat, that chat."""
+    async def _forget(self, turn_context: TurnContext, whole_team: bool | None = None) -> None:
+        """The bot was removed (or the app uninstalled). From a team (`teamMemberRemoved`, or an
+        uninstall in a team) every channel of that team is forgotten: the event names the team,
+        not each channel. From one channel (a shared channel that no longer allows the bot:
+        `channelMemberRemoved`) or a chat, only that conversation."""
         activity = turn_context.activity
-        team = _json_object(_json_object(activity.channel_data).get("team"))
-        if team.get("id"):
+        data = _json_object(activity.channel_data)
+        team = _json_object(data.get("team"))
+        channel = _json_object(data.get("channel"))
+        if whole_team is None:
+            whole_team = data.get("eventType") == "teamMemberRemoved"
+        if whole_team and team.get("id"):
             forgotten = await self.references.forget_team(str(team["id"]))
             log.info("Teams: removed from a team; forgot %d conversation(s)", len(forgotten))
-        if await self.references.remove(activity.conversation.id):
-            log.info("Teams: removed from a conversation")
+        for conversation_id in {activity.conversation.id, channel.get("id")} - {None}:
+            if await self.references.remove(str(conversation_id)):
+                log.info("Teams: removed from a conversation")
 
     # --- commands ----------------------------------------------------------------------
 
