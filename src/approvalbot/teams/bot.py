@@ -287,9 +287,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         if request is None or not may_view(request, approver=clicker.person):
             return [card_message(cards.message_card("No request with that id is visible to you."))]
         records = [r.as_dict() for r in await self.service.audit.for_request(request.id)]
-        view = await self._view(request, clicker)
         return [
-            card_message(view if cards.sent_size(view) <= self.max_bytes else cards.summary_card(request)),
+            card_message(await self._view(request, clicker)),  # fitted to the budget, as every card
             card_message(cards.audit_page_card(request, records, page, self.max_bytes)),
         ]
 
@@ -405,13 +404,13 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         if clicker.user_id and clicker.user_id not in refresh:
             refresh = [clicker.user_id, *refresh]
         if request.status.final:
-            return cards.request_card(request, notice=notice)
+            return cards.fit_request_card(request, self.max_bytes, notice=notice)
         refusal = refusal_for(request, clicker.actor(), person)
         if refusal is None:
-            return cards.request_card(request, notice=notice, refresh_user_ids=refresh)
+            return cards.fit_request_card(request, self.max_bytes, notice=notice, refresh_user_ids=refresh)
         if notice is None:
             notice = Notice(sentence(refusal.message), style="warning")
-        return cards.request_card(request, actions=False, notice=notice, refresh_user_ids=refresh)
+        return cards.fit_request_card(request, self.max_bytes, actions=False, notice=notice, refresh_user_ids=refresh)
 
 
 def _reveal_refusal(refused: Refused) -> str:

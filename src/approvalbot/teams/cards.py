@@ -46,6 +46,7 @@ REVEAL_TOTAL_CHARS = 16000  # all revealed values together (Teams cards stay wel
 # (addresses, ids, the summary: measured in tests/teams/test_limits.py).
 DEFAULT_MAX_BYTES = 28000
 ENVELOPE_BYTES = 2500
+REFRESH_RESERVE = 1200  # bytes kept for `refresh.userIds` (about ten ids) when fitting a pending card
 AUDIT_PAGE = 25  # records per page of the `approval ID` trail
 SHORTENED = 'Shortened to fit in Teams: send the bot "approval {id}" for every detail.'
 
@@ -369,12 +370,15 @@ def fit_request_card(
     refresh_user_ids: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The approval card within `max_bytes` as sent: whole when it fits, else shortened (fewer
-    and shorter texts, parameters left out) and saying how to see the rest, else the summary."""
-    for level in (0, 1, 2):
-        built = request_card(request, actions=actions, notice=notice, refresh_user_ids=refresh_user_ids, shorten=level)
-        if sent_size(built) <= max_bytes:
-            return built
-    return summary_card(request, actions=actions)
+    and shorter texts, parameters left out) and saying how to see the rest, else the summary.
+    A pending card keeps room for some auto-refresh ids (`REFRESH_RESERVE`); the ids fill what is left."""
+    built = request_card(request, actions=actions, notice=notice)
+    for level in (1, 2, 3):
+        reserve = REFRESH_RESERVE if "refresh" in built else 0
+        if sent_size(built) + reserve <= max_bytes:
+            break
+        built = request_card(request, actions=actions, notice=notice, shorten=level)
+    return with_refresh_users(built, refresh_user_ids, max_bytes)
 
 
 def summary_card(request: ApprovalRequest, *, actions: bool = True) -> dict[str, Any]:
