@@ -169,6 +169,8 @@ def check_teams(request: ApprovalRequest, trail: list[dict[str, Any]], budget: i
         if cards.sent_size(reply) > budget:
             reply = cards.audit_card(record, short=True)
         assert sent(reply) <= budget
+    values = {f"params.p{i}": (trail[0]["reason"] or "x") * 40 for i in range(8)}
+    assert sent(cards.reveal_card(request, values, budget)) <= budget
     pages = cards.audit_pages(trail, budget)
     assert sum(len(p) for p in pages) == len(trail)
     for page in range(1, len(pages) + 1):

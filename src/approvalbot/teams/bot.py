@@ -383,7 +383,7 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return invoke_card(
                 await self._view(request, clicker, Notice(f"Nothing was revealed: {sentence(exc.message)}"))
             )
-        return invoke_card(cards.reveal_card(request, values))
+        return invoke_card(cards.reveal_card(request, values, self.max_bytes))
 
     @staticmethod
     def _done_notice(request: ApprovalRequest, verb: str) -> Notice:

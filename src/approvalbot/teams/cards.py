@@ -474,12 +474,25 @@ def request_card(
     return card(body, card_actions, refresh, fallback=f"Approval request {inert(request.action, 200)}: {title}")
 
 
-def reveal_card(request: ApprovalRequest, values: dict[str, Any]) -> dict[str, Any]:
+def _chars_within(text: str, nbytes: int) -> int:
+    """How many characters of `text` (as `inert` shows it) fit in `nbytes` of JSON as sent."""
+    used = 2  # the quotes
+    count = 0
+    for ch in inert(text, len(text) + 1):
+        used += len(json.dumps(ch)) - 2
+        if used > nbytes - 6:  # room for the "…" that marks a cut
+            return count
+        count += 1
+    return count
+
+
+def reveal_card(request: ApprovalRequest, values: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     """The private answer to the clicker's Reveal: the exact values, on a card only they get.
 
     It is the invoke response (per user; the shared card is never updated with it), and its
     Hide action refreshes back to the masked card. Values are TextRuns after `inert` (so `<`
-    and `>` show as look-alikes); a value longer than fits is cut and says so.
+    and `>` show as look-alikes); a value longer than fits (4,000 characters, 16,000 in all, and
+    `max_bytes` as sent) is cut and says so.
     """
     shown = request.shown()
     title, style = STATUS_TITLES[request.status]
@@ -500,18 +513,24 @@ def reveal_card(request: ApprovalRequest, values: dict[str, Any]) -> dict[str, A
             )
         ),
     ]
-    budget = REVEAL_TOTAL_CHARS
+    room = max_bytes - ENVELOPE_BYTES - card_bytes(body) - 2500  # the frame, the id row, Hide
+    chars_left = REVEAL_TOTAL_CHARS
     for path, value in values.items():
         text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-        limit = min(REVEAL_VALUE_CHARS, budget)
+        heading = rich(run(path, 300, weight="Bolder"), spacing="Medium")
+        fits = _chars_within(text, room - card_bytes(heading) - 400)
+        limit = min(REVEAL_VALUE_CHARS, chars_left, fits)
         if limit <= 0:
             body.append(label("More values than fit on a card: the API's reveal returns them all.", isSubtle=True))
             break
-        budget -= min(len(text), limit)
-        body.append(rich(run(path, 300, weight="Bolder"), spacing="Medium"))
-        body.append(rich(run(text, limit, fontType="Monospace")))
+        shown_value = rich(run(text, limit, fontType="Monospace"))
+        body += [heading, shown_value]
+        room -= card_bytes(heading) + card_bytes(shown_value) + 4
+        chars_left -= min(len(text), limit)
         if len(text) > limit:
-            body.append(label(f"Cut at {limit} characters: the API's reveal returns the whole value.", isSubtle=True))
+            note = label(f"Cut at {limit} characters: the API's reveal returns the whole value.", isSubtle=True)
+            body.append(note)
+            room -= card_bytes(note) + 2
     body.append(row("Request id", request.id, 100, monospace=True))
     hide = {"type": "Action.Execute", "title": "Hide values", "verb": VERB_REFRESH, "data": {"request_id": request.id}}
     return card(body, [hide], fallback=f"Hidden values of {request.id}")
