@@ -185,6 +185,19 @@ def test_every_accepted_request_yields_postable_cards_on_both_channels(request, 
     check_teams(request, trail, cards.DEFAULT_MAX_BYTES)
 
 
+def test_slack_approval_pages_hold_every_record_once():
+    request = build(RequestCreate(action="deploy.production"), [], 0, "", Status.PENDING)
+    trail = records(request, 95, "漢" * 300)
+    rows = [(r["seq"], r["hash"], r) for r in trail]
+    seen = []
+    for page in (1, 2, 3):
+        message = blocks.detail_message(request, rows, page)
+        text = "\n".join(b["text"]["text"] for b in message.blocks if b["type"] == "section" and "text" in b)
+        assert f"page {page} of 3" in text
+        seen += [r["seq"] for r in trail if f"`#{r['seq']}` " in text]
+    assert seen == list(range(1, 96))
+
+
 @pytest.mark.parametrize("fill", ["x", "漢", LT, "😀"])
 def test_the_largest_request_as_sent_with_each_kind_of_text(fill, capsys):
     """The figures of issue 14, measured as sent: the whole card, then what we send instead."""

@@ -6,6 +6,8 @@ Before issue 14, a rule naming 49 approvers made the "Approvers:" section longer
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from slack_sdk.errors import SlackObjectFormationError
 
@@ -20,7 +22,7 @@ APPROVERS = [f"approver-{i:02d}-{'x' * 52}@{'long-department-name.' * 4}example.
 
 @pytest.fixture
 def policy() -> Policy:
-    listed = ", ".join(f'"{a}"' for a in APPROVERS)
+    listed = ", ".join(f'"{a}"' for a in ["security", *APPROVERS])  # the group lets alice and bob look
     return Policy.from_yaml(
         f"""
 rules:
@@ -72,3 +74,29 @@ async def test_a_card_that_cannot_be_built_is_one_delivery_failed_with_the_reaso
     ]
     _, body = await slack.api.call("GET", f"/v1/requests/{req['id']}/deliveries", slack.api.agent_token)
     assert body["slack"]["deliveries"][0]["last_error"] == "card_not_built_SlackObjectFormationError"
+
+
+async def test_approval_is_paged(slack):
+    from approvalbot.core.events import EventType
+    from tests.helpers import eventually
+
+    _, req = await slack.api.ask()
+    for _ in range(44):
+        await slack.service.timer_fired(req["id"], EventType.REMINDER_DUE)
+    records = await slack.service.audit.for_request(req["id"])
+    assert len(records) > blocks.DETAIL_PAGE
+    seen: list[str] = []
+    for page in (1, 2):
+        await slack.command("/approval", f"{req['id']} {page}", "U0BOB")
+
+        async def answered(n=page):
+            found = [r for r in slack.fake.responses if r["key"] == "approval"]
+            return found if len(found) >= n else None
+
+        answer = (await eventually(answered))[page - 1]
+        assert "blocks" in answer, answer
+        text = json.dumps(answer["blocks"])
+        assert f"page {page} of 2" in text
+        assert (f"/approval {req['id']} 2" in text) == (page == 1)
+        seen += [f"#{r.seq}" for r in records if f"`#{r.seq}` `{r.hash[:12]}`" in text]
+    assert seen == [f"#{r.seq}" for r in records]  # every record once, in order, over the pages

@@ -561,8 +561,14 @@ def home_view(items: list[ApprovalRequest], more: bool, registered: bool) -> dic
     return View(type="home", blocks=blocks[:MODAL_BLOCKS]).to_dict()
 
 
-def detail_message(request: ApprovalRequest, records: list[tuple[int, str | None, dict[str, Any]]]) -> Rendered:
-    """/approval ID: the card's facts plus the request's audit records."""
+DETAIL_PAGE = 40  # audit records per page of the /approval answer
+
+
+def detail_message(
+    request: ApprovalRequest, records: list[tuple[int, str | None, dict[str, Any]]], page: int = 1
+) -> Rendered:
+    """/approval ID [page]: the card's facts plus one page of the request's audit records (oldest
+    first, DETAIL_PAGE per page; the last line names the command for the next page)."""
     hidden = hidden_line(request)
     request = request.shown()
     icon, title = STATUS[request.status]
@@ -575,20 +581,25 @@ def detail_message(request: ApprovalRequest, records: list[tuple[int, str | None
         blocks.append(SectionBlock(text=_value(f"Justification:{sep}{_block(request.justification)}", 1500)))
     if hidden:
         blocks.append(ContextBlock(elements=[_md(hidden)]))
+    pages = max(1, -(-len(records) // DETAIL_PAGE))
+    page = min(max(page, 1), pages)
     lines = []
-    for seq, record_hash, record in records[-40:]:
+    for seq, record_hash, record in records[(page - 1) * DETAIL_PAGE : page * DETAIL_PAGE]:
         _, summary = describe(record)
         line = f"`#{seq}` `{(record_hash or 'unsealed')[:12]}` {summary}"
         if record.get("reason"):
             line += _md_reason(str(record["reason"]), 200)
         lines.append(line)
-    blocks.append(SectionBlock(text=_md("*Audit records*")))
+    heading = "*Audit records*" if pages == 1 else f"*Audit records*, page {page} of {pages}"
+    blocks.append(SectionBlock(text=_md(heading)))
     chunk: list[str] = []
     for line in lines:
-        if sum(len(x) + 1 for x in chunk) + len(line) > 2800:
+        if sum(len(x) + 1 for x in chunk) + len(line) > SECTION_TEXT - 200:
             blocks.append(SectionBlock(text=_md("\n".join(chunk))))
             chunk = []
         chunk.append(line)
     if chunk:
         blocks.append(SectionBlock(text=_md("\n".join(chunk))))
+    more = [ContextBlock(elements=[_md(f"More: `/approval {request.id} {page + 1}`")])] if page < pages else []
+    blocks = [*blocks[: MESSAGE_BLOCKS - len(more)], *more]
     return Rendered(f"{title}: {mrkdwn(request.action, 200)} ({request.id})", _dicts(blocks))
