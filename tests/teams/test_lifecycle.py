@@ -110,6 +110,20 @@ async def test_team_deleted_or_archived_forgets_its_channels(teams, event):
         assert TEAM_ID in await stored(teams)
 
 
+async def test_a_restored_channel_is_a_target_again_without_a_welcome(teams):
+    a, _b = await two_channels_and_a_chat(teams)
+    await teams.post(team_event(teams, "channelDeleted", channelData={"channel": {"id": a, "name": "a-ops"}}))
+    assert a not in await stored(teams)
+    since = len(teams.fake.calls)
+    await teams.post(team_event(teams, "channelRestored", channelData={"channel": {"id": a, "name": "a-ops"}}))
+    ref = await ReferenceStore(teams.service.redis).get(conversation_hash(a))
+    assert ref is not None and ref.display == "Platform/a-ops" and ref.reference["conversation"]["id"] == a
+    assert teams.fake.calls[since:] == []  # no welcome in General for a channel restored elsewhere
+    created = await teams.ask()
+    await teams.run_jobs()
+    assert cards_per_request(teams.fake, a) == {created["id"]: 1}
+
+
 @pytest.mark.parametrize("status", [403, 404])
 async def test_a_gone_conversation_gets_one_delivery_failed_and_nothing_more(teams, people, status, capsys):
     good, bad = new_conversation("a-good"), new_conversation("b-gone")

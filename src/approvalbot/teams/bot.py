@@ -134,9 +134,11 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             forgotten = await self.references.forget_team(str(team["id"]))
             log.info("Teams: %s; forgot %d conversation(s) of that team", event, len(forgotten))
         elif event in ("teamUnarchived", "teamRestored"):
-            await self._remember(turn_context)  # the team's General channel: the conversation of the event
+            # Only the team's General channel (the event's conversation) is known again; its other
+            # channels need the bot added again (docs/teams.md).
+            await self._remember(turn_context, welcome=False)
         elif event == "channelRestored" and channel.get("id"):
-            await self._remember(turn_context, channel_id=str(channel["id"]))
+            await self._remember(turn_context, channel_id=str(channel["id"]), welcome=False)
         elif event in ("channelRenamed", "teamRenamed"):
             if event == "channelRenamed" and channel.get("id"):
                 await self.references.rename(channel["id"], name=channel.get("name"))
@@ -152,8 +154,9 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         elif action.startswith("remove"):
             await self._forget(turn_context, whole_team=True)
 
-    async def _remember(self, turn_context: TurnContext, channel_id: str | None = None) -> None:
-        """Store the activity's conversation (or, with `channel_id`, that channel of its team)."""
+    async def _remember(self, turn_context: TurnContext, channel_id: str | None = None, welcome: bool = True) -> None:
+        """Store the activity's conversation (or, with `channel_id`, that channel of its team); a new
+        one is greeted unless `welcome` is False (a restore: the event's conversation is not the one)."""
         activity = turn_context.activity
         conversation = activity.conversation
         kind = conversation.conversation_type or "personal"
@@ -187,6 +190,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         )
         if await self.references.save(ref):
             log.info("Teams: added to %s %s", kind, ref.hash)
+            if not welcome:
+                return
             try:
                 connector(turn_context)  # our timeout, no hidden retries
                 await turn_context.send_activity(
