@@ -5,6 +5,10 @@ conversationUpdate with `membersRemoved` naming the bot and `channelData.eventTy
 channelDeleted, teamDeleted, teamArchived (conversation = the team's General channel, `channelData.team`
 naming the team, `channelData.channel` the channel), and installationUpdate with `action: remove`:
 https://learn.microsoft.com/en-us/microsoftteams/platform/bots/how-to/conversations/subscribe-to-conversation-events
+("In team context, the activity's conversation.id is set to the id of the channel selected ... during
+app installation": a removal names the team, not each channel), the same shapes botbuilder-python's own
+tests drive (https://github.com/microsoft/botbuilder-python, libraries/botbuilder-core/tests/teams/
+test_teams_activity_handler.py: `TeamsChannelData(event_type="teamMemberRemoved", team=TeamInfo(id=...))`).
 The connector's refusals (403 BotNotInConversationRoster, 404 ConversationNotFound) follow
 https://learn.microsoft.com/en-us/azure/bot-service/rest-api/bot-framework-rest-connector-api-reference
 """
