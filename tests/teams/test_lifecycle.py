@@ -8,7 +8,8 @@ https://learn.microsoft.com/en-us/microsoftteams/platform/bots/how-to/conversati
 ("In team context, the activity's conversation.id is set to the id of the channel selected ... during
 app installation": a removal names the team, not each channel), the same shapes botbuilder-python's own
 tests drive (https://github.com/microsoft/botbuilder-python, libraries/botbuilder-core/tests/teams/
-test_teams_activity_handler.py: `TeamsChannelData(event_type="teamMemberRemoved", team=TeamInfo(id=...))`).
+test_teams_activity_handler.py: channel_data `{"eventType": "teamMemberRemoved", "team": {"id": ...}}`,
+`{"eventType": "channelDeleted", "channel": {...}}`, teamDeleted / teamHardDeleted / teamArchived with `team`).
 The connector's refusals (403 BotNotInConversationRoster, 404 ConversationNotFound) follow
 https://learn.microsoft.com/en-us/azure/bot-service/rest-api/bot-framework-rest-connector-api-reference
 """
