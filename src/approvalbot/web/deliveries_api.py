@@ -44,7 +44,9 @@ async def delivery_status(request: web.Request) -> web.Response:
 def target_state(state: TargetState) -> str:
     """One word for where a target stands: posted, posting, retrying, failed, gone or waiting."""
     if state.failed:
-        return "gone" if state.failed == GONE or state.last_error in ("http_403", "http_404") else "failed"
+        # Gone: the channel said so, or the platform refused the bot (403) or the place (404 for a new post).
+        refused = state.failed == "http_403" or (state.failed == "http_404" and "post" in state.errors)
+        return "gone" if state.failed == GONE or refused else "failed"
     if state.message_id:
         return "retrying" if state.failures else "posted"
     if state.posting_since:
