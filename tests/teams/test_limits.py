@@ -59,13 +59,15 @@ async def test_the_largest_card_stays_within_the_budget_as_sent(teams, fill):
 
 
 async def test_a_smaller_budget_is_honoured(teams, monkeypatch):
-    monkeypatch.setenv("APPROVALBOT_TEAMS_MAX_BYTES", "9000")
+    monkeypatch.setenv("APPROVALBOT_TEAMS_MAX_BYTES", "12000")
     channel = new_conversation("approvals")
     await teams.add_bot(channel, name="approvals")
-    await teams.ask(justification="漢" * 4000, params={"p": "😀" * 500})
+    created = await teams.ask(justification="漢" * 4000, params={"p": "😀" * 500})
     await teams.run_jobs()
     posts = [c for c in card_calls(teams, channel) if c.body.get("attachments")]
-    assert len(posts) == 1 and posts[0].status == 201 and posts[0].size <= 9000
+    assert len(posts) == 1 and posts[0].status == 201 and posts[0].size <= 12000
+    # …where the default budget would have sent more.
+    assert cards.sent_size(cards.fit_request_card(await teams.service.get(created["id"]))) > 12000
 
 
 async def test_413_from_the_connector_is_answered_with_the_summary(teams, people):
