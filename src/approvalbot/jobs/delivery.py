@@ -36,7 +36,7 @@ import redis as sync_redis
 from redis.asyncio import Redis
 from rq import Retry, get_current_job
 
-from approvalbot.channels import DeliveryPrimitives, Failure, RouteError, StepFailed, Target
+from approvalbot.channels import CardError, DeliveryPrimitives, Failure, RouteError, StepFailed, Target
 from approvalbot.config import Settings, load_settings
 from approvalbot.core.events import EventType, event_for
 from approvalbot.core.masking import ensure_masked
@@ -202,9 +202,17 @@ class Engine:
         paused_ms = await self.redis.pttl(pause_key(self.p.channel, target.id))
         if paused_ms and paused_ms > 0:
             return paused_ms / 1000
-        stage = "post"
         try:
             card = await self.p.render(request)
+        except (LeaseLost, OutOfTime):
+            raise
+        except Exception as exc:
+            # Never silence: a card that cannot be built is a delivery.failed naming why (once).
+            code = str(exc) if isinstance(exc, CardError) and str(exc) else f"card_not_built_{type(exc).__name__}"
+            log.error("%s: the card of %s cannot be built (%s)", self.p.channel, request.id, code, exc_info=True)
+            return await self.failed(request, target, state, Failure(code[:120], retryable=False), "render")
+        stage = "post"
+        try:
             if not state.message_id:
                 await self._post(request, target, state, card)
             elif state.digest != card.digest:
@@ -221,7 +229,7 @@ class Engine:
             if failure is None:
                 raise
             return await self.failed(request, target, state, failure, stage)
-        cleared: dict[str, Any] = {s: None for s in ("post", "update", "reply") if s in state.errors}
+        cleared: dict[str, Any] = {s: None for s in ("render", "post", "update", "reply") if s in state.errors}
         if state.failures or cleared:
             await self._save(request.id, target.id, state, failures=0, last_error="", errors=cleared)
         return None
@@ -340,7 +348,7 @@ class Engine:
             code = failure.code
         if self.p.sticky_failures:
             await self._save(request.id, where, state, failed=code, last_error=failure.code)
-        elif state.failures:
+        elif state.failures or state.last_error != failure.code:
             await self._save(request.id, where, state, failures=0, last_error=failure.code)
         if state.errors.get(stage) != code:
             await self.record_failure(request, target.display, stage, code)

@@ -195,7 +195,7 @@ PATHS: dict[str, Any] = {
     },
     "/v1/requests/{id}/deliveries": {
         "get": {
-            "summary": "Where the request's chat card is and which deliveries failed (only with Slack on)",
+            "summary": "Where the request's chat cards are and which deliveries failed (with any chat channel on)",
             "security": SECURED,
             "parameters": [ID_PARAM],
             "responses": {
