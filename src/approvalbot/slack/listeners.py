@@ -109,6 +109,11 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             return None
         try:
             found = await adapter.identify(acting)
+        except NotReplicated:  # linking the identity on first use is a change like any other
+            if tell is not None:
+                with contextlib.suppress(SlackApiError):
+                    await tell(NOT_STORED_TEXT)
+            return None
         except SlackApiError as exc:
             log.warning("users.info for %s failed: %s", acting.user_id, error_code(exc))
             if tell is not None:

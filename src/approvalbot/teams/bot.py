@@ -247,6 +247,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return InvokeResponse(status=400)
         try:
             return await self._card_action(turn_context)
+        except NotReplicated:  # e.g. linking the clicker's identity on first use: nothing to show but this
+            return invoke_card(cards.message_card(NOT_STORED_TEXT))
         except Exception:
             log.exception("Teams card action failed")
             return invoke_error(500, "Something went wrong; nothing was changed. Try again later.")
