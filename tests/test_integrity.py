@@ -407,3 +407,33 @@ async def test_the_executor_example_refuses_a_revoked_agents_grant_offline(api, 
         await asyncio.to_thread(
             executor.perform_export, done["grant"], keys_doc["keys"][0]["pem"], "customers", params["destination"]
         )
+
+
+async def test_records_lost_in_a_redis_failover_are_named_by_seq(server, tmp_path):
+    """APPROVALBOT_MIN_REPLICAS=0 and a failover: the new primary lacks the last records the old one
+    sealed, and the checkpoint over them (neither was replicated). A saved copy of that checkpoint
+    makes verify name exactly what is missing; once newer records take those numbers, it names the
+    range where the logs part."""
+    redis = server.service.redis
+    cps = await checkpointed_history(server)
+    saved = tmp_path / "checkpoints.jsonl"
+    saved.write_text("".join(json.dumps(c) + "\n" for c in cps))
+    keep, lost_to = cps[-2]["seq"], cps[-1]["seq"]
+    pipe = redis.pipeline(transaction=True)  # what the promoted replica holds: the prefix up to `keep`
+    pipe.ltrim(keys.AUDIT_LOG, 0, keep - 1)
+    pipe.ltrim(keys.AUDIT_CHAIN, 0, keep - 1)
+    pipe.rpop(keys.AUDIT_CHECKPOINTS)
+    await pipe.execute()
+
+    report = await verify_redis(redis, server.signer.keyring, saved_checkpoints=load_checkpoints(saved))
+    assert not report.ok and (report.problem.kind, report.problem.seq) == ("truncated", keep + 1)
+    detail = report.problem.detail
+    assert detail.startswith(f"{lost_to - keep} record(s) missing, seq {keep + 1} to {lost_to}:"), detail
+    assert f"the last known hash, at seq {lost_to}, is {cps[-1]['hash']}" in detail
+    assert "Redis primary that failed before replicating" in detail
+
+    while await redis.llen(keys.AUDIT_LOG) < lost_to:  # the service carries on on the new primary
+        await approved(server)
+    report = await verify_redis(redis, server.signer.keyring, saved_checkpoints=load_checkpoints(saved))
+    assert not report.ok and (report.problem.kind, report.problem.seq) == ("changed", lost_to)
+    assert f"records sealed on the old primary within seq {keep + 1} to {lost_to} were lost" in report.problem.detail

@@ -129,7 +129,7 @@ class ApprovalService:
                 await self._quota_refused(agent, body, refused)
             raise
         await self.audit.seal_committed(done)
-        await replication.confirm(self.redis)
+        await replication.confirm(self.redis, done.proof)
         return done.request, True
 
     async def _quota_refused(self, agent: Agent, body: RequestCreate, refused: QuotaExceeded) -> None:
@@ -187,7 +187,8 @@ class ApprovalService:
         if stored != sent:
             raise IdempotencyMismatch("this Idempotency-Key was already used with a different request body")
         request = await self.get(request_id)
-        await replication.confirm(self.redis)  # a retry after a 503: answer 2xx only once it is replicated
+        # A retry after a 503: answer 2xx only once it is replicated (and held by the node answering).
+        await replication.confirm(self.redis, replication.Proof.exists(keys.request(request_id)))
         return request
 
     async def get(self, request_id: str) -> ApprovalRequest:
@@ -403,7 +404,7 @@ class ApprovalService:
                 continue
             await self.audit.seal_committed(done)
             if confirm:
-                await replication.confirm(self.redis)
+                await replication.confirm(self.redis, done.proof)
             return done.request
         raise Conflict(request_id)
 

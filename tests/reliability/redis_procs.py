@@ -101,7 +101,9 @@ class Cluster:
 
     def redis(self, *extra: str, port: int | None = None, conf: tuple[str, ...] = ()) -> Server:
         port = port or free_port()
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", *extra]
+        # No 5 s wait before a full sync (the default): a replica restarted after a failover serves sooner.
+        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args += ["--repl-diskless-sync-delay", "0", *extra]
         server = Server(port, args, self._dir("redis"), conf=conf).start()
         self.all.append(server)
         return server

@@ -7,6 +7,7 @@ import json
 import time
 
 from approvalbot.slack.client import METHOD_SCOPES
+from approvalbot.store import replication
 from tests.helpers import eventually
 from tests.slack.conftest import CHANNEL, sign
 
@@ -300,3 +301,30 @@ async def test_slack_trouble_identifying_the_clicker_decides_nothing(slack):
     assert slack.fake.calls_of("views.open") == []
     await slack.click("U0ALICE", req["id"], "approve")  # Slack is fine again: the modal opens
     await slack.opened_view()
+
+
+async def test_a_decision_the_replicas_do_not_confirm_asks_to_try_again(slack):
+    """APPROVALBOT_MIN_REPLICAS not met in time (the API's 503 not_replicated): the person is told
+    plainly to try again, not left with an error; a retry then finds the decision stored."""
+    _, req = await slack.api.ask()
+    await slack.click("U0ALICE", req["id"], "approve")
+    view = await slack.opened_view()
+    replication.configure(1, 50)  # the test Redis has no replica: WAIT never confirms
+    try:
+        status, _ = await slack.submit("U0ALICE", view, "fine")
+        assert status == 200
+        (note,) = await slack.ephemerals_to("U0ALICE")
+    finally:
+        replication.configure(0, 500)
+    assert "could not confirm that this was stored safely" in note["text"] and "try again" in note["text"]
+    assert "You approved" not in note["text"]
+    # It reached the primary before the barrier gave up: retrying says so instead of deciding twice.
+    assert (await slack.service.get(req["id"])).status == "approved"
+    await slack.submit("U0ALICE", view, "fine")
+    notes = await eventually(lambda: _notes_beyond(slack, "U0ALICE", 1))
+    assert notes[-1]["text"] == f"`{req['id']}` was already decided: it is approved."
+
+
+async def _notes_beyond(slack, user, count):
+    notes = [c for c in slack.fake.calls_of("chat.postEphemeral") if c["user"] == user]
+    return notes if len(notes) > count else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from approvalbot.store import replication
 from approvalbot.teams import references
 from approvalbot.teams.cards import CONTENT_TYPE
 
@@ -143,3 +144,27 @@ async def test_decision_from_the_api_updates_the_teams_card(teams, people):
     assert any("Outcome: Denied" in t for t in texts(updated[0]))
     assert any("not this week" in t for t in texts(updated[0]))
     assert json.dumps(updated[0]).count("Action.Execute") == 0
+
+
+async def test_a_decision_the_replicas_do_not_confirm_asks_to_try_again(teams, people):
+    """APPROVALBOT_MIN_REPLICAS not met in time (the API's 503): the card says to try again, not an error."""
+    await teams.service.identities.add_approver("alice@example.com", ["security"])
+    channel = new_conversation("approvals")
+    await teams.add_bot(channel, name="approvals")
+    created = await teams.ask()
+    replication.configure(1, 50)  # the test Redis has no replica: WAIT never confirms
+    try:
+        # Alice's first click links her Teams identity: that change is not confirmed either.
+        status, first = await teams.click(people["alice"], channel, "approve", created["id"])
+        assert status == 200 and first["statusCode"] == 200
+        assert any("could not confirm that this was stored safely" in t for t in texts(first["value"]))
+        replication.configure(0, 500)
+        await teams.click(people["alice"], channel, "refresh", created["id"])  # linked now
+        replication.configure(1, 50)
+        status, answer = await teams.click(people["alice"], channel, "approve", created["id"])
+    finally:
+        replication.configure(0, 500)
+    assert status == 200 and answer["statusCode"] == 200
+    shown = texts(answer["value"])
+    assert any("could not confirm that this was stored safely" in t for t in shown), shown
+    assert not any("You approved this request." in t for t in shown)

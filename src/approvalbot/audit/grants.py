@@ -297,9 +297,10 @@ async def consume(
     marker = json.dumps({"at": event.at.isoformat(), "by": f"{actor.kind}:{consumer_name or actor.id}"})
     ttl = max(int(claims["exp"] - time.time()), 0) + int(leeway) + USED_MARKER_SLACK
     script = service.redis.register_script(_consume_text())
+    body = audit_body(event)
     result = await script(
         keys=[used_key(request.id), keys.AUDIT_LOG, keys.request_audit(request.id), keys.GRANTS_REVOKED],
-        args=[marker, ttl, audit_body(event), request.id],
+        args=[marker, ttl, body, request.id],
     )
     if result[0] == b"revoked":
         raise GrantRevoked()
@@ -311,7 +312,7 @@ async def consume(
         raise GrantUsed(used)
     seq = int(result[1])
     await service.audit.seal(seq)
-    await replication.confirm(service.redis)
+    await replication.confirm(service.redis, replication.Proof.record(seq, body))
     return claims, seq
 
 

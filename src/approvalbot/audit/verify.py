@@ -166,7 +166,10 @@ class _Anchors:
                     seq,
                     "changed",
                     f"the records up to seq {seq} do not reproduce the signed checkpoint "
-                    f"made at {cp.at}: something at or before seq {seq} was rewritten{since}",
+                    f"made at {cp.at}: something at or before seq {seq} was rewritten{since}; "
+                    f"or, after a Redis failover, records sealed on the old primary within seq "
+                    f"{self.attested + 1} to {seq} were lost before they were replicated and newer "
+                    f"records took their numbers",
                 )
             self.i += 1
             self.verified += 1
@@ -175,13 +178,18 @@ class _Anchors:
         return None
 
     def beyond(self, end: int) -> Problem | None:
-        """A checkpoint past the end of the log: the tail is gone."""
+        """A checkpoint past the end of the log: the tail is gone, and exactly which records."""
         if self.i < len(self.cps):
             cp = self.cps[self.i]
+            last = self.cps[-1]
+            missing = f"seq {end + 1}" if last.seq == end + 1 else f"seq {end + 1} to {last.seq}"
             return Problem(
                 end + 1,
                 "truncated",
-                f"a signed checkpoint vouches for {cp.seq} records (made at {cp.at}), but the log ends at seq {end}",
+                f"{last.seq - end} record(s) missing, {missing}: a signed checkpoint vouches for {cp.seq} "
+                f"records (made at {cp.at}; the last known hash, at seq {last.seq}, is {last.hash}), "
+                f"but the log ends at seq {end}. Records sealed on a Redis primary that failed before "
+                "replicating them go missing this way (APPROVALBOT_MIN_REPLICAS=0); else they were removed",
             )
         return None
 

@@ -7,6 +7,7 @@ packages above web and jobs, and only the composition root (`approvalbot.app`) n
 from __future__ import annotations
 
 from approvalbot.channels.protocol import (
+    NOT_STORED_TEXT,
     CanWitness,
     Card,
     CardError,
@@ -26,6 +27,7 @@ from approvalbot.channels.protocol import (
 )
 
 __all__ = [
+    "NOT_STORED_TEXT",
     "CanWitness",
     "Card",
     "CardError",

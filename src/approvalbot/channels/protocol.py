@@ -35,6 +35,15 @@ from approvalbot.runtime import Runtime
 from approvalbot.store.audit import StoredRecord
 from approvalbot.store.deliveries import PostedThread, TargetState
 
+# What a chat says when a change could not be confirmed as replicated (APPROVALBOT_MIN_REPLICAS not met
+# in time, or lost in a Redis failover): the API's 503 `not_replicated`, in words. Retrying is safe: a
+# decision that was stored after all answers "already decided".
+NOT_STORED_TEXT = (
+    "approvalbot could not confirm that this was stored safely: its database is failing over. "
+    "Please try again in a moment (if it was recorded after all, the request will show as decided)."
+)
+
+
 # --- values ------------------------------------------------------------------------------
 
 
@@ -124,7 +133,9 @@ class FinalStep(Protocol):
 
     async def before_call(self) -> None: ...
 
-    async def save(self, **changes: Any) -> None: ...
+    async def save(self, durable: bool = False, **changes: Any) -> None:
+        """Save `changes`; `durable` for a marker saved before a chat call (replicated first)."""
+        ...
 
 
 class DeliveryPrimitives(Protocol):

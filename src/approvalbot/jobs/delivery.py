@@ -105,8 +105,11 @@ class _Step:
     async def before_call(self) -> None:
         await self.engine.before_call()
 
-    async def save(self, **changes: Any) -> None:
-        await self.engine.store.save(self.request_id, self.engine.p.channel, self.target, self.state, **changes)
+    async def save(self, durable: bool = False, **changes: Any) -> None:
+        """`durable` for a marker saved before a chat call (see DeliveryStore.save)."""
+        await self.engine.store.save(
+            self.request_id, self.engine.p.channel, self.target, self.state, durable=durable, **changes
+        )
 
 
 class Engine:
@@ -189,8 +192,10 @@ class Engine:
         if self.lease is not None:
             await self.lease.extend()
 
-    async def _save(self, request_id: str, target: str, state: TargetState, **changes: Any) -> None:
-        await self.store.save(request_id, self.p.channel, target, state, **changes)
+    async def _save(
+        self, request_id: str, target: str, state: TargetState, durable: bool = False, **changes: Any
+    ) -> None:
+        await self.store.save(request_id, self.p.channel, target, state, durable=durable, **changes)
 
     # --- one target -----------------------------------------------------------------------
 
@@ -263,7 +268,7 @@ class Engine:
                 )
                 await self._save(request.id, target.id, state, reposts=state.reposts + 1)
         await self.before_call()
-        await self._save(request.id, target.id, state, posting_since=time.time())
+        await self._save(request.id, target.id, state, durable=True, posting_since=time.time())
         posted = await self.p.post(target, card, request)
         await self._save(
             request.id,
@@ -289,7 +294,7 @@ class Engine:
                     await self._save(request.id, target.id, state, mirrored_seq=record.seq, mirroring=0)
                     continue
             await self.before_call()
-            await self._save(request.id, target.id, state, mirroring=record.seq)
+            await self._save(request.id, target.id, state, durable=True, mirroring=record.seq)
             await self.p.reply(target, state, request, record)
             await self._save(request.id, target.id, state, mirrored_seq=record.seq, mirroring=0)
 

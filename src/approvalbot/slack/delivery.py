@@ -171,7 +171,7 @@ class SlackDelivery:
             return True
         message = blocks.outcome_dm(request)
         await step.before_call()
-        await step.save(final="sending")
+        await step.save(durable=True, final="sending")
         await self.client.chat_postMessage(
             channel=channel,
             text=message.text,

@@ -23,6 +23,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from approvalbot.channels import NOT_STORED_TEXT
 from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import decode_cursor, encode_cursor, is_request_id
 from approvalbot.core.models import ApprovalRequest, Status
@@ -33,6 +34,7 @@ from approvalbot.slack.escape import mrkdwn
 from approvalbot.slack.host import SlackHost as SlackAdapter
 from approvalbot.slack.host import Unrecognised, Who
 from approvalbot.slack.workspaces import acting_user
+from approvalbot.store.replication import NotReplicated
 
 log = logging.getLogger("approvalbot.slack")
 
@@ -107,6 +109,11 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             return None
         try:
             found = await adapter.identify(acting)
+        except NotReplicated:  # linking the identity on first use is a change like any other
+            if tell is not None:
+                with contextlib.suppress(SlackApiError):
+                    await tell(NOT_STORED_TEXT)
+            return None
         except SlackApiError as exc:
             log.warning("users.info for %s failed: %s", acting.user_id, error_code(exc))
             if tell is not None:
@@ -163,6 +170,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             except Refused as refused:
                 await adapter.notify(client, user, channel, refusal_text(refused.refusal, request, who))
                 return
+            except NotReplicated:
+                await adapter.notify(client, user, channel, NOT_STORED_TEXT)
+                return
             # Not refused only when it had just expired (the service settled it as expired).
             await adapter.notify(client, user, channel, f"`{request.id}` is {request.status.value}.")
             return
@@ -201,6 +211,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             values = await service.reveal(request.id, who.actor, who.approver, paths)
         except DomainError as error:
             await adapter.notify(client, user, channel, reveal_refusal_text(error, request))
+            return
+        except NotReplicated:
+            await adapter.notify(client, user, channel, NOT_STORED_TEXT)
             return
         try:
             await client.views_open(trigger_id=body["trigger_id"], view=blocks.reveal_modal(request, values))
@@ -247,6 +260,9 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             return
         except NotFound:
             await adapter.notify(client, user, channel, "That request does not exist (any more).")
+            return
+        except NotReplicated:  # the API's 503: say it plainly, the person retries
+            await adapter.notify(client, user, channel, NOT_STORED_TEXT)
             return
         verb = "approved" if decision == blocks.APPROVE else "denied"
         if decided.status is Status.EXPIRED:

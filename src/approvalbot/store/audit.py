@@ -9,6 +9,7 @@ a record is chained by the time anyone has been told about it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from approvalbot.core.chain import GENESIS, chain
-from approvalbot.store import codec, keys
+from approvalbot.store import codec, connections, keys
+from approvalbot.store.replication import LostInFailover
 from approvalbot.store.requests import Committed, SealHint, load_script
 
 SEAL_BATCH = 2000
@@ -43,7 +45,8 @@ class AuditLog:
         self._seal_script = redis.register_script(load_script("seal.lua"))
         self._unsealed = redis.register_script(load_script("unsealed.lua"))
         self._lock = asyncio.Lock()
-        self._sealed = 0  # chain length this process last saw; only ever grows
+        self._sealed = 0  # chain length this process last saw (valid within one connection epoch)
+        self._epoch = connections.epoch()
 
     async def length(self) -> int:
         return int(await self.redis.llen(keys.AUDIT_LOG))
@@ -65,38 +68,63 @@ class AuditLog:
             return self._sealed
         return await self.seal(committed.last_seq, committed.seal_hint)
 
+    def _known_sealed(self) -> int:
+        """The chain length this process saw, if still valid: a connection error or a change of
+        primary since may mean a failover to a node whose chain is shorter (its last records lost)."""
+        now = connections.epoch()
+        if now != self._epoch:
+            self._epoch, self._sealed = now, 0
+        return self._sealed
+
     async def seal(self, upto: int | None = None, hint: SealHint | None = None) -> int:
         """Chain every record up to `upto` (default: all); returns the sealed length.
 
         Callers in one process queue on a lock; whoever holds it seals everything
         appended so far, so the others usually find their record already chained
-        and return without a round trip.
+        and return without a round trip. Raises LostInFailover when the log (on the
+        primary serving now) ends before `upto`: the record was written on a primary
+        that failed before replicating it.
         """
-        if upto is not None and self._sealed >= upto:
+        if upto is not None and self._known_sealed() >= upto:
             return self._sealed
         async with self._lock:
             for _ in range(10_000):
-                if upto is not None and self._sealed >= upto:
+                if upto is not None and self._known_sealed() >= upto:
                     return self._sealed
+                epoch = connections.epoch()
                 if hint is not None and hint.sealed >= self._sealed:
-                    sealed, last, bodies = hint.sealed, hint.last_hash, hint.bodies
+                    sealed, last, bodies, logged = hint.sealed, hint.last_hash, hint.bodies, None
                 else:  # no hint, or one older than what this process already sealed
-                    sealed, last, bodies = await self._unsealed(
+                    sealed, last, bodies, logged = await self._unsealed(
                         keys=[keys.AUDIT_CHAIN, keys.AUDIT_LOG], args=[SEAL_BATCH]
                     )
+                    self._note(epoch, int(sealed))  # read fresh under the lock: the truth, even if shorter
                 hint = None  # a hint is good for one attempt; a lost race re-reads
                 if not bodies:
-                    self._sealed = max(self._sealed, int(sealed))
+                    if upto is not None and logged is not None and int(logged) < upto:
+                        raise LostInFailover(f"audit record {upto}")
                     if upto is None or self._sealed >= upto:
                         return self._sealed
-                    continue  # the record is appended but not visible yet? re-read
+                    continue
                 prev = last.decode() if last else GENESIS
                 hashes = list(chain(bodies, prev, first_seq=int(sealed) + 1))
-                length = await self._seal_script(keys=[keys.AUDIT_CHAIN], args=[sealed, *hashes])
-                self._sealed = max(self._sealed, int(length))
-                if upto is None and len(bodies) < SEAL_BATCH and int(length) == int(sealed) + len(bodies):
+                check = hashlib.sha1(bodies[-1], usedforsecurity=False).hexdigest()
+                length = int(
+                    await self._seal_script(keys=[keys.AUDIT_CHAIN, keys.AUDIT_LOG], args=[sealed, check, *hashes])
+                )
+                if length < 0:  # the log differs from what was hashed (a failover came between): re-read
+                    continue
+                self._note(epoch, length)
+                if upto is None and len(bodies) < SEAL_BATCH and length == int(sealed) + len(bodies):
                     return self._sealed
             raise RuntimeError("audit sealing did not converge")
+
+    def _note(self, epoch: int, length: int) -> None:
+        """Remember the chain length a reply reported, unless the connection failed meanwhile."""
+        if epoch == connections.epoch() == self._epoch:
+            self._sealed = length
+        else:
+            self._known_sealed()
 
     async def records(self, start_seq: int = 1, end_seq: int | None = None) -> AsyncIterator[StoredRecord]:
         """Records in order, read in batches so an export of millions stays in bounded memory."""

@@ -163,14 +163,48 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
 
 
-def _retry_sync() -> sync_retry.Retry:
-    cap, base = RETRY_BACKOFF
-    return sync_retry.Retry(ExponentialWithJitterBackoff(cap=cap, base=base), RETRY_ATTEMPTS, RETRIED_ERRORS)
+# How many times this process saw a Redis connection fail, or the primary change address. Memory
+# about the server's data (the audit chain length this process sealed, a token found unknown)
+# is only good within one epoch: after a failover the new primary may lack the old one's last writes.
+_epoch = 0
 
 
-def _retry_async() -> async_retry.Retry:
+def epoch() -> int:
+    """Bumped on every connection error (before any retry) and on every change of primary."""
+    return _epoch
+
+
+def _bump() -> None:
+    global _epoch
+    _epoch += 1
+
+
+class _SyncRetry(sync_retry.Retry):
+    def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        def counted(*failure: Any) -> Any:
+            _bump()
+            return fail(*failure)
+
+        return super().call_with_retry(do, counted, *args, **kwargs)
+
+
+class _AsyncRetry(async_retry.Retry):
+    async def call_with_retry(self, do: Any, fail: Any, *args: Any, **kwargs: Any) -> Any:
+        async def counted(*failure: Any) -> Any:
+            _bump()
+            return await fail(*failure)
+
+        return await super().call_with_retry(do, counted, *args, **kwargs)
+
+
+def _retry_sync(attempts: int = RETRY_ATTEMPTS) -> sync_retry.Retry:
     cap, base = RETRY_BACKOFF
-    return async_retry.Retry(ExponentialWithJitterBackoff(cap=cap, base=base), RETRY_ATTEMPTS, RETRIED_ERRORS)
+    return _SyncRetry(ExponentialWithJitterBackoff(cap=cap, base=base), attempts, RETRIED_ERRORS)
+
+
+def _retry_async(attempts: int = RETRY_ATTEMPTS) -> async_retry.Retry:
+    cap, base = RETRY_BACKOFF
+    return _AsyncRetry(ExponentialWithJitterBackoff(cap=cap, base=base), attempts, RETRIED_ERRORS)
 
 
 def _node_options(target: RedisTarget) -> dict[str, Any]:
@@ -188,17 +222,43 @@ def _is_primary(role: Any) -> bool:
     return (first.decode() if isinstance(first, bytes) else str(first)) == "master"
 
 
+_primary: tuple[str, int] | None = None  # the last primary this process connected to through Sentinel
+
+
+def _connected_to_primary(address: Any) -> None:
+    global _primary
+    now = (str(address[0]), int(address[1]))
+    if _primary is not None and _primary != now:
+        _bump()
+    _primary = now
+
+
 class _PrimaryOnly(sync_sentinel.SentinelManagedConnection):
-    """Checks ROLE on connect: a lagging sentinel can still name the old address, where a restarted
-    node may already serve (stale, empty) data as a replica; reading there would answer 404s."""
+    """Every connect asks Sentinel for the primary and checks ROLE on it.
+
+    A lagging sentinel can still name the old address, where a restarted node may already serve
+    (stale, empty) data as a replica: reading there would answer 404s and unknown tokens. redis-py
+    also reconnects on its own inside `send_packed_command`, straight to the address it cached
+    (`connect_check_health`), which after a failover is the old primary's: that path is routed
+    through Sentinel and ROLE too.
+    """
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if getattr(self, "_sock", None) is None:  # not connected: Sentinel, then connect_to below
+            self.connect()  # type: ignore[no-untyped-call]
 
     def connect_to(self, address: Any) -> None:
-        super().connect_to(address)  # type: ignore[no-untyped-call]
+        self.host, self.port = address
+        # The plain connect to this address (the base class's, not the override above).
+        super(sync_sentinel.SentinelManagedConnection, self).connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
         if self.connection_pool.is_master:
             self.send_command("ROLE")  # type: ignore[no-untyped-call]
             if not _is_primary(self.read_response()):
                 self.disconnect()  # type: ignore[no-untyped-call]
                 raise RedisConnectionError(f"{address[0]}:{address[1]} is not the primary (yet)")
+            _connected_to_primary(address)
 
 
 class _PrimaryOnlySSL(_PrimaryOnly, sync_redis.SSLConnection):
@@ -206,15 +266,23 @@ class _PrimaryOnlySSL(_PrimaryOnly, sync_redis.SSLConnection):
 
 
 class _AsyncPrimaryOnly(async_sentinel.SentinelManagedConnection):
-    """The asyncio twin of `_PrimaryOnly`."""
+    """The asyncio twin of `_PrimaryOnly` (redis-py's asyncio reconnect bypasses Sentinel the same way)."""
+
+    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]
 
     async def connect_to(self, address: Any) -> None:
-        await super().connect_to(address)  # type: ignore[no-untyped-call]
+        self.host, self.port = address
+        await super(async_sentinel.SentinelManagedConnection, self).connect_check_health(
+            check_health=self.connection_pool.check_connection, retry_socket_connect=False
+        )
         if self.connection_pool.is_master:
             await self.send_command("ROLE")
             if not _is_primary(await self.read_response()):
                 await self.disconnect()
                 raise RedisConnectionError(f"{address[0]}:{address[1]} is not the primary (yet)")
+            _connected_to_primary(address)
 
 
 class _AsyncPrimaryOnlySSL(_AsyncPrimaryOnly, async_sentinel.SentinelManagedSSLConnection):
@@ -233,7 +301,7 @@ def sync_client(
     if retry:
         kwargs["retry"] = _retry_sync()
     else:
-        kwargs["retry"] = sync_retry.Retry(ExponentialWithJitterBackoff(), 0)
+        kwargs["retry"] = _retry_sync(0)
     if target.is_sentinel:
         sentinel = sync_sentinel.Sentinel(  # type: ignore[no-untyped-call]  # unannotated in redis-py 8
             list(target.sentinels),
@@ -265,7 +333,7 @@ def async_client(
     deployments keep redis-py's own pool, which follows promotions.
     """
     kwargs: dict[str, Any] = dict(options)
-    kwargs["retry"] = _retry_async() if retry else async_retry.Retry(ExponentialWithJitterBackoff(), 0)
+    kwargs["retry"] = _retry_async() if retry else _retry_async(0)
     if max_connections is not None:
         kwargs["max_connections"] = max_connections
     if target.is_sentinel:

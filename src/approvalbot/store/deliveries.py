@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from approvalbot.store import keys
+from approvalbot.store import keys, replication
 
 STATE_TTL = 90 * 24 * 3600
 # The target name of a channel's per-request state (routing errors, the final step).
@@ -78,8 +78,14 @@ class DeliveryStore:
     async def load(self, request_id: str, channel: str, target: str) -> TargetState:
         return TargetState.parse(await self.redis.hgetall(state_key(request_id, channel, target)))
 
-    async def save(self, request_id: str, channel: str, target: str, state: TargetState, **changes: Any) -> None:
-        """Apply `changes` to `state` and to Redis. An error is set with `errors={stage: code or None}`."""
+    async def save(
+        self, request_id: str, channel: str, target: str, state: TargetState, durable: bool = False, **changes: Any
+    ) -> None:
+        """Apply `changes` to `state` and to Redis. An error is set with `errors={stage: code or None}`.
+
+        `durable` (intent markers saved before a chat call): with APPROVALBOT_MIN_REPLICAS, wait until
+        the replicas hold the change, so a failover cannot forget that a post may have happened (and
+        post a second card instead of looking the first one up)."""
         errors: dict[str, str | None] = changes.pop("errors", {})
         for name, value in changes.items():
             setattr(state, name, value)
@@ -102,6 +108,9 @@ class DeliveryStore:
         pipe.sadd(index_key(request_id), f"{channel}:{target}")
         pipe.expire(index_key(request_id), STATE_TTL)
         await pipe.execute()
+        if durable and changes:
+            name, value = next(iter(changes.items()))
+            await replication.confirm(self.redis, replication.Proof.hash_field(key, name, _text(value)))
 
     async def all(self, request_id: str) -> dict[tuple[str, str], TargetState]:
         """Every (channel, target) with state for this request."""

@@ -262,10 +262,11 @@ class PersonStore:
 
     async def write_audited(self, pipe: Pipeline, event: Event) -> int:
         """Run `pipe` (a MULTI) with the event appended to the audit log, then seal it; returns its seq."""
-        pipe.rpush(keys.AUDIT_LOG, audit_body(event))
+        body = audit_body(event)
+        pipe.rpush(keys.AUDIT_LOG, body)
         seq = int((await pipe.execute())[-1])
         await self.audit.seal(seq)
-        await replication.confirm(self.redis)
+        await replication.confirm(self.redis, replication.Proof.record(seq, body))
         return seq
 
     # --- the upgrade from approver records -------------------------------------------------

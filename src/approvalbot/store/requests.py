@@ -26,6 +26,7 @@ from approvalbot.core.machine import Transition
 from approvalbot.core.models import ApprovalRequest, Status
 from approvalbot.core.rules import pending_targets_of
 from approvalbot.store import codec, keys
+from approvalbot.store.replication import Proof
 
 IDEMPOTENCY_TTL = 7 * 24 * 3600
 GRANT_INDEX_SLACK = 3600  # seconds past expiry a grant stays in its agent's index
@@ -67,6 +68,11 @@ class Committed:
     request: ApprovalRequest
     last_seq: int  # the sequence number of its last audit record (0: none)
     seal_hint: SealHint | None = None
+    last_body: str = ""  # that record's body: proof that a node holds this commit (replication.Proof)
+
+    @property
+    def proof(self) -> Proof | None:
+        return Proof.record(self.last_seq, self.last_body) if self.last_seq and self.last_body else None
 
 
 class Conflict(Exception):
@@ -160,7 +166,8 @@ class RequestStore:
         self._index(plan, request, previous_status)
         if quota is not None and quota.active and previous_status is None:
             self._quota(plan, request, quota)
-        plan.ops["audit"] = [audit_body(e) for e in transition.events]
+        bodies = [audit_body(e) for e in transition.events]
+        plan.ops["audit"] = bodies
         if request.status.final and previous_status is not request.status:
             plan.add("publish", keys.CHANGED_CHANNEL, request.id)  # wakes long-polls waiting for this
         result = await self._commit(
@@ -178,7 +185,8 @@ class RequestStore:
         if outcome == "refused":
             raise QuotaExceeded(result[1].decode(), int(result[2]), first=bool(result[3]))
         hint = result[3] if len(result) > 3 and result[3] else None
-        return Committed(request, int(result[2]), SealHint(int(hint[0]), hint[1], hint[2]) if hint else None)
+        seal_hint = SealHint(int(hint[0]), hint[1], hint[2]) if hint else None
+        return Committed(request, int(result[2]), seal_hint, bodies[-1] if bodies else "")
 
     @staticmethod
     def _quota(plan: _Plan, request: ApprovalRequest, quota: Quota) -> None:

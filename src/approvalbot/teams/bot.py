@@ -22,6 +22,7 @@ from botbuilder.core import ActivityHandler, InvokeResponse, MessageFactory, Tur
 from botbuilder.schema import Activity, AdaptiveCardInvokeResponse, Attachment
 from redis.asyncio import Redis
 
+from approvalbot.channels import NOT_STORED_TEXT
 from approvalbot.core.errors import DomainError, NotFound, Refusal, Refused, sentence
 from approvalbot.core.ids import EXAMPLE_REQUEST_ID, is_request_id
 from approvalbot.core.models import MAX_TEXT, ApprovalRequest, Person, Status
@@ -34,6 +35,7 @@ from approvalbot.core.rules import (
     refusal_for,
 )
 from approvalbot.service import ApprovalService
+from approvalbot.store.replication import NotReplicated
 from approvalbot.store.requests import Conflict
 from approvalbot.teams import cards, sdk
 from approvalbot.teams.cards import Notice
@@ -310,6 +312,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return InvokeResponse(status=400)
         try:
             return await self._card_action(turn_context)
+        except NotReplicated:  # e.g. linking the clicker's identity on first use: nothing to show but this
+            return invoke_card(cards.message_card(NOT_STORED_TEXT))
         except Exception:
             log.exception("Teams card action failed")
             return invoke_error(500, "Something went wrong; nothing was changed. Try again later.")
@@ -369,6 +373,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return invoke_card(
                 await self._view(request, clicker, Notice("Too many people acted at once; please try again."))
             )
+        except NotReplicated:  # the API's 503: the card stays as it was, the person retries
+            return invoke_card(await self._view(request, clicker, Notice(NOT_STORED_TEXT)))
         return invoke_card(await self._view(decided, clicker, self._done_notice(decided, verb)))
 
     async def _reveal(self, request: ApprovalRequest, clicker: Clicker, person: Person) -> InvokeResponse:
@@ -388,6 +394,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return invoke_card(
                 await self._view(request, clicker, Notice(f"Nothing was revealed: {sentence(exc.message)}"))
             )
+        except NotReplicated:
+            return invoke_card(await self._view(request, clicker, Notice(NOT_STORED_TEXT)))
         return invoke_card(cards.reveal_card(request, values, self.max_bytes))
 
     @staticmethod

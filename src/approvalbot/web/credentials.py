@@ -10,7 +10,9 @@ In order, cheapest first:
    flight, so 4,000 identical bogus tokens arriving at once cost one Redis call;
 4. the lookup is bounded in time; past it, the caller gets `AuthUnavailable` (503), not a hang.
 
-Only "not found" is remembered, never a success: revoking a token takes effect at once. A token
+Only "not found" is remembered, never a success: revoking a token takes effect at once. A miss
+is not remembered when a Redis connection failed or the primary changed while it was looked up
+(a failover: a node without the token's record could have answered). A token
 remembered as unknown stays refused for at most `NEGATIVE_TTL` seconds after it becomes valid,
 which only matters for an approver whose person is re-enabled (issued tokens are new strings).
 """
@@ -22,6 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from approvalbot.store import connections
 from approvalbot.store.identities import IdentityStore, Principal, token_digest, well_formed
 
 NEGATIVE_TTL = 10.0
@@ -80,6 +83,7 @@ class Authenticator:
             return await asyncio.shield(shared)  # a waiter that goes away must not cancel the others' lookup
         future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
         self._in_flight[digest] = future
+        epoch = connections.epoch()
         try:
             found = await self._lookup(token)
         except BaseException as exc:
@@ -91,7 +95,7 @@ class Authenticator:
             raise
         else:
             future.set_result(found)
-            if found is None:
+            if found is None and connections.epoch() == epoch:
                 self.unknown.add(digest)
             return found
         finally:

@@ -25,7 +25,7 @@ from approvalbot.core.errors import (
 )
 from approvalbot.core.models import CALLBACK_URL_FORBIDDEN, NON_FINITE
 from approvalbot.store.identities import IdentityError
-from approvalbot.store.replication import NotReplicated
+from approvalbot.store.replication import LostInFailover, NotReplicated
 from approvalbot.web.credentials import AuthUnavailable
 
 log = logging.getLogger("approvalbot.web")
@@ -136,7 +136,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except IdentityError as exc:
         return error_response(422, "invalid_identity", str(exc))
     except NotReplicated as exc:  # the client retries with its idempotency key (docs/redis.md)
-        response = error_response(503, "not_replicated", str(exc))
+        code = "lost_in_failover" if isinstance(exc, LostInFailover) else "not_replicated"
+        log.warning("answering 503 to %s: %s", where(request), code)
+        response = error_response(503, code, str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except redis.exceptions.ResponseError as exc:
