@@ -58,7 +58,10 @@ async def closed_within(reader: asyncio.StreamReader, limit: float) -> tuple[byt
     """Read until the server closes the connection; (what it sent, how long that took)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    data = await asyncio.wait_for(reader.read(), timeout=limit)
+    try:
+        data = await asyncio.wait_for(reader.read(), timeout=limit)
+    except ConnectionResetError:  # closed while we were still sending: the kernel answers with a reset
+        data = b""
     return data, loop.time() - started
 
 
@@ -80,11 +83,13 @@ async def test_trickled_headers_are_dropped_however_busy_the_trickle(served: Ser
             await asyncio.sleep(0.02)
 
     dripping = asyncio.create_task(trickle())
-    data, took = await closed_within(reader, 10)
+    data, _ = await closed_within(reader, 10)
+    # The trickle takes 20 s: it was cut (still running, or failed writing), not finished.
+    still_sending = not dripping.done() or dripping.exception() is not None
     dripping.cancel()
     with contextlib.suppress(asyncio.CancelledError, ConnectionError):
         await dripping
-    assert data == b"" and took < 5  # every byte arrived in time, the request never did
+    assert data == b"" and still_sending  # every byte arrived in time, the request never did
     writer.close()
 
 
