@@ -72,6 +72,10 @@ class Conflict(Exception):
     """The request changed since it was read; re-read and recompute."""
 
 
+class PeopleChanged(Exception):
+    """People changed since the new request's persons were resolved; resolve them again."""
+
+
 @dataclass
 class Duplicate(Exception):
     """An idempotency key already names a request."""
@@ -130,11 +134,14 @@ class RequestStore:
         previous_status: Status | None,
         idempotency: tuple[str, str] | None = None,
         quota: Quota | None = None,
+        people_version: str | None = None,
     ) -> Committed:
         """Write a transition computed from `expected_version`; raise Conflict if it moved on.
 
         With `quota` (new requests only), the agent's limits are checked in the same script, after
-        the idempotency check, and QuotaExceeded is raised instead of writing anything.
+        the idempotency check, and QuotaExceeded is raised instead of writing anything. With
+        `people_version`, the version the request's persons were resolved at, PeopleChanged is
+        raised instead of writing anything when people have changed since.
         """
         request = transition.request.model_copy(update={"version": expected_version + 1})
         plan = _Plan(
@@ -148,6 +155,8 @@ class RequestStore:
         )
         if idempotency:
             plan.ops["idem"] = [f"{idempotency[1]}|{request.id}", IDEMPOTENCY_TTL]
+        if people_version is not None:
+            plan.ops["people"] = [plan.key(keys.PEOPLE_VERSION), people_version]
         self._index(plan, request, previous_status)
         if quota is not None and quota.active and previous_status is None:
             self._quota(plan, request, quota)
@@ -166,6 +175,8 @@ class RequestStore:
         if outcome == "duplicate":
             fingerprint, _, existing = result[1].decode().partition("|")
             raise Duplicate(existing, fingerprint)
+        if outcome == "people_changed":
+            raise PeopleChanged(request.id)
         if outcome == "refused":
             raise QuotaExceeded(result[1].decode(), int(result[2]), first=bool(result[3]))
         hint = result[3] if len(result) > 3 and result[3] else None
