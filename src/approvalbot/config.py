@@ -6,6 +6,7 @@ not fail the first request that needs it.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -84,7 +85,7 @@ class Settings(BaseSettings):
 
     @property
     def callback_allow_list(self) -> AllowList:
-        return AllowList.parse(self.callback_allow)
+        return _allow_list(self.callback_allow)
 
     @field_validator("params_retention")
     @classmethod
@@ -130,3 +131,9 @@ def parse_rate(value: str) -> tuple[float, int] | None:
 
 def load_settings() -> Settings:
     return Settings()
+
+
+@lru_cache(maxsize=8)
+def _allow_list(text: str | None) -> AllowList:
+    """Parsed once per value (it is read on every request that names a callback; AllowList is frozen)."""
+    return AllowList.parse(text)
