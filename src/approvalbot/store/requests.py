@@ -8,7 +8,9 @@ records of the change are appended in the same step, so neither can exist alone.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -82,6 +84,24 @@ class Duplicate(Exception):
 
     request_id: str
     fingerprint: str
+
+
+_nonce_prefix = secrets.token_hex(8)  # this process's; commit attempts count up from it
+_nonce_counter = itertools.count()
+
+
+def _new_nonce_prefix() -> None:
+    global _nonce_prefix
+    _nonce_prefix = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_nonce_prefix)  # a forked child must not repeat its parent's
+
+
+def _nonce() -> str:
+    """Unique per commit attempt across processes (a random prefix and a counter), without a
+    system call per commit; only its uniqueness matters (commit.lua compares it for equality)."""
+    return f"{_nonce_prefix}{next(_nonce_counter):x}"
 
 
 def ms(when: datetime) -> int:
@@ -167,7 +187,7 @@ class RequestStore:
             keys=plan.keys,
             # The nonce travels with every resend of this call (redis-py retries after a connection
             # error), so commit.lua can tell its own applied write from a rival's: see docs/redis.md.
-            args=[expected_version, request.model_dump_json(), json.dumps(plan.ops), secrets.token_hex(8)],
+            args=[expected_version, request.model_dump_json(), json.dumps(plan.ops), _nonce()],
         )
         outcome = result[0].decode()
         if outcome == "conflict":
