@@ -17,7 +17,6 @@ from approvalbot.core.errors import NotFound, Refusal, Refused
 from approvalbot.core.models import CALLBACK_ALLOW, Actor, Agent, ApprovalRequest, DecisionIn, RequestCreate, Status
 from approvalbot.core.rules import check_reason, may_view
 from approvalbot.service import human_actor
-from approvalbot.web.audit_api import signer_of
 from approvalbot.web.auth import principal, require_agent, require_approver
 from approvalbot.web.context import services
 from approvalbot.web.errors import ApiError, read_body, validation_details
@@ -113,16 +112,7 @@ async def _consume_now(request: web.Request, agent: Agent, created: ApprovalRequ
     ctx = services(request)
     actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)
     try:
-        _, seq = await grants.consume(
-            ctx.service,
-            signer_of(request).keyring,
-            created.grant,
-            actor,
-            agent_id=agent.id,
-            action=created.action,
-            params=created.params,
-            consumer_name=agent.name,
-        )
+        _, seq = await grants.consume_issued(ctx.service, created, actor, consumer_name=agent.name)
     except grants.GrantError:
         return None
     return seq
