@@ -163,7 +163,7 @@ def main() -> None:
         f"p99 {through.pct(99) - direct.pct(99):6.2f} ms  (target: p50 < 2 ms)"
     )
     print(f"{'approve -> tool result':<26} p50 {gated.pct(50):6.2f} ms  (target: p50 < 30 ms)")
-    print("where an allowed call's time goes: the gateway's three calls to approvalbot, made straight:")
+    print("where an allowed call's time goes: the gateway's calls to approvalbot, made straight:")
     for r in parts:
         print(f"{r.name:<26} p50 {r.pct(50):6.2f} ms  p99 {r.pct(99):6.2f} ms")
 
