@@ -114,7 +114,16 @@ async def approve_when_asked(
     )
     status, body = await api.decide(pending[0].decode(), api.approver_token, decision, reason)
     assert status == 200, body
-    return body
+    return await exact(api, body["id"])
+
+
+async def exact(api: Api, request_id: str) -> Any:
+    """The request as its agent reads it (exact values, the grant or receipt), as JSON.
+
+    An approver's answers carry neither grant nor receipt (their claims name the exact resource),
+    so a test that needs the agent's grant after deciding as a person reads it here."""
+    request = await api.service.get(request_id)
+    return request.model_dump(mode="json", exclude={"version"})
 
 
 async def call_once(method: str, url: str, token: str | None = None, **kwargs: Any) -> tuple[Any, ...]:

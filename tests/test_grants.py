@@ -67,7 +67,15 @@ async def approved(server, **body) -> dict:
     assert status == 201, req
     status, done = await server.decide(req["id"], server.approver_token, "approve", "fine")
     assert (status, done["status"]) == (200, "approved")
-    return done
+    assert done["grant"] is None  # the approver's answer: the grant names the exact resource
+    return await agent_read(server, req["id"])
+
+
+async def agent_read(server, request_id: str) -> dict:
+    """The request as its agent reads it: the only reader that gets the grant or receipt."""
+    status, doc = await server.call("GET", f"/v1/requests/{request_id}", server.agent_token)
+    assert status == 200, doc
+    return doc
 
 
 def forge(token: str, **changes) -> str:
@@ -165,6 +173,8 @@ async def test_receipts_for_denied_expired_and_cancelled_requests(server):
     pem = server.signer.public_pem()
     _, req = await server.ask()
     _, denied = await server.decide(req["id"], server.approver_token, "deny", "no exports in freeze")
+    assert denied["status"] == "denied" and denied["receipt"] is None  # not in the approver's answer
+    denied = await agent_read(server, req["id"])
     _, req = await server.ask()
     _, cancelled = await server.call("POST", f"/v1/requests/{req['id']}/cancel", server.agent_token)
     server.service.clock = lambda: datetime.now(UTC) - timedelta(hours=2)  # asked long ago...

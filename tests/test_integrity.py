@@ -27,7 +27,7 @@ from approvalbot.core.policy import Policy
 from approvalbot.keyfiles import callback_secret
 from approvalbot.runtime import runtime
 from approvalbot.store import keys
-from tests.helpers import wait_until
+from tests.helpers import exact, wait_until
 from tests.memory_channel import BOARD
 from tests.test_channel_interface import run_jobs, with_memory_channel  # noqa: F401  (fixture)
 
@@ -43,7 +43,7 @@ async def approved(server, token: str | None = None, **body) -> dict:
     assert status == 201, req
     status, done = await server.decide(req["id"], server.approver_token, "approve")
     assert (status, done["status"]) == (200, "approved"), done
-    return done
+    return await exact(server, req["id"])  # with the grant, which the approver's answer leaves out
 
 
 def revoke_with_cli(rt, name: str) -> int:
@@ -67,7 +67,8 @@ async def test_revoking_an_agent_cancels_its_pending_requests_audited_and_revoke
     for req in pending:
         status, body = await server.call("GET", f"/v1/requests/{req['id']}", server.approver_token)
         assert (status, body["status"], body["outcome_reason"]) == (200, "cancelled", "agent revoked")
-        assert body["receipt"]  # ended like any cancel: with a signed receipt
+        assert body["receipt"] is None  # an approver's read leaves it out; the agent's has it
+        assert (await exact(server, req["id"]))["receipt"]  # ended like any cancel: with a signed receipt
         final = (await records_of(server, req["id"]))[-1]
         assert final["type"] == "request.cancelled" and final["reason"] == "agent revoked"
         assert final["actor"]["kind"] == "system" and final["actor"]["id"] == "admin"
@@ -392,7 +393,8 @@ async def test_the_executor_example_refuses_a_revoked_agents_grant_offline(api, 
     agent = await api.service.identities.get_agent_by_name("etl-bot")
     params = {"destination": "s3://drop/customers.parquet", "format": "parquet"}
     _, req = await api.ask(action="dataset.export", resource="warehouse/customers", params=params)
-    _, done = await api.decide(req["id"], api.approver_token)
+    await api.decide(req["id"], api.approver_token)
+    done = await exact(api, req["id"])
     for name, value in (("APPROVALBOT_URL", api.base), ("APPROVALBOT_TOKEN", executor_token)):
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("APPROVALBOT_AGENT_ID", agent.id)

@@ -7,8 +7,10 @@ with a moved clock (what the ticker calls every tick).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import re
 from datetime import timedelta
 
 import pytest
@@ -58,7 +60,20 @@ def policy() -> Policy:
     return Policy.from_yaml(POLICY)
 
 
+JWT = re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*")
+
+
+def decoded(text: str) -> str:
+    """`text` plus the decoded header and claims of every JWT in it: what anyone holding it can read."""
+    parts = [text]
+    for token in JWT.findall(text):
+        for part in token.split(".")[:2]:
+            parts.append(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode(errors="replace"))
+    return "\n".join(parts)
+
+
 def leaks(text: str) -> list[str]:
+    text = decoded(text)
     return [s for s in PLANTED if s in text]
 
 
@@ -197,7 +212,8 @@ async def test_retention_deletes_raw_values_and_keeps_the_masked_copy_and_the_ch
     assert leaks(raw.decode()) == []
     status, gone = await server.call("GET", f"/v1/requests/{req['id']}", server.agent_token)
     assert status == 200 and gone["params_deleted"] is True and is_masked(gone["params"]["key_id"])
-    assert gone["masked"]["params_sha256"] == params_digest(PARAMS) and gone["grant"] == grant
+    assert gone["masked"]["params_sha256"] == params_digest(PARAMS)
+    assert gone["grant"] is None  # its claims name the exact resource: it goes with the raw values
     _, keys_doc = await server.call("GET", "/v1/keys")
     verify_grant(grant, json.dumps(keys_doc), "secret.rotate", BODY["resource"], PARAMS)  # the executor's check
     status, err = await server.call(
@@ -221,3 +237,116 @@ async def test_no_planted_value_reaches_a_log(server, caplog):
     assert caplog.records  # something was logged, so the check below means something
     assert leaks(caplog.text) == []
     assert leaks(" ".join(str(r.args) for r in caplog.records)) == []
+
+
+async def test_an_approvers_answers_carry_no_token_whose_claims_name_raw_values(server):
+    """Grants and receipts are JWTs: base64, not encryption. Their claims name the exact resource, so
+    a reviewer's answers leave them out; the agent (and its executor) still get them."""
+    approved = await ask(server)
+    status, raw, _ = await server.call(
+        "POST",
+        f"/v1/requests/{approved['id']}/decisions",
+        server.approver_token,
+        raw=True,
+        json={"decision": "approve"},
+    )
+    assert status == 200 and json.loads(raw)["status"] == "approved"
+    denied = await ask(server)
+    await server.decide(denied["id"], server.approver_token, "deny", "not today")
+    answers = [raw.decode()]
+    for req in (approved, denied):
+        _, body, _ = await server.call("GET", f"/v1/requests/{req['id']}", server.approver_token, raw=True)
+        answers.append(body.decode())
+        shown = json.loads(body)
+        assert shown["status"] in ("approved", "denied") and shown["grant"] is None and shown["receipt"] is None
+    assert [leaks(a) for a in answers] == [[]] * len(answers)
+
+    # The scan decodes tokens: the agent's own reads hold them, and their claims do name the raw resource.
+    for req, field in ((approved, "grant"), (denied, "receipt")):
+        _, body, _ = await server.call("GET", f"/v1/requests/{req['id']}", server.agent_token, raw=True)
+        token = json.loads(body)[field]
+        assert token and TOKEN in decoded(token), field
+
+
+OLD_POLICY_FIELDS = ("sensitive", "detect", "reveal")
+
+
+async def store_in_the_old_shape(server, request_id: str) -> None:
+    """Rewrite a stored request as a version before masking wrote it: no masked view, no masking fields
+    in its policy, not in the retention index."""
+    redis = server.service.redis
+    doc = json.loads(await redis.hget(f"ab:req:{request_id}", "doc"))
+    for field in ("masked", "params_deleted"):
+        doc.pop(field)
+    for field in OLD_POLICY_FIELDS:
+        doc["policy"].pop(field)
+    await redis.hset(f"ab:req:{request_id}", "doc", json.dumps(doc))
+    await redis.zrem("ab:final", request_id)
+
+
+async def test_requests_stored_before_masking_are_masked_on_read_and_upgraded_once(server):
+    service = server.service
+    pending, decided = await ask(server), await ask(server)
+    await server.decide(decided["id"], server.approver_token, "approve")
+    for req in (pending, decided):
+        await store_in_the_old_shape(server, req["id"])
+    assert await service.redis.zscore("ab:final", decided["id"]) is None
+    seq = await service.redis.llen("ab:audit:log")
+
+    # Read before any upgrade: the approver sees masks (computed on read), the agent its exact values.
+    for req in (pending, decided):
+        status, raw, _ = await server.call("GET", f"/v1/requests/{req['id']}", server.approver_token, raw=True)
+        assert status == 200 and leaks(raw.decode()) == [], raw
+        shown = json.loads(raw)
+        assert is_masked(shown["params"]["key_id"]) and is_masked(shown["resource"])
+        assert shown["params"]["db"]["password"].startswith("[secret · credential field · ")
+    status, raw, _ = await server.call("GET", "/v1/requests?status=pending", server.approver_token, raw=True)
+    assert status == 200 and leaks(raw.decode()) == [] and len(json.loads(raw)["items"]) == 1
+    _, mine = await server.call("GET", f"/v1/requests/{pending['id']}", server.agent_token)
+    assert mine["params"] == PARAMS and mine["resource"] == BODY["resource"]
+
+    # New records about an old request name it masked; its masked values can be revealed.
+    _, got = await server.call(
+        "POST", f"/v1/requests/{pending['id']}/reveal", server.approver_token, json={"paths": ["params.key_id"]}
+    )
+    assert got["values"] == {"params.key_id": AWS}
+    status, raw, _ = await server.call(
+        "POST",
+        f"/v1/requests/{pending['id']}/decisions",
+        server.approver_token,
+        raw=True,
+        json={"decision": "deny", "reason": "no"},
+    )
+    assert status == 200 and leaks(raw.decode()) == []
+    later = [json.loads(r) for r in await service.redis.lrange("ab:audit:log", seq, -1)]
+    assert [r["type"] for r in later] == ["params.revealed", "request.denied"]
+    assert leaks(json.dumps(later)) == [] and is_masked(later[-1]["resource"])
+
+    # The one-time upgrade stores the views and files the old final request for retention; a document
+    # it cannot read is left alone, not in its way.
+    await service.redis.hset("ab:req:req_unreadable0000000", "doc", "{not json")
+    changed = 0
+    for _ in range(100):
+        changed += await service.upgrade_stored(count=1)
+        if await service.redis.get("ab:upgrade:masked") == b"done":
+            break
+    assert await service.redis.get("ab:upgrade:masked") == b"done"
+    assert changed >= 1  # the pending one was stored masked by its decision already; the decided one here
+    stored = json.loads(await service.redis.hget(f"ab:req:{decided['id']}", "doc"))
+    assert stored["masked"]["params_sha256"] == params_digest(PARAMS) and stored["params"] == PARAMS
+    assert await service.redis.zscore("ab:final", decided["id"]) is not None
+    assert await service.upgrade_stored() == 0  # done for good
+
+    service.params_retention = 60
+    real_clock = service.clock
+    service.clock = lambda: real_clock() + timedelta(seconds=61)
+    try:
+        forgotten = await service.forget_params()
+    finally:
+        service.clock = real_clock
+    assert set(forgotten) == {decided["id"], pending["id"]}
+    for req in (pending, decided):
+        raw = await service.redis.hget(f"ab:req:{req['id']}", "doc")
+        assert leaks(raw.decode()) == [] and json.loads(raw)["params_deleted"] is True
+    status, verdict = await server.call("GET", "/v1/audit/verify", server.approver_token)
+    assert status == 200 and verdict["ok"], verdict

@@ -125,3 +125,14 @@ def test_cards_show_the_execution():
     assert "Execution failed" in json.dumps(slack_card(failed).blocks)
     assert "Execution failed" in json.dumps(_outcome_block(failed))
     assert describe({"type": "executed", "actor": {"kind": "agent", "id": "a"}})[1].startswith("Executed")
+
+
+async def test_an_outcome_detail_is_masked_like_a_reason(server):
+    """The detail is free text people read (cards, thread, audit): a pasted key must not reach them."""
+    done = await approved_request(server)
+    key = "AKIA" + "Q" * 16
+    status, body = await outcome(server, done["id"], server.agent_token, status="failed", detail=f"denied for {key}")
+    assert status == 200, body
+    assert key not in json.dumps(body) and body["execution"]["detail"].startswith("denied for ")
+    last = (await records(server, done["id"]))[-1]
+    assert key not in json.dumps(last) and last["reason"] == body["execution"]["detail"]

@@ -18,6 +18,7 @@ from approvalbot.core.policy import Policy
 from approvalbot.store import keys
 from approvalbot.store.identities import IdentityStore
 from approvalbot.store.tokens import token_digest
+from tests.helpers import exact
 
 
 @pytest.fixture
@@ -193,12 +194,13 @@ async def test_an_approver_sees_only_what_they_may_decide_or_decided(api):
     status, seen = await api.call("GET", f"/v1/requests/{payroll['id']}", frank)
     assert status == 200
     status, approved = await api.decide(payroll["id"], frank)
-    assert approved["status"] == "approved" and approved["grant"]
+    assert approved["status"] == "approved" and approved["grant"] is None  # the grant is the agent's
+    approved = await exact(api, payroll["id"])
     # Settled: still hidden from another team, still visible to the decider.
     status, _ = await api.call("GET", f"/v1/requests/{payroll['id']}", nobody)
     assert status == 404
     status, seen = await api.call("GET", f"/v1/requests/{payroll['id']}", frank)
-    assert status == 200 and seen["grant"]
+    assert status == 200 and seen["status"] == "approved" and seen["grant"] is None
     # And no approver can burn the agent's grant.
     status, err = await api.call("POST", "/v1/grants/consume", frank, json={"grant": approved["grant"]})
     assert (status, err["error"]["code"]) == (403, "forbidden")
@@ -206,7 +208,8 @@ async def test_an_approver_sees_only_what_they_may_decide_or_decided(api):
 
 async def test_executor_bound_to_the_agent_consumes_and_is_named(api):
     status, req = await api.ask()
-    _, done = await api.decide(req["id"], api.approver_token)
+    await api.decide(req["id"], api.approver_token)
+    done = await exact(api, req["id"])
     executor, token = await api.service.identities.add_executor("exporter", "etl-bot")
     status, body = await api.call("POST", "/v1/grants/consume", token, json={"grant": done["grant"]})
     assert status == 200 and body["claims"]["sub"] == executor.agent_id

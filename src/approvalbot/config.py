@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     teams_dev: bool = Field(default=False, alias="APPROVALBOT_TEAMS_DEV")
     # Issue 11: the tenants whose activities are accepted (comma list), besides MICROSOFT_APP_TENANT_ID.
     teams_tenants: str | None = Field(default=None, alias="APPROVALBOT_TEAMS_TENANTS")
+    # Issue 14: the largest activity sent to the Bot Framework connector, in bytes as the SDK sends
+    # them (non-ASCII escaped as \\uXXXX). Cards that would be larger are sent summarised.
+    teams_max_bytes: int = Field(default=28000, ge=10000, le=260000, alias="APPROVALBOT_TEAMS_MAX_BYTES")
     # Microsoft Graph, used only by `audit verify --witness teams` to read channel replies back
     # (the Bot Connector cannot); `{tenant}` in the token URL is the conversation's tenant.
     teams_graph_url: str = Field(default="https://graph.microsoft.com/v1.0", alias="APPROVALBOT_TEAMS_GRAPH_URL")

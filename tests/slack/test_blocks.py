@@ -19,6 +19,7 @@ from approvalbot.slack.escape import (
     mrkdwn,
     plain,
 )
+from tests.masking_support import unmasked
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -40,7 +41,7 @@ def request(**changes) -> ApprovalRequest:
         "policy": AppliedPolicy(rule="default", effect="require_approval", approvers=["security"], min_approvals=2),
         "approvals_needed": 2,
     }
-    return ApprovalRequest(**{**base, **changes})
+    return unmasked(ApprovalRequest(**{**base, **changes}))
 
 
 def test_escaping_rules():

@@ -2,8 +2,8 @@
 show masks, never the planted values; Reveal answers the clicker alone (a modal), or refuses.
 
 Everything travels over real HTTP: signed requests to our server, every Web API call and
-response_url post recorded by the fake Slack. The masked view comes from `masking_support.stand_in`
-until the server side of masking is merged (then it is the real intake; see that module).
+response_url post recorded by the fake Slack. The masked view is the real intake's, the reveal the
+real service's (audited as `params.revealed`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ def policy() -> Policy:
 
 @pytest.fixture
 def masked(slack):
-    ms.stand_in(slack.service)
     return slack
 
 
@@ -124,10 +123,10 @@ async def test_no_planted_value_reaches_slack_and_reveal_answers_only_the_approv
     final = slack.card_for(req["id"])
     assert [e["action_id"] for b in final["blocks"] if b["type"] == "actions" for e in b["elements"]] == ["reveal"]
     replies = slack.fake.replies(CHANNEL, card["ts"])
-    if ms.REAL_REVEAL:  # the real service records the reveal: its thread line names paths, never values
-        (line,) = [r for r in replies if "Values revealed to" in r["text"]]
-        shown = line["text"].replace("\u200b", "")  # mrkdwn-inert: underscores carry zero-width spaces
-        assert "alice@example.com" in shown and "params.aws.access_key_id" in shown
+    # The service records the reveal: its thread line names paths, never values.
+    (line,) = [r for r in replies if "Values revealed to" in r["text"]]
+    shown = line["text"].replace("\u200b", "")  # mrkdwn-inert: underscores carry zero-width spaces
+    assert "alice@example.com" in shown and "params.aws.access_key_id" in shown
 
     assert ms.leaks(sent(slack.fake)) == []
     assert ms.leaks(sent(slack.fake, but_reveals=False)) != []  # the scan does see the reveal modal

@@ -79,6 +79,17 @@ class Call:
     result_id: str | None = None  # the id the fake answered with
     at: float = field(default_factory=time.monotonic)
     tenant: str = TENANT  # whose service URL was called
+    size: int = 0  # bytes of the request body, as the SDK sent it
+
+
+# The connector's error codes for the statuses tests make it answer (Bot Framework REST API reference:
+# https://learn.microsoft.com/en-us/azure/bot-service/rest-api/bot-framework-rest-connector-api-reference).
+ERROR_CODES = {
+    403: "BotNotInConversationRoster",
+    404: "ConversationNotFound",
+    413: "MessageSizeTooBig",
+    429: "Throttled",
+}
 
 
 @dataclass
@@ -110,6 +121,9 @@ class FakeConnector:
     members: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (tenant, user id) -> member
     broken: dict[str, int] = field(default_factory=dict)  # conversation -> status for every write
     slow: float = 0.0  # seconds to wait before answering any call
+    # Like the connector, refuse an activity larger than this with 413 MessageSizeTooBig (None: no limit).
+    max_body: int | None = None
+    personal: dict[str, str] = field(default_factory=dict)  # user id -> their 1:1 conversation with the bot
     _failures: deque = field(default_factory=deque)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -166,13 +180,13 @@ class FakeConnector:
         tenant = TENANT
         if parts and parts[0] != "v3":
             tenant, parts = parts[0], parts[1:]
+        raw = await request.read() if request.can_read_body else b""
+        body = json.loads(raw) if raw else None
+        if parts == ["v3", "conversations"] and request.method == "POST":
+            return self.create_conversation(body, tenant)
         if len(parts) < 4 or parts[:2] != ["v3", "conversations"]:
             return web.json_response({"error": {"code": "BadSyntax", "message": "unknown path"}}, status=404)
         conv, rest = parts[2], parts[3:]
-        body = None
-        if request.can_read_body:
-            raw = await request.read()
-            body = json.loads(raw) if raw else None
         if rest[0] == "members" and len(rest) == 2 and request.method == "GET":
             kind, activity_id = "member", None
         elif rest[0] == "activities" and len(rest) == 1 and request.method == "POST":
@@ -191,17 +205,14 @@ class FakeConnector:
                 failure = (self.broken[conv], None, ())
             elif self._failures and kind in self._failures[0][2]:
                 failure = self._failures.popleft()
+            if failure is None and kind != "member" and self.max_body is not None and len(raw) > self.max_body:
+                failure = (413, None, ())
             if failure:
                 status, retry_after, _ = failure
-                self.calls.append(Call(kind, conv, activity_id, body, status, tenant=tenant))
+                self.calls.append(Call(kind, conv, activity_id, body, status, tenant=tenant, size=len(raw)))
                 headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
                 return web.json_response(
-                    {
-                        "error": {
-                            "code": "Throttled" if status == 429 else "ServiceError",
-                            "message": f"failing on purpose ({status})",
-                        }
-                    },
+                    {"error": {"code": ERROR_CODES.get(status, "ServiceError"), "message": f"refused ({status})"}},
                     status=status,
                     headers=headers,
                 )
@@ -215,9 +226,35 @@ class FakeConnector:
                 return web.json_response(member)
             new_id = activity_id if kind == "update" else f"1700000000{next(self._ids):06d}"
             self.calls.append(
-                Call(kind, conv, activity_id, body, 200 if kind == "update" else 201, new_id, tenant=tenant)
+                Call(
+                    kind,
+                    conv,
+                    activity_id,
+                    body,
+                    200 if kind == "update" else 201,
+                    new_id,
+                    tenant=tenant,
+                    size=len(raw),
+                )
             )
             return web.json_response({"id": new_id}, status=200 if kind == "update" else 201)
+
+    def create_conversation(self, body: Any, tenant: str) -> web.Response:
+        """POST /v3/conversations: a 1:1 chat with one member (Teams answers with the existing one)."""
+        members = (body or {}).get("members") or []
+        with self._lock:
+            if len(members) != 1 or (body or {}).get("isGroup"):
+                self.calls.append(Call("conversation", "", None, body, 400, tenant=tenant))
+                return web.json_response({"error": {"code": "BadArgument", "message": "one member"}}, status=400)
+            user = members[0].get("id")
+            if (tenant, user) not in self.members:
+                self.calls.append(Call("conversation", "", None, body, 403, tenant=tenant))
+                return web.json_response(
+                    {"error": {"code": "Forbidden", "message": "the app is not installed for this user"}}, status=403
+                )
+            conv = self.personal.setdefault(user, f"a:personal-{user}")
+            self.calls.append(Call("conversation", conv, None, body, 201, conv, tenant=tenant))
+        return web.json_response({"id": conv}, status=201)
 
 
 @pytest.fixture
@@ -270,6 +307,7 @@ class Teams(Api):
     fake: FakeConnector
     settings: Settings
     sync: sync_redis.Redis
+    app: web.Application | None = None
     _seq: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # agents and humans through the API ---------------------------------------------------
@@ -444,6 +482,7 @@ async def teams(teams_settings: Settings, rt, redis, connector: FakeConnector, r
             fake=connector,
             settings=teams_settings,
             sync=sync,
+            app=app,
         )
         _, t.agent_token = await service.identities.add_agent("etl-bot", "owner@example.com")
         yield t

@@ -9,6 +9,7 @@ import pytest
 from approvalbot.core.events import EventType
 from approvalbot.core.models import AppliedPolicy, ApprovalRequest, Decision, Status
 from approvalbot.teams import cards
+from tests.masking_support import unmasked
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -38,7 +39,7 @@ def make(status: Status = Status.PENDING, **extra) -> ApprovalRequest:
         "approvals_needed": 2,
     }
     base.update(extra)
-    return ApprovalRequest(**base)
+    return unmasked(ApprovalRequest(**base))
 
 
 DECIDED = [Decision(approver="alice@example.com", decision="approve", reason="ok", at=NOW, channel="teams")]

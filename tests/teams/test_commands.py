@@ -18,6 +18,16 @@ def reply_cards(calls):
     return [a["content"] for c in calls for a in (c.body.get("attachments") or [])]
 
 
+def private_cards(teams, person, channel: str, since: int):
+    """Said in a channel: the answer's cards in the person's 1:1 chat; the channel only gets a note."""
+    in_channel = replies_in(teams, channel, since)
+    assert reply_cards(in_channel) == []
+    assert [c.body.get("text") for c in in_channel] == [
+        next(c.body["text"] for c in in_channel if "1:1 chat" in (c.body.get("text") or ""))
+    ]
+    return reply_cards(replies_in(teams, teams.fake.personal[person.user_id], since))
+
+
 async def test_pending_lists_what_the_caller_may_decide(teams, people, card_validator):
     await teams.service.identities.add_approver("alice@example.com", [])
     _, mine = await teams.service.identities.add_agent("alice-bot", "alice@example.com")
@@ -46,7 +56,7 @@ async def test_pending_for_someone_who_is_not_an_approver(teams, people):
     channel = new_conversation("approvals")
     since = len(teams.fake.calls)
     await teams.say(people["mallory"], channel, "pending")
-    cards = reply_cards(replies_in(teams, channel, since))
+    cards = private_cards(teams, people["mallory"], channel, since)
     assert len(cards) == 1
     shown = texts(cards[0])
     # Mallory's account address names no person: not linked, and told what an admin would run.
@@ -72,7 +82,7 @@ async def test_approval_id_shows_the_request_and_its_audit_trail(teams, people, 
     channel = new_conversation("approvals")
     since = len(teams.fake.calls)
     await teams.say(people["alice"], channel, f"approval {created['id']}")
-    cards = reply_cards(replies_in(teams, channel, since))
+    cards = private_cards(teams, people["alice"], channel, since)
     assert len(cards) == 2
     assert any("quarterly report" in t for t in texts(cards[0]))
     assert any("Outcome: Approved" in t for t in texts(cards[0]))
@@ -95,11 +105,11 @@ async def test_approval_of_an_unknown_or_invisible_id(teams, people):
     ):
         since = len(teams.fake.calls)
         await teams.say(person, channel, text)
-        cards = reply_cards(replies_in(teams, channel, since))
+        cards = private_cards(teams, person, channel, since)
         assert texts(cards[0]) == ["No request with that id is visible to you."]
     since = len(teams.fake.calls)
     await teams.say(people["alice"], channel, "approval <at>evil</at>; drop")
-    assert texts(reply_cards(replies_in(teams, channel, since))[0])[0] == "That is not a request id."
+    assert texts(private_cards(teams, people["alice"], channel, since)[0])[0] == "That is not a request id."
 
 
 async def test_anything_else_gets_help(teams, people):

@@ -3,7 +3,7 @@ show masks, never the planted values; Reveal is answered with a card for the cli
 invoke response), or refused. Cards still validate against the Adaptive Card 1.5 schema.
 
 Activities go over real HTTP to /api/messages; the fake connector records every call. The masked
-view comes from `masking_support.stand_in` until the server side of masking is merged.
+view is the real intake's, the reveal the real service's.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ def policy() -> Policy:
 
 @pytest.fixture
 async def masked(teams, people):
-    ms.stand_in(teams.service)
     await teams.service.identities.add_approver("alice@example.com", ["security"])
     await teams.service.identities.add_approver("bob@example.com", ["security"])
     await teams.service.identities.add_approver("mallory@example.com", ["finance"])
@@ -109,10 +108,10 @@ async def test_no_planted_value_reaches_teams_and_reveal_answers_only_the_clicke
     answers.append(approved)
     await teams.run_jobs()
     assert verbs(teams.fake.cards("update", channel)[-1]) == ["reveal"]  # approvers may still look once final
-    if ms.REAL_REVEAL:  # the real service records the reveal; its reply names paths, never values
-        chain = ["\n".join(texts(c)) for c in teams.fake.cards("reply", channel)]
-        (line,) = [c for c in chain if "Values revealed to" in c]
-        assert "alice@example.com" in line and "params.aws.access_key_id" in line
+    # The service records the reveal; its reply names paths, never values.
+    chain = ["\n".join(texts(c)) for c in teams.fake.cards("reply", channel)]
+    (line,) = [c for c in chain if "Values revealed to" in c]
+    assert "alice@example.com" in line and "params.aws.access_key_id" in line
 
     assert ms.leaks(sent(teams.fake)) == []
     assert ms.leaks(answers) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from approvalbot.channels.protocol import (
     CanWitness,
     Card,
+    CardError,
     Channel,
     ChannelFactory,
     Commands,
@@ -27,6 +28,7 @@ from approvalbot.channels.protocol import (
 __all__ = [
     "CanWitness",
     "Card",
+    "CardError",
     "Channel",
     "ChannelFactory",
     "Commands",

@@ -63,6 +63,11 @@ class RouteError(Exception):
         self.where = where
 
 
+class CardError(Exception):
+    """A card cannot be built within the platform's limits; the message is a short safe code
+    (e.g. `card_too_large_31000_bytes`), recorded as the `delivery.failed` error."""
+
+
 class StepFailed(Exception):
     """A primitive knows a step failed for good (no SDK error to classify)."""
 

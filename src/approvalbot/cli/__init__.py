@@ -135,12 +135,17 @@ async def cmd_auditors(service: ApprovalService, args: argparse.Namespace) -> in
     if args.action == "add":
         auditor, token = await ids.add_auditor(args.email)
         say(
-            f"auditor {auditor.email}: may read GET /v1/audit, /v1/audit/verify and /v1/audit/report, nothing "
-            "else; the token below is shown once"
+            f"auditor {auditor.email}: may read GET /v1/audit, /v1/audit/checkpoints, /v1/audit/verify and "
+            "/v1/audit/report, nothing else; the token below is shown once"
         )
         print(token)
-    else:
+    elif args.action == "revoke":
         say(f"auditor {args.email}: {await ids.revoke_auditor(args.email)} token(s) revoked")
+    else:
+        listed = await ids.list_auditors()
+        for t in listed:  # one line per live token: address, token id (as in audit records), issued at
+            print(f"{t.email}\t{t.token_id}\t{t.auditor_id}\t{t.created_at or '-'}")
+        say(f"{len(listed)} auditor token(s) of {len({t.email for t in listed})} address(es)")
     return 0
 
 
@@ -216,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     add.add_argument("email")
     rev = au.add_parser("revoke", help="end every auditor token of this address")
     rev.add_argument("email")
+    au.add_parser("list", help="live auditor tokens: address, token id, auditor id, issued at (never the token)")
     people_cli.add_commands(sub)
     CHANNEL_COMMANDS.update(composition.add_commands(sub))
     client_cli.add_commands(sub)

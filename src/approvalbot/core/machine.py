@@ -23,6 +23,7 @@ from approvalbot.core.models import (
     MaskedView,
     RequestCreate,
     Status,
+    withheld_view,
 )
 from approvalbot.core.rules import approvals_given, check_reason, refusal_for
 
@@ -256,24 +257,27 @@ def expire(request: ApprovalRequest, now: datetime) -> Transition:
 
 def forget_params(request: ApprovalRequest) -> Transition:
     """Retention: a final request's raw params, context, justification and resource are replaced by
-    the masked copy, for everyone (data minimisation). No audit record: the chain already holds the
-    masked form and the params hash, which stay, so it verifies as before."""
+    the masked copy (and its grant or receipt dropped), for everyone (data minimisation). No audit
+    record: the chain already holds the masked form and the params hash, which stay, so it verifies
+    as before."""
     if not request.status.final:
         raise Refused(Refusal.NOT_PENDING, "only a final request's params can be deleted")
-    view = request.masked
     if request.params_deleted:
         return Transition(request)
-    update: dict[str, Any]
-    if view is None:  # made before masking: nothing safe to keep, so nothing free-form stays
-        update = {"params": {}, "context": {}, "justification": None, "params_deleted": True}
-    else:
-        update = {
-            "params": view.params,
-            "context": view.context,
-            "justification": view.justification,
-            "resource": view.resource,
-            "params_deleted": True,
-        }
+    # Made before masking (the service fills a view in when it reads one, so only a caller that
+    # did not): nothing safe to keep, so every free-form value is withheld.
+    view = request.masked if request.masked is not None else withheld_view(request)
+    update: dict[str, Any] = {
+        "params": view.params,
+        "context": view.context,
+        "justification": view.justification,
+        "resource": view.resource,
+        # The grant and receipt go too: their claims name the exact resource. The executor that
+        # holds a grant still verifies it offline; a consumed grant's digest stays in the audit log.
+        "grant": None,
+        "receipt": None,
+        "params_deleted": True,
+    }
     return Transition(request.model_copy(update=update))
 
 

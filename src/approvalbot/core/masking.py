@@ -45,6 +45,7 @@ __all__ = [
     "CONTEXT_PREFIX",
     "MaskedItem",
     "MaskedRequest",
+    "ensure_masked",
     "fingerprint",
     "is_masked",
     "mask_request",
@@ -348,6 +349,30 @@ def masked_view(
         ],
         params_sha256=params_digest(dict(params)),
     )
+
+
+def ensure_masked(request: ApprovalRequest, key: bytes) -> ApprovalRequest:
+    """A request stored before masking existed, with the masked view intake would have given it.
+
+    Masked with the settings frozen into its policy; a policy stored before masking loads with no
+    `sensitive:` paths and every detector on, so only detectors apply. Deterministic, so the
+    request's masked paths are the same every time it is read, and a reveal finds them again.
+    A request whose raw values retention already dropped (before it had a view) keeps an empty
+    `params_sha256`: the hash of the exact params cannot be known any more.
+    """
+    if request.masked is not None:
+        return request
+    view = masked_view(
+        params=request.params,
+        context=request.context,
+        justification=request.justification,
+        resource=request.resource,
+        policy=request.policy,
+        key=key,
+    )
+    if request.params_deleted:
+        view = view.model_copy(update={"params_sha256": ""})
+    return request.model_copy(update={"masked": view})
 
 
 def reveal(request: ApprovalRequest, paths: Iterable[str], key: bytes) -> dict[str, Any]:

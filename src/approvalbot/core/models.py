@@ -242,6 +242,24 @@ class MaskedView(Strict):
     params_sha256: str = ""  # of the raw params (canonical JSON), what the grant binds
 
 
+WITHHELD = "[withheld · stored before masking]"
+
+
+def withheld_view(request: ApprovalRequest) -> MaskedView:
+    """The reader's copy of a request that has no masked view: every value hidden, the shape kept.
+
+    Top-level param and context keys stay (a reviewer sees what was asked about), their values do
+    not; a justification or resource, when there is one, is withheld whole. No fingerprints: there
+    is no key here, and nothing is revealed from this copy (it lists no masked items).
+    """
+    return MaskedView(
+        params=dict.fromkeys(request.params, WITHHELD),
+        context=dict.fromkeys(request.context, WITHHELD),
+        justification=WITHHELD if request.justification else request.justification,
+        resource=WITHHELD if request.resource else request.resource,
+    )
+
+
 class Execution(Strict):
     """What the executor reported after acting on an approval: it ran (`executed`) or it failed.
 
@@ -293,17 +311,23 @@ class ApprovalRequest(Strict):
         """The request as a person may see it: masked params, context, justification and resource.
 
         Every channel and every approver-facing answer renders this, never the request itself;
-        only the agent's own reads, its callback and the grant use the exact values.
+        only the agent's own reads, its callback and the grant use the exact values. The grant and
+        receipt are left out: they are JWTs whose claims name the exact resource, readable by anyone
+        who decodes them, and they are the agent's (and its executor's) to use, not a reviewer's.
+
+        A request stored before masking existed has no masked view; the service fills one in when it
+        reads the request (and a one-time upgrade stores it), and a reader that still meets one gets
+        every free-form value withheld rather than shown.
         """
-        if self.masked is None:
-            return self
-        view = self.masked
+        view = self.masked if self.masked is not None else withheld_view(self)
         return self.model_copy(
             update={
                 "params": view.params,
                 "context": view.context,
                 "justification": view.justification,
                 "resource": view.resource,
+                "grant": None,
+                "receipt": None,
             }
         )
 

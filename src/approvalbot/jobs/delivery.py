@@ -36,12 +36,14 @@ import redis as sync_redis
 from redis.asyncio import Redis
 from rq import Retry, get_current_job
 
-from approvalbot.channels import DeliveryPrimitives, Failure, RouteError, StepFailed, Target
+from approvalbot.channels import CardError, DeliveryPrimitives, Failure, RouteError, StepFailed, Target
 from approvalbot.config import Settings, load_settings
 from approvalbot.core.events import EventType, event_for
+from approvalbot.core.masking import ensure_masked
 from approvalbot.core.models import ApprovalRequest
 from approvalbot.jobs.lease import Lease, LeaseLost
 from approvalbot.jobs.outbox import Subscriber
+from approvalbot.keyfiles import masking_key
 from approvalbot.store import connections, keys
 from approvalbot.store.audit import AuditLog, StoredRecord
 from approvalbot.store.connections import async_twin
@@ -110,11 +112,20 @@ class _Step:
 class Engine:
     """Runs one channel's primitives for one request, under the request's lease."""
 
-    def __init__(self, redis: Redis, primitives: DeliveryPrimitives, budget: Budget | None = None):
+    def __init__(
+        self,
+        redis: Redis,
+        primitives: DeliveryPrimitives,
+        budget: Budget | None = None,
+        masking: bytes | None = None,
+    ):
         self.redis = redis
         self.p = primitives
         self.budget = budget or Budget()
-        self.requests = RequestStore(redis)
+        # With the masking key, a request stored before masking is shown with the masked view intake
+        # would have given it (without, `shown()` withholds its values); see service.with_masks.
+        upgrade = None if masking is None else (lambda request: ensure_masked(request, masking))
+        self.requests = RequestStore(redis, upgrade)
         self.audit = AuditLog(redis)
         self.store = DeliveryStore(redis)
         self.lease: Lease | None = None
@@ -191,9 +202,17 @@ class Engine:
         paused_ms = await self.redis.pttl(pause_key(self.p.channel, target.id))
         if paused_ms and paused_ms > 0:
             return paused_ms / 1000
-        stage = "post"
         try:
             card = await self.p.render(request)
+        except (LeaseLost, OutOfTime):
+            raise
+        except Exception as exc:
+            # Never silence: a card that cannot be built is a delivery.failed naming why (once).
+            code = str(exc) if isinstance(exc, CardError) and str(exc) else f"card_not_built_{type(exc).__name__}"
+            log.error("%s: the card of %s cannot be built (%s)", self.p.channel, request.id, code, exc_info=True)
+            return await self.failed(request, target, state, Failure(code[:120], retryable=False), "render")
+        stage = "post"
+        try:
             if not state.message_id:
                 await self._post(request, target, state, card)
             elif state.digest != card.digest:
@@ -210,7 +229,7 @@ class Engine:
             if failure is None:
                 raise
             return await self.failed(request, target, state, failure, stage)
-        cleared: dict[str, Any] = {s: None for s in ("post", "update", "reply") if s in state.errors}
+        cleared: dict[str, Any] = {s: None for s in ("render", "post", "update", "reply") if s in state.errors}
         if state.failures or cleared:
             await self._save(request.id, target.id, state, failures=0, last_error="", errors=cleared)
         return None
@@ -329,7 +348,7 @@ class Engine:
             code = failure.code
         if self.p.sticky_failures:
             await self._save(request.id, where, state, failed=code, last_error=failure.code)
-        elif state.failures:
+        elif state.failures or state.last_error != failure.code:
             await self._save(request.id, where, state, failures=0, last_error=failure.code)
         if state.errors.get(stage) != code:
             await self.record_failure(request, target.display, stage, code)
@@ -381,7 +400,7 @@ async def run_job(factory: PrimitivesFactory, request_id: str) -> Any:
         if primitives is None:
             return "channel is off"
         try:
-            outcome = await Engine(redis, primitives, budget).sync(request_id)
+            outcome = await Engine(redis, primitives, budget, masking_key(settings)).sync(request_id)
         finally:
             await primitives.close()
     finally:

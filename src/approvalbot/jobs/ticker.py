@@ -64,6 +64,10 @@ class Ticker:
             if await self.service.requests.clear_timer(member):  # whoever removes it, fires it
                 request_id, _, kind = member.partition("|")
                 await self.service.timer_fired(request_id, TIMER_EVENTS[kind])
+        try:  # one step of the one-time upgrade of pre-masking requests; never in the way of the rest
+            await self.service.upgrade_stored()
+        except Exception:
+            log.exception("upgrading stored requests failed; retrying next tick")
         await self.service.forget_params()  # retention: a bounded batch of raw params past their time
         await asyncio.to_thread(self._rq_housekeeping)
         while await self.outbox.dispatch():

@@ -62,6 +62,16 @@ STATUS = {
 }
 CONTEXT_LABELS = {"code_path": "Code path", "run_url": "Run", "model": "Model", "impact": "Impact"}
 
+# Slack's limits (Block Kit reference), as data: every text we build is measured against them.
+SECTION_TEXT = 3000  # a section's text
+HEADER_TEXT = 150  # a header's plain_text
+BUTTON_TEXT = 75  # a button's label
+FIELD_TEXT = 2000  # one of a section's fields
+MESSAGE_BLOCKS = 50  # blocks in one message
+MODAL_BLOCKS = 100  # blocks in a modal or the Home tab
+APPROVERS_LABEL = "*Approvers:* "
+APPROVERS_CHARS = SECTION_TEXT - len(APPROVERS_LABEL) - 50  # room left for the "and N more" tail
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -76,8 +86,13 @@ class Rendered:
         return hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
-def _dicts(blocks: list[Block]) -> list[dict[str, Any]]:
-    return [b.to_dict() for b in blocks]  # validates Slack's limits
+def _dicts(blocks: list[Block], max_blocks: int = MESSAGE_BLOCKS) -> list[dict[str, Any]]:
+    """Block dicts, validated against Slack's limits by `to_dict()`; never more than `max_blocks`
+    (the last ones give way to a note, so a message is never refused for its length)."""
+    if len(blocks) > max_blocks:
+        dropped = len(blocks) - max_blocks + 1
+        blocks = [*blocks[: max_blocks - 1], ContextBlock(elements=[_md(f"_{dropped} more block(s) not shown._")])]
+    return [b.to_dict() for b in blocks]
 
 
 def _label(text: str) -> MarkdownTextObject:
@@ -120,8 +135,10 @@ def _table(rows: list[tuple[str, Any]]) -> list[SectionBlock]:
     return [SectionBlock(fields=fields[i : i + 10]) for i in range(0, len(fields), 10)]
 
 
-def approver_names(request: ApprovalRequest, mentions: dict[str, str]) -> str:
-    """Approvers the policy names: people we could resolve are mentioned, groups are named."""
+def approver_names(request: ApprovalRequest, mentions: dict[str, str], limit: int = APPROVERS_CHARS) -> str:
+    """Approvers the policy names: people we could resolve are mentioned, groups are named.
+
+    At most `limit` characters: names that do not fit are counted ("and 37 more: /approval ID")."""
     names = []
     for target in request.policy.approvers:
         if target == ANY_APPROVER:
@@ -132,7 +149,20 @@ def approver_names(request: ApprovalRequest, mentions: dict[str, str]) -> str:
             names.append(mrkdwn(target, 200))
         else:
             names.append(f"{mrkdwn(target, 100)} (group)")
-    return ", ".join(names) or "any registered approver"
+    if not names:
+        return "any registered approver"
+    shown: list[str] = []
+    used = 0
+    for i, name in enumerate(names):
+        rest = len(names) - i - 1
+        tail = len(f" and {rest} more (`/approval {request.id}`)") if rest else 0
+        if used + len(name) + 2 + tail > limit:
+            break
+        shown.append(name)
+        used += len(name) + 2
+    if len(shown) == len(names):
+        return ", ".join(names)
+    return f"{', '.join(shown)} and {len(names) - len(shown)} more (`/approval {request.id}`)"
 
 
 def _decider(request: ApprovalRequest) -> str:
@@ -207,7 +237,7 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
     request = request.shown()
     icon, title = STATUS[request.status]
     blocks: list[Block] = [
-        HeaderBlock(text=PlainTextObject(text=plain(f"{title}: {request.action}", 140), emoji=True)),
+        HeaderBlock(text=PlainTextObject(text=plain(f"{title}: {request.action}", HEADER_TEXT - 10), emoji=True)),
         *_table(request_rows(request)),
     ]
     if request.justification:
@@ -221,7 +251,7 @@ def card(request: ApprovalRequest, mentions: dict[str, str] | None = None) -> Re
         blocks.append(ContextBlock(elements=[_value(f"{k}: {v}", 300) for k, v in extra[:10]]))
     if hidden:
         blocks.append(ContextBlock(elements=[_md(hidden)]))
-    blocks.append(SectionBlock(text=_md(f"*Approvers:* {approver_names(request, mentions)}")))
+    blocks.append(SectionBlock(text=_md(f"{APPROVERS_LABEL}{approver_names(request, mentions)}")))
     for d in request.decisions[-10:]:
         mark = ":white_check_mark:" if d.decision == "approve" else ":no_entry:"
         verb = "approved" if d.decision == "approve" else "denied"
@@ -413,8 +443,8 @@ def hidden_paths(request: ApprovalRequest) -> list[str]:
     return list(dict.fromkeys(item.path for item in request.masked.items))
 
 
-REVEAL_CHUNK = 2900  # rendered characters per plain_text object (Slack allows 3000)
-REVEAL_MAX_BLOCKS = 95  # a modal holds at most 100 blocks
+REVEAL_CHUNK = SECTION_TEXT - 100  # rendered characters per plain_text object
+REVEAL_MAX_BLOCKS = MODAL_BLOCKS - 5  # room for the closing note
 
 
 def _exact(value: Any) -> str:
@@ -528,11 +558,17 @@ def home_view(items: list[ApprovalRequest], more: bool, registered: bool) -> dic
         blocks += queue_item(request)
     if more:
         blocks.append(ContextBlock(elements=[_md("More are waiting: run `/pending` to page through them.")]))
-    return View(type="home", blocks=blocks).to_dict()
+    return View(type="home", blocks=blocks[:MODAL_BLOCKS]).to_dict()
 
 
-def detail_message(request: ApprovalRequest, records: list[tuple[int, str | None, dict[str, Any]]]) -> Rendered:
-    """/approval ID: the card's facts plus the request's audit records."""
+DETAIL_PAGE = 40  # audit records per page of the /approval answer
+
+
+def detail_message(
+    request: ApprovalRequest, records: list[tuple[int, str | None, dict[str, Any]]], page: int = 1
+) -> Rendered:
+    """/approval ID [page]: the card's facts plus one page of the request's audit records (oldest
+    first, DETAIL_PAGE per page; the last line names the command for the next page)."""
     hidden = hidden_line(request)
     request = request.shown()
     icon, title = STATUS[request.status]
@@ -545,20 +581,25 @@ def detail_message(request: ApprovalRequest, records: list[tuple[int, str | None
         blocks.append(SectionBlock(text=_value(f"Justification:{sep}{_block(request.justification)}", 1500)))
     if hidden:
         blocks.append(ContextBlock(elements=[_md(hidden)]))
+    pages = max(1, -(-len(records) // DETAIL_PAGE))
+    page = min(max(page, 1), pages)
     lines = []
-    for seq, record_hash, record in records[-40:]:
+    for seq, record_hash, record in records[(page - 1) * DETAIL_PAGE : page * DETAIL_PAGE]:
         _, summary = describe(record)
         line = f"`#{seq}` `{(record_hash or 'unsealed')[:12]}` {summary}"
         if record.get("reason"):
             line += _md_reason(str(record["reason"]), 200)
         lines.append(line)
-    blocks.append(SectionBlock(text=_md("*Audit records*")))
+    heading = "*Audit records*" if pages == 1 else f"*Audit records*, page {page} of {pages}"
+    blocks.append(SectionBlock(text=_md(heading)))
     chunk: list[str] = []
     for line in lines:
-        if sum(len(x) + 1 for x in chunk) + len(line) > 2800:
+        if sum(len(x) + 1 for x in chunk) + len(line) > SECTION_TEXT - 200:
             blocks.append(SectionBlock(text=_md("\n".join(chunk))))
             chunk = []
         chunk.append(line)
     if chunk:
         blocks.append(SectionBlock(text=_md("\n".join(chunk))))
-    return Rendered(f"{title}: {mrkdwn(request.action, 200)} ({request.id})", _dicts(blocks[:50]))
+    more = [ContextBlock(elements=[_md(f"More: `/approval {request.id} {page + 1}`")])] if page < pages else []
+    blocks = [*blocks[: MESSAGE_BLOCKS - len(more)], *more]
+    return Rendered(f"{title}: {mrkdwn(request.action, 200)} ({request.id})", _dicts(blocks))

@@ -287,10 +287,13 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     @app.command("/approval")
     async def on_approval(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
-        request_id = (body.get("text") or "").strip().split(" ")[0]
+        words = (body.get("text") or "").split()
+        request_id = words[0] if words else ""
+        page = int(words[1]) if len(words) > 1 and words[1].isdigit() and 0 < int(words[1]) < 10_000 else 1
         if not is_request_id(request_id):
             await respond(
-                text="Usage: `/approval req_...` (the id on the card or in the API).", response_type="ephemeral"
+                text="Usage: `/approval req_... [page]` (the id on the card or in the API).",
+                response_type="ephemeral",
             )
             return
         who = await identify(body, reply(respond))
@@ -305,7 +308,7 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
             await respond(text=f"No request `{request_id}`.", response_type="ephemeral")
             return
         records = [(r.seq, r.hash, r.as_dict()) for r in await service.audit.for_request(request.id)]
-        detail = blocks.detail_message(request, records)
+        detail = blocks.detail_message(request, records, page)
         await respond(text=detail.text, blocks=detail.blocks, response_type="ephemeral")
 
     async def publish_home(client: AsyncWebClient, who: Who | None, user: str | None = None) -> None:

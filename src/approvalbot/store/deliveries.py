@@ -21,6 +21,9 @@ from approvalbot.store import keys
 STATE_TTL = 90 * 24 * 3600
 # The target name of a channel's per-request state (routing errors, the final step).
 REQUEST_TARGET = "_request"
+# The `failed` code of a target the channel knows is gone for good (the bot was removed, the
+# conversation deleted), set without another delivery.failed when a later request meets it.
+GONE = "conversation_gone"
 
 
 def state_key(request_id: str, channel: str, target: str) -> str:

@@ -35,6 +35,7 @@ from approvalbot.store.tokens import (
 __all__ = [
     "TOKEN_PREFIX",
     "Auditor",
+    "AuditorToken",
     "IdentityError",
     "IdentityStore",
     "Principal",
@@ -85,8 +86,21 @@ def _valid_name(name: str, what: str) -> str:
     return name
 
 
+AUDITOR_TOKENS_PREFIX, AUDITOR_TOKENS_SUFFIX = f"{keys.PREFIX}auditor:", ":tokens"
+
+
 def _auditor_tokens(email: str) -> str:
-    return f"{keys.PREFIX}auditor:{email}:tokens"
+    return f"{AUDITOR_TOKENS_PREFIX}{email}{AUDITOR_TOKENS_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class AuditorToken:
+    """One live auditor token, as `approvalbot auditors list` shows it (never the token itself)."""
+
+    email: str
+    token_id: str  # the token's public name in audit records
+    auditor_id: str
+    created_at: str | None  # ISO 8601; None for tokens issued before it was recorded
 
 
 class IdentityStore:
@@ -242,7 +256,8 @@ class IdentityStore:
         token = new_token("auditor")
         digest = token_digest(token)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.token(digest), json.dumps({"kind": "auditor", "doc": {"id": auditor.id, "email": email}}))
+        doc = {"id": auditor.id, "email": email, "created_at": datetime.now(UTC).isoformat()}
+        pipe.set(keys.token(digest), json.dumps({"kind": "auditor", "doc": doc}))
         pipe.sadd(_auditor_tokens(email), digest)
         event = event_about_people(
             EventType.AUDITOR_ADDED,
@@ -266,6 +281,22 @@ class IdentityStore:
         event = event_about_people(EventType.AUDITOR_REVOKED, actor, datetime.now(UTC), email=email)
         await self.people.write_audited(pipe, event)
         return len(digests)
+
+    async def list_auditors(self) -> list[AuditorToken]:
+        """Every live auditor token, by address then issue time. Auditor tokens have no index of
+        their own: this walks the per-address token sets with SCAN (an admin command, not a hot path)."""
+        found: list[AuditorToken] = []
+        async for key in self.redis.scan_iter(match=_auditor_tokens("*"), count=1000):
+            name = codec.text(key)
+            email = name[len(AUDITOR_TOKENS_PREFIX) : -len(AUDITOR_TOKENS_SUFFIX)]
+            digests = sorted(codec.text(d) for d in await self.redis.smembers(name))
+            records = await self.redis.mget([keys.token(d) for d in digests]) if digests else []
+            for digest, raw in zip(digests, records, strict=True):
+                if not raw:
+                    continue  # revoked meanwhile
+                doc = json.loads(raw).get("doc", {})
+                found.append(AuditorToken(email, token_id(digest), str(doc.get("id", "")), doc.get("created_at")))
+        return sorted(found, key=lambda t: (t.email, t.created_at or "", t.token_id))
 
     async def authenticate(self, token: str) -> Principal | None:
         """Revocation deletes the digest, so it takes effect at once; approvers read their person fresh."""

@@ -20,6 +20,9 @@ GRANTS_USED = PREFIX + "grants:used"
 # Final requests whose raw params still exist, scored by decided_at (ms): retention deletes them
 # oldest first, in bounded batches (APPROVALBOT_PARAMS_RETENTION).
 FINAL = PREFIX + "final"
+# The one-time upgrade of requests stored before masking (service.upgrade_stored): the SCAN cursor it
+# has reached, then "done".
+MASKING_UPGRADE = PREFIX + "upgrade:masked"
 
 
 def request(request_id: str) -> str:

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -129,13 +130,21 @@ class _Plan:
 
 
 class RequestStore:
-    def __init__(self, redis: Redis):
+    """Requests in Redis. `upgrade` is applied to every request read (the service passes one that
+    fills in the masked view of a request stored before masking existed); it must be pure."""
+
+    def __init__(self, redis: Redis, upgrade: Callable[[ApprovalRequest], ApprovalRequest] | None = None):
         self.redis = redis
         self._commit = redis.register_script(load_script("commit.lua"))
+        self._upgrade = upgrade
+
+    def _load(self, doc: bytes | str) -> ApprovalRequest:
+        request = ApprovalRequest.model_validate_json(doc)
+        return self._upgrade(request) if self._upgrade is not None else request
 
     async def get(self, request_id: str) -> ApprovalRequest | None:
         doc = await self.redis.hget(keys.request(request_id), "doc")
-        return ApprovalRequest.model_validate_json(doc) if doc else None
+        return self._load(doc) if doc else None
 
     async def get_many(self, request_ids: list[str]) -> list[ApprovalRequest | None]:
         """Aligned with `request_ids`; None where a request does not exist."""
@@ -145,7 +154,7 @@ class RequestStore:
         for rid in request_ids:
             pipe.hget(keys.request(rid), "doc")
         docs = await pipe.execute()
-        return [ApprovalRequest.model_validate_json(d) if d else None for d in docs]
+        return [self._load(d) if d else None for d in docs]
 
     async def commit(
         self,
@@ -307,6 +316,13 @@ class RequestStore:
     async def due(self, index: str, now: datetime, limit: int = 500) -> list[str]:
         rows = await self.redis.zrange(index, "-inf", ms(now), byscore=True, offset=0, num=limit)
         return [codec.member(r) for r in rows]
+
+    async def index_final(self, request: ApprovalRequest) -> bool:
+        """File a final request in the retention index if it is not there (requests that became
+        final before the index existed); True when it was added."""
+        if not request.status.final or request.decided_at is None or request.params_deleted:
+            return False
+        return bool(await self.redis.zadd(keys.FINAL, {request.id: ms(request.decided_at)}, nx=True))
 
     async def unindex_final(self, request_id: str) -> None:
         """Retention is done with this request (its raw values are gone, or it has none)."""

@@ -35,11 +35,12 @@ from approvalbot.core.rules import (
 )
 from approvalbot.service import ApprovalService
 from approvalbot.store.requests import Conflict
-from approvalbot.teams import cards
+from approvalbot.teams import cards, sdk
 from approvalbot.teams.cards import Notice
 from approvalbot.teams.identity import Clicker, IdentityResolver, recent_user_ids
 from approvalbot.teams.references import (
     CHANNEL,
+    PERSONAL,
     STORED_KINDS,
     ConversationRef,
     ReferenceStore,
@@ -53,12 +54,16 @@ log = logging.getLogger("approvalbot.teams.bot")
 INVOKE_NAME = "adaptiveCard/action"
 ERROR_TYPE = "application/vnd.microsoft.error"
 PENDING_PAGE = 10
+# Team events after which nothing may be posted to any of its channels (until the bot is added again).
+TEAM_GONE_EVENTS = ("teamDeleted", "teamHardDeleted", "teamArchived")
 
 UNRESOLVED = "Teams could not confirm who you are right now; try again in a minute."
 
 HELP_LINES = [
     "pending: the requests waiting for your decision, as cards.",
     "approval ID: one request and its audit trail, e.g. approval " + EXAMPLE_REQUEST_ID + ".",
+    "approval ID 2: the second page of a long audit trail.",
+    "Said in a channel, both are answered in your 1:1 chat with the bot.",
     "Cards posted in channels are updated for everyone after each decision.",
 ]
 
@@ -82,14 +87,29 @@ def card_message(card: dict[str, Any]) -> Activity:
     return MessageFactory.attachment(Attachment(content_type=cards.CONTENT_TYPE, content=card))
 
 
+async def _send_all(turn_context: TurnContext, replies: list[Activity | str]) -> None:
+    await turn_context.send_activities([_as_activity(r) for r in replies])
+
+
+def _as_activity(reply: Activity | str) -> Activity:
+    return MessageFactory.text(reply) if isinstance(reply, str) else reply
+
+
+def _page(args: list[str]) -> int:
+    """`approval ID 2` (or `page 2`): which page of the audit trail; 1 when absent or not a number."""
+    words = [a for a in args if a.lower() != "page"]
+    return int(words[0]) if words and words[0].isdigit() and 0 < int(words[0]) < 10_000 else 1
+
+
 def _json_object(value: object) -> dict[str, Any]:
     """A JSON object from an activity's payload; anything else (missing, a list, a string) reads as empty."""
     return value if isinstance(value, dict) else {}
 
 
 class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (Any)
-    def __init__(self, service: ApprovalService, redis: Redis):
+    def __init__(self, service: ApprovalService, redis: Redis, max_bytes: int = cards.DEFAULT_MAX_BYTES):
         self.service = service
+        self.max_bytes = max_bytes
         self.redis = redis
         self.references = ReferenceStore(redis)
         self.people = IdentityResolver(service, redis)
@@ -99,15 +119,27 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
     async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
         bot_id = activity.recipient.id if activity.recipient else None
-        event = (activity.channel_data or {}).get("eventType")
+        data = _json_object(activity.channel_data)
+        event = data.get("eventType")
+        team = _json_object(data.get("team"))
+        channel = _json_object(data.get("channel"))
         if bot_id and any(m.id == bot_id for m in activity.members_added or []):
             await self._remember(turn_context)
         elif bot_id and any(m.id == bot_id for m in activity.members_removed or []):
             await self._forget(turn_context)
+        elif event == "channelDeleted" and channel.get("id"):
+            if await self.references.remove(str(channel["id"])):
+                log.info("Teams: a channel the bot posted to was deleted")
+        elif event in TEAM_GONE_EVENTS and team.get("id"):
+            forgotten = await self.references.forget_team(str(team["id"]))
+            log.info("Teams: %s; forgot %d conversation(s) of that team", event, len(forgotten))
+        elif event in ("teamUnarchived", "teamRestored"):
+            # Only the team's General channel (the event's conversation) is known again; its other
+            # channels need the bot added again (docs/teams.md).
+            await self._remember(turn_context, welcome=False)
+        elif event == "channelRestored" and channel.get("id"):
+            await self._remember(turn_context, channel_id=str(channel["id"]), welcome=False)
         elif event in ("channelRenamed", "teamRenamed"):
-            data = activity.channel_data or {}
-            channel = data.get("channel") or {}
-            team = data.get("team") or {}
             if event == "channelRenamed" and channel.get("id"):
                 await self.references.rename(channel["id"], name=channel.get("name"))
             elif team.get("name"):
@@ -120,9 +152,11 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         if action.startswith("add"):
             await self._remember(turn_context)
         elif action.startswith("remove"):
-            await self._forget(turn_context)
+            await self._forget(turn_context, whole_team=True)
 
-    async def _remember(self, turn_context: TurnContext) -> None:
+    async def _remember(self, turn_context: TurnContext, channel_id: str | None = None, welcome: bool = True) -> None:
+        """Store the activity's conversation (or, with `channel_id`, that channel of its team); a new
+        one is greeted unless `welcome` is False (a restore: the event's conversation is not the one)."""
         activity = turn_context.activity
         conversation = activity.conversation
         kind = conversation.conversation_type or "personal"
@@ -139,12 +173,15 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             )
         else:
             name = conversation.name or "group chat"
+        reference = reference_of(activity)
+        if channel_id and kind == CHANNEL:
+            reference["conversation"] = {**reference.get("conversation", {}), "id": channel_id}
         ref = ConversationRef(
-            id=conversation.id,
+            id=channel_id or conversation.id,
             kind=kind,
             name=name,
             service_url=activity.service_url,
-            reference=reference_of(activity),
+            reference=reference,
             team=team.get("name"),
             team_id=team.get("id"),
             aad_group_id=team.get("aadGroupId"),
@@ -153,6 +190,8 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         )
         if await self.references.save(ref):
             log.info("Teams: added to %s %s", kind, ref.hash)
+            if not welcome:
+                return
             try:
                 connector(turn_context)  # our timeout, no hidden retries
                 await turn_context.send_activity(
@@ -162,9 +201,23 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             except Exception as exc:
                 log.warning("Teams welcome message failed (%s)", exc.__class__.__name__)
 
-    async def _forget(self, turn_context: TurnContext) -> None:
-        if await self.references.remove(turn_context.activity.conversation.id):
-            log.info("Teams: removed from a conversation")
+    async def _forget(self, turn_context: TurnContext, whole_team: bool | None = None) -> None:
+        """The bot was removed (or the app uninstalled). From a team (`teamMemberRemoved`, or an
+        uninstall in a team) every channel of that team is forgotten: the event names the team,
+        not each channel. From one channel (a shared channel that no longer allows the bot:
+        `channelMemberRemoved`) or a chat, only that conversation."""
+        activity = turn_context.activity
+        data = _json_object(activity.channel_data)
+        team = _json_object(data.get("team"))
+        channel = _json_object(data.get("channel"))
+        if whole_team is None:
+            whole_team = data.get("eventType") == "teamMemberRemoved"
+        if whole_team and team.get("id"):
+            forgotten = await self.references.forget_team(str(team["id"]))
+            log.info("Teams: removed from a team; forgot %d conversation(s)", len(forgotten))
+        for conversation_id in {activity.conversation.id, channel.get("id")} - {None}:
+            if await self.references.remove(str(conversation_id)):
+                log.info("Teams: removed from a conversation")
 
     # --- commands ----------------------------------------------------------------------
 
@@ -173,9 +226,10 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         try:
             connector(turn_context)  # our timeout, no hidden retries, for every reply below
             if verb == "pending":
-                await self._pending(turn_context)
+                await self._answer_privately(turn_context, await self._pending(turn_context), "your queue")
             elif verb == "approval" and args:
-                await self._approval(turn_context, args[0])
+                replies = await self._approval(turn_context, args[0], _page(args[1:]))
+                await self._answer_privately(turn_context, replies, "that request")
             else:
                 await turn_context.send_activity(card_message(cards.message_card("approvalbot commands", HELP_LINES)))
         except Exception:
@@ -185,34 +239,50 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             except Exception as exc:
                 log.warning("Teams reply failed too (%s)", exc.__class__.__name__)
 
-    async def _pending(self, turn_context: TurnContext) -> None:
+    async def _answer_privately(self, turn_context: TurnContext, replies: list[Activity | str], what: str) -> None:
+        """A person's queue and a request's details are theirs: said in a channel or a group chat,
+        they are answered in the person's 1:1 chat with the bot (a proactive message), and the
+        conversation gets one short note. Nothing of the answer is ever posted there."""
+        activity = turn_context.activity
+        kind = activity.conversation.conversation_type or PERSONAL
+        if kind == PERSONAL:
+            await _send_all(turn_context, replies)
+            return
+        try:
+            await sdk.send_personal(turn_context, [_as_activity(r) for r in replies])
+        except Exception as exc:
+            log.warning("Teams: could not open a 1:1 chat (%s)", exc.__class__.__name__)
+            await turn_context.send_activity(
+                f"I could not message you privately, so {what} is not shown here. Open a chat with "
+                "approvalbot (Apps, or its name in the chat list) and send the command there."
+            )
+            return
+        await turn_context.send_activity(f"I answered you in our 1:1 chat ({what} is not shown here).")
+
+    async def _pending(self, turn_context: TurnContext) -> list[Activity | str]:
         clicker = await self.people.resolve(turn_context)
         approver = clicker.person
         if not is_active_approver(approver):
-            await turn_context.send_activity(card_message(self._who_notice_card(clicker)))
-            return
+            return [card_message(self._who_notice_card(clicker))]
         items, cursor = await self.service.pending_for(approver, None, PENDING_PAGE)
         if not items:
-            await turn_context.send_activity(card_message(cards.message_card("Nothing is waiting for your decision.")))
-            return
+            return [card_message(cards.message_card("Nothing is waiting for your decision."))]
         refresh = [clicker.user_id]  # a personal chat: only this user's client refreshes
-        await turn_context.send_activities(
-            [card_message(cards.request_card(r, refresh_user_ids=refresh)) for r in items]
-        )
+        replies: list[Activity | str] = [
+            card_message(cards.fit_request_card(r, self.max_bytes, refresh_user_ids=refresh)) for r in items
+        ]
         if cursor is not None:
-            await turn_context.send_activity(
-                f"{len(items)} shown; more are waiting. Decide these, then send pending again."
-            )
+            replies.append(f"{len(items)} shown; more are waiting. Decide these, then send pending again.")
+        return replies
 
-    async def _approval(self, turn_context: TurnContext, request_id: str) -> None:
+    async def _approval(self, turn_context: TurnContext, request_id: str, page: int = 1) -> list[Activity | str]:
         request_id = request_id.strip().lower()
         if not is_request_id(request_id):
-            await turn_context.send_activity(
+            return [
                 card_message(
                     cards.message_card("That is not a request id.", [f"Request ids look like {EXAMPLE_REQUEST_ID}."])
                 )
-            )
-            return
+            ]
         clicker = await self.people.resolve(turn_context)
         try:
             request = await self.service.get(request_id)
@@ -220,17 +290,12 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             request = None
         # The same answer for "no such request" and "not yours to see" (least visibility, by person).
         if request is None or not may_view(request, approver=clicker.person):
-            await turn_context.send_activity(
-                card_message(cards.message_card("No request with that id is visible to you."))
-            )
-            return
+            return [card_message(cards.message_card("No request with that id is visible to you."))]
         records = [r.as_dict() for r in await self.service.audit.for_request(request.id)]
-        await turn_context.send_activities(
-            [
-                card_message(await self._view(request, clicker)),
-                card_message(cards.audit_list_card(request, records)),
-            ]
-        )
+        return [
+            card_message(await self._view(request, clicker)),  # fitted to the budget, as every card
+            card_message(cards.audit_page_card(request, records, page, self.max_bytes)),
+        ]
 
     @staticmethod
     def _who_notice_card(clicker: Clicker) -> dict[str, Any]:
@@ -323,7 +388,7 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
             return invoke_card(
                 await self._view(request, clicker, Notice(f"Nothing was revealed: {sentence(exc.message)}"))
             )
-        return invoke_card(cards.reveal_card(request, values))
+        return invoke_card(cards.reveal_card(request, values, self.max_bytes))
 
     @staticmethod
     def _done_notice(request: ApprovalRequest, verb: str) -> Notice:
@@ -344,13 +409,13 @@ class ApprovalBot(ActivityHandler):  # type: ignore[misc]  # untyped SDK base (A
         if clicker.user_id and clicker.user_id not in refresh:
             refresh = [clicker.user_id, *refresh]
         if request.status.final:
-            return cards.request_card(request, notice=notice)
+            return cards.fit_request_card(request, self.max_bytes, notice=notice)
         refusal = refusal_for(request, clicker.actor(), person)
         if refusal is None:
-            return cards.request_card(request, notice=notice, refresh_user_ids=refresh)
+            return cards.fit_request_card(request, self.max_bytes, notice=notice, refresh_user_ids=refresh)
         if notice is None:
             notice = Notice(sentence(refusal.message), style="warning")
-        return cards.request_card(request, actions=False, notice=notice, refresh_user_ids=refresh)
+        return cards.fit_request_card(request, self.max_bytes, actions=False, notice=notice, refresh_user_ids=refresh)
 
 
 def _reveal_refusal(refused: Refused) -> str:

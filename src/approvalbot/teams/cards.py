@@ -40,6 +40,16 @@ PARAMS_MAX_CHARS = 2000
 REVEAL_VALUE_CHARS = 4000  # one revealed value on the card; the API returns it whole
 REVEAL_TOTAL_CHARS = 16000  # all revealed values together (Teams cards stay well under ~28 KB)
 
+# Size as sent: botbuilder (msrest) serialises activities with `json.dumps`, which escapes every
+# non-ASCII character as \uXXXX (6 bytes; 12 for an emoji, a surrogate pair). The budget is
+# APPROVALBOT_TEAMS_MAX_BYTES; ENVELOPE_BYTES is what the activity around a card adds at most
+# (addresses, ids, the summary: measured in tests/teams/test_limits.py).
+DEFAULT_MAX_BYTES = 28000
+ENVELOPE_BYTES = 2500
+REFRESH_RESERVE = 1200  # bytes kept for `refresh.userIds` (about ten ids) when fitting a pending card
+AUDIT_PAGE = 25  # records per page of the `approval ID` trail
+SHORTENED = 'Shortened to fit in Teams: send the bot "approval {id}" for every detail.'
+
 STATUS_TITLES = {
     Status.PENDING: ("Approval needed", "warning"),
     Status.APPROVED: ("Approved", "good"),
@@ -145,11 +155,13 @@ def notice_block(notice: Notice) -> dict[str, Any]:
     return {"type": "Container", "style": notice.style, "items": items, "spacing": "Medium"}
 
 
-def _context_rows(context: dict[str, str]) -> list[dict[str, Any]]:
+def _context_rows(
+    context: dict[str, str], value_chars: int = CONTEXT_VALUE_CHARS, max_rows: int = MAX_CONTEXT_ROWS
+) -> list[dict[str, Any]]:
     known = [(k, CONTEXT_LABELS[k]) for k in CONTEXT_LABELS if k in context]
     others = [(k, None) for k in sorted(context) if k not in CONTEXT_LABELS]
     rows = []
-    for key, name in (known + others)[:MAX_CONTEXT_ROWS]:
+    for key, name in (known + others)[:max_rows]:
         if name is None:
             rows.append(
                 {
@@ -157,12 +169,12 @@ def _context_rows(context: dict[str, str]) -> list[dict[str, Any]]:
                     "spacing": "Small",
                     "columns": [
                         {"type": "Column", "width": 2, "items": [rich(run(key, 100, weight="Bolder", isSubtle=True))]},
-                        {"type": "Column", "width": 5, "items": [rich(run(context[key], CONTEXT_VALUE_CHARS))]},
+                        {"type": "Column", "width": 5, "items": [rich(run(context[key], value_chars))]},
                     ],
                 }
             )
         else:
-            rows.append(row(name, context[key], CONTEXT_VALUE_CHARS, monospace=key == "code_path"))
+            rows.append(row(name, context[key], value_chars, monospace=key == "code_path"))
     return rows
 
 
@@ -226,11 +238,13 @@ def _params_block(request: ApprovalRequest) -> list[dict[str, Any]]:
     ]
 
 
-def _decisions_block(request: ApprovalRequest) -> list[dict[str, Any]]:
+def _decisions_block(
+    request: ApprovalRequest, shown: int = MAX_DECISIONS_SHOWN, reason_chars: int = DECISION_REASON_CHARS
+) -> list[dict[str, Any]]:
     if not request.decisions:
         return []
     out: list[dict[str, Any]] = [label("Decisions", weight="Bolder", spacing="Medium", separator=True)]
-    hidden = len(request.decisions) - MAX_DECISIONS_SHOWN
+    hidden = len(request.decisions) - shown
     if hidden > 0:
         out.append(
             label(
@@ -240,16 +254,16 @@ def _decisions_block(request: ApprovalRequest) -> list[dict[str, Any]]:
                 spacing="Small",
             )
         )
-    for d in request.decisions[-MAX_DECISIONS_SHOWN:]:
+    for d in request.decisions[-shown:]:
         verb = "\u2714 approved" if d.decision == "approve" else "\u2716 denied"
         inlines = [run(d.approver, 254, weight="Bolder"), run(f" {verb} via {d.channel.value}, {when(d.at)}")]
         if d.reason:
-            inlines.append(run(_after(d.reason, DECISION_REASON_CHARS), 3 * DECISION_REASON_CHARS, italic=True))
+            inlines.append(run(_after(d.reason, reason_chars), 3 * reason_chars, italic=True))
         out.append(rich(*inlines, spacing="Small"))
     return out
 
 
-def _outcome_block(request: ApprovalRequest) -> list[dict[str, Any]]:
+def _outcome_block(request: ApprovalRequest, reason_chars: int = 1000) -> list[dict[str, Any]]:
     if not request.status.final:
         return []
     title, style = STATUS_TITLES[request.status]
@@ -260,7 +274,9 @@ def _outcome_block(request: ApprovalRequest) -> list[dict[str, Any]]:
         rich(run("by "), run(who, 254, weight="Bolder"), run(f", {when(request.decided_at)}")),
     ]
     if request.outcome_reason:
-        items.append(rich(run("Why: "), run(_block(request.outcome_reason, 1000), 3000, italic=True)))
+        items.append(
+            rich(run("Why: "), run(_block(request.outcome_reason, reason_chars), 3 * reason_chars, italic=True))
+        )
     if request.execution is not None:
         ran = request.execution.status == "executed"
         items.append(
@@ -321,16 +337,76 @@ def _decision_inputs(request: ApprovalRequest) -> tuple[list[dict[str, Any]], li
     return body, actions
 
 
+def card_bytes(value: Any) -> int:
+    """How many bytes `value` takes in the JSON the SDK sends (ASCII, non-ASCII escaped)."""
+    return len(json.dumps(value, default=str))
+
+
+def sent_size(card: dict[str, Any]) -> int:
+    """A card's size as sent in one activity: the card, its summary again, and the envelope."""
+    return card_bytes(card) + card_bytes(card.get("fallbackText") or "") + ENVELOPE_BYTES
+
+
+def with_refresh_users(card: dict[str, Any], users: Sequence[str], max_bytes: int) -> dict[str, Any]:
+    """The card with `refresh.userIds` set to as many of `users` as the byte budget leaves room for."""
+    if "refresh" not in card:
+        return card
+    room = max_bytes - sent_size({**card, "refresh": {**card["refresh"], "userIds": []}})
+    kept: list[str] = []
+    for user in list(dict.fromkeys(users))[:MAX_REFRESH_USERS]:
+        room -= card_bytes(user) + 2
+        if room < 0:
+            break
+        kept.append(user)
+    return {**card, "refresh": {**card["refresh"], "userIds": kept}}
+
+
+def fit_request_card(
+    request: ApprovalRequest,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    *,
+    actions: bool = True,
+    notice: Notice | None = None,
+    refresh_user_ids: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The approval card within `max_bytes` as sent: whole when it fits, else shortened (fewer
+    and shorter texts, parameters left out) and saying how to see the rest, else the summary.
+    A pending card keeps room for some auto-refresh ids (`REFRESH_RESERVE`); the ids fill what is left."""
+    built = request_card(request, actions=actions, notice=notice)
+    for level in (1, 2, 3):
+        reserve = REFRESH_RESERVE if "refresh" in built else 0
+        if sent_size(built) + reserve <= max_bytes:
+            break
+        built = request_card(request, actions=actions, notice=notice, shorten=level)
+    return with_refresh_users(built, refresh_user_ids, max_bytes)
+
+
+def summary_card(request: ApprovalRequest, *, actions: bool = True) -> dict[str, Any]:
+    """The smallest approval card: state, action, resource, id and the buttons (a few KB at most,
+    whatever the request holds); what a 413 from the connector is answered with."""
+    return request_card(request, actions=actions, shorten=3)
+
+
 def request_card(
     request: ApprovalRequest,
     *,
     actions: bool = True,
     notice: Notice | None = None,
     refresh_user_ids: Sequence[str] = (),
+    shorten: int = 0,
 ) -> dict[str, Any]:
-    """The approval card. `actions=False` shows a pending request read-only (e.g. to its owner)."""
+    """The approval card. `actions=False` shows a pending request read-only (e.g. to its owner).
+
+    `shorten` 1-3 leaves out more and cuts texts shorter (see `fit_request_card`): 1 cuts long
+    texts and drops the parameters, 2 keeps one line per text and the last decisions, 3 is the
+    summary (no justification, context or decisions)."""
     raw = request
     request = request.shown()
+    cut = (1.0, 0.25, 0.08, 0.0)[shorten]
+
+    def chars(limit: int) -> int:
+        return max(40, int(limit * cut)) if shorten else limit
+
     title, style = STATUS_TITLES[request.status]
     approvals, needed = approval_progress(request)
     header = {
@@ -350,23 +426,30 @@ def request_card(
     body: list[dict[str, Any]] = [header]
     if notice:
         body.append(notice_block(notice))
+    if shorten:
+        body.append(label(SHORTENED.format(id=request.id), isSubtle=True, spacing="Small"))
     if request.resource:
-        body.append(row("Resource", request.resource, 500, monospace=True))
-    if request.justification:
-        body.append(row("Justification", _block(request.justification, 1500), 4500))
+        body.append(row("Resource", request.resource, chars(500), monospace=True))
+    if request.justification and shorten < 3:
+        body.append(row("Justification", _block(request.justification, chars(1500)), 3 * chars(1500)))
     body.append(row("Agent", request.agent_name, 100))
     body.append(row("Owner", request.owner, 254))
     if request.on_behalf_of:
         body.append(row("On behalf of", request.on_behalf_of, 254))
-    body.extend(_context_rows(request.context))
+    if shorten < 3:
+        body.extend(_context_rows(request.context, chars(CONTEXT_VALUE_CHARS), MAX_CONTEXT_ROWS if not shorten else 4))
     body.append(row("Policy rule", request.policy.rule, 200))
     body.append(row("Approvals", f"{approvals} of {needed}"))
     body.append(row("Requested", when(request.created_at)))
     body.append(row("Request id", request.id, 100, monospace=True))
-    body.extend(_params_block(request))
+    if not shorten:
+        body.extend(_params_block(request))
+    elif request.params:
+        body.append(label(f"Parameters ({len(request.params)}): not shown here.", isSubtle=True, spacing="Small"))
     body.extend(_hidden_block(raw))
-    body.extend(_decisions_block(request))
-    body.extend(_outcome_block(request))
+    if shorten < 3:
+        body.extend(_decisions_block(request, MAX_DECISIONS_SHOWN if shorten < 2 else 3, chars(DECISION_REASON_CHARS)))
+    body.extend(_outcome_block(request, chars(1000)))
 
     card_actions: list[dict[str, Any]] = []
     refresh = None
@@ -391,12 +474,25 @@ def request_card(
     return card(body, card_actions, refresh, fallback=f"Approval request {inert(request.action, 200)}: {title}")
 
 
-def reveal_card(request: ApprovalRequest, values: dict[str, Any]) -> dict[str, Any]:
+def _chars_within(text: str, nbytes: int) -> int:
+    """How many characters of `text` (as `inert` shows it) fit in `nbytes` of JSON as sent."""
+    used = 2  # the quotes
+    count = 0
+    for ch in inert(text, len(text) + 1):
+        used += len(json.dumps(ch)) - 2
+        if used > nbytes - 6:  # room for the "…" that marks a cut
+            return count
+        count += 1
+    return count
+
+
+def reveal_card(request: ApprovalRequest, values: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     """The private answer to the clicker's Reveal: the exact values, on a card only they get.
 
     It is the invoke response (per user; the shared card is never updated with it), and its
     Hide action refreshes back to the masked card. Values are TextRuns after `inert` (so `<`
-    and `>` show as look-alikes); a value longer than fits is cut and says so.
+    and `>` show as look-alikes); a value longer than fits (4,000 characters, 16,000 in all, and
+    `max_bytes` as sent) is cut and says so.
     """
     shown = request.shown()
     title, style = STATUS_TITLES[request.status]
@@ -417,18 +513,24 @@ def reveal_card(request: ApprovalRequest, values: dict[str, Any]) -> dict[str, A
             )
         ),
     ]
-    budget = REVEAL_TOTAL_CHARS
+    room = max_bytes - ENVELOPE_BYTES - card_bytes(body) - 2500  # the frame, the id row, Hide
+    chars_left = REVEAL_TOTAL_CHARS
     for path, value in values.items():
         text = value if isinstance(value, str) else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
-        limit = min(REVEAL_VALUE_CHARS, budget)
+        heading = rich(run(path, 300, weight="Bolder"), spacing="Medium")
+        fits = _chars_within(text, room - card_bytes(heading) - 400)
+        limit = min(REVEAL_VALUE_CHARS, chars_left, fits)
         if limit <= 0:
             body.append(label("More values than fit on a card: the API's reveal returns them all.", isSubtle=True))
             break
-        budget -= min(len(text), limit)
-        body.append(rich(run(path, 300, weight="Bolder"), spacing="Medium"))
-        body.append(rich(run(text, limit, fontType="Monospace")))
+        shown_value = rich(run(text, limit, fontType="Monospace"))
+        body += [heading, shown_value]
+        room -= card_bytes(heading) + card_bytes(shown_value) + 4
+        chars_left -= min(len(text), limit)
         if len(text) > limit:
-            body.append(label(f"Cut at {limit} characters: the API's reveal returns the whole value.", isSubtle=True))
+            note = label(f"Cut at {limit} characters: the API's reveal returns the whole value.", isSubtle=True)
+            body.append(note)
+            room -= card_bytes(note) + 2
     body.append(row("Request id", request.id, 100, monospace=True))
     hide = {"type": "Action.Execute", "title": "Hide values", "verb": VERB_REFRESH, "data": {"request_id": request.id}}
     return card(body, [hide], fallback=f"Hidden values of {request.id}")
@@ -455,8 +557,9 @@ def consumer_of(record: dict[str, Any]) -> str | None:
     return f"{kind} {consumed_by.get('name') or consumed_by.get('id') or '?'}"
 
 
-def audit_card(record: dict[str, Any]) -> dict[str, Any]:
-    """One mirrored audit record: sequence number, what happened, who, why, hash prefix."""
+def audit_card(record: dict[str, Any], short: bool = False) -> dict[str, Any]:
+    """One mirrored audit record: sequence number, what happened, who, why, hash prefix
+    (`short`: the reason cut to one line, what a 413 from the connector is answered with)."""
     seq = int(record["seq"])
     digest = str(record.get("hash") or "")[:12]
     kind = str(record.get("type", ""))
@@ -487,7 +590,8 @@ def audit_card(record: dict[str, Any]) -> dict[str, Any]:
         rich(*inlines, spacing="None"),
     ]
     if record.get("reason"):
-        body.append(rich(run(_block(record["reason"], 1000), 3000, italic=True), spacing="Small"))
+        limit = 100 if short else 1000
+        body.append(rich(run(_block(record["reason"], limit), 3 * limit, italic=True), spacing="Small"))
     data = record.get("data") or {}
     if kind == "params.revealed":
         body.append(rich(run(f"Values revealed to {who}: {revealed_paths(record)}", 1500), spacing="None"))
@@ -529,25 +633,58 @@ def message_card(title: str, lines: Iterable[str] = (), notice: Notice | None = 
     return card(body, fallback=title)
 
 
-def audit_list_card(request: ApprovalRequest, records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The `approval ID` command's second card: every audit record of the request, in order."""
+def _trail_line(record: dict[str, Any]) -> dict[str, Any]:
+    kind = str(record.get("type", ""))
+    actor = record.get("actor") or {}
+    inlines = [
+        run(f"#{int(record['seq'])} ", weight="Bolder"),
+        run(EVENT_LABELS.get(kind, kind), 60),
+        run(" \u00b7 "),
+        run(consumer_of(record) or actor.get("email") or actor.get("id") or "?", 254),
+        run(f" \u00b7 {when(record.get('at'))} \u00b7 {str(record.get('hash') or '')[:12]}", fontType="Monospace"),
+    ]
+    if kind == "params.revealed":
+        inlines.append(run(f": {revealed_paths(record)}", 1000))
+    if record.get("reason"):
+        inlines.append(run(_after(record["reason"], 300), 900, italic=True))
+    return rich(*inlines, spacing="Small")
+
+
+def audit_pages(records: list[dict[str, Any]], max_bytes: int = DEFAULT_MAX_BYTES) -> list[list[dict[str, Any]]]:
+    """The trail cut into pages, oldest first: at most AUDIT_PAGE records and `max_bytes` as sent each."""
+    room = max_bytes - ENVELOPE_BYTES - 2000  # the card's frame: title, id, paging line, fallback
+    pages: list[list[dict[str, Any]]] = [[]]
+    used = 0
+    for record in records:
+        size = card_bytes(_trail_line(record)) + 2
+        if pages[-1] and (len(pages[-1]) >= AUDIT_PAGE or used + size > room):
+            pages.append([])
+            used = 0
+        pages[-1].append(record)
+        used += size
+    return pages
+
+
+def audit_page_card(
+    request: ApprovalRequest, records: list[dict[str, Any]], page: int = 1, max_bytes: int = DEFAULT_MAX_BYTES
+) -> dict[str, Any]:
+    """The `approval ID [page]` command's second card: one page of the request's audit trail."""
+    pages = audit_pages(records, max_bytes)
+    page = min(max(page, 1), len(pages))
     body: list[dict[str, Any]] = [
-        label("Audit trail", weight="Bolder", size="Medium"),
+        label(
+            "Audit trail" if len(pages) == 1 else f"Audit trail, page {page} of {len(pages)}",
+            weight="Bolder",
+            size="Medium",
+        ),
         rich(run(request.id, 100, fontType="Monospace")),
     ]
-    for record in records[-50:]:
-        kind = str(record.get("type", ""))
-        actor = record.get("actor") or {}
-        inlines = [
-            run(f"#{int(record['seq'])} ", weight="Bolder"),
-            run(EVENT_LABELS.get(kind, kind), 60),
-            run(" \u00b7 "),
-            run(consumer_of(record) or actor.get("email") or actor.get("id") or "?", 254),
-            run(f" \u00b7 {when(record.get('at'))} \u00b7 {str(record.get('hash') or '')[:12]}", fontType="Monospace"),
-        ]
-        if kind == "params.revealed":
-            inlines.append(run(f": {revealed_paths(record)}", 1000))
-        if record.get("reason"):
-            inlines.append(run(_after(record["reason"], 300), 900, italic=True))
-        body.append(rich(*inlines, spacing="Small"))
+    body.extend(_trail_line(record) for record in pages[page - 1])
+    if page < len(pages):
+        body.append(label(f'More records: send "approval {request.id} {page + 1}" for page {page + 1}.', isSubtle=True))
     return card(body, fallback=f"Audit trail of {request.id}")
+
+
+def audit_list_card(request: ApprovalRequest, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first page of the trail (kept for callers that do not page)."""
+    return audit_page_card(request, records)

@@ -11,6 +11,7 @@ from typing import TypeVar
 from approvalbot.runtime import Runtime
 from approvalbot.teams.package import PackageError, build, default_source
 from approvalbot.teams.references import ReferenceStore
+from approvalbot.teams.settings import teams_settings
 
 # Any ArgumentParser subclass: the main CLI builds its subcommands with its own.
 ParserT = TypeVar("ParserT", bound=argparse.ArgumentParser)
@@ -24,7 +25,10 @@ def add_commands(subparsers: argparse._SubParsersAction[ParserT]) -> ParserT:
     """Register `teams` on the main parser's subparsers; dispatch with `cmd_teams`."""
     teams = subparsers.add_parser("teams", help="Microsoft Teams: conversations and the app package")
     actions = teams.add_subparsers(dest="teams_action", required=True)
-    actions.add_parser("channels", help="list the Teams conversations the bot was added to")
+    actions.add_parser(
+        "channels",
+        help="list the Teams conversations the bot was added to (allowed tenants), each active or gone",
+    )
     package = actions.add_parser("package", help="build the Teams app package (a zip to upload to Teams)")
     package.add_argument("--app-id", help="the Azure bot's Microsoft App ID (default: MICROSOFT_APP_ID)")
     package.add_argument(
@@ -52,11 +56,15 @@ def cmd_channels(rt: Runtime, args: argparse.Namespace) -> int:
             refs = await ReferenceStore(redis).all()
         finally:
             await redis.aclose()
-        if not refs:
+        ts = teams_settings(rt.settings)
+        mine = [r for r in refs if ts.allows(r.tenant_id)]
+        if len(mine) < len(refs):
+            say(f"{len(refs) - len(mine)} conversation(s) of tenants that are not allowed are not shown")
+        if not mine:
             say("no Teams conversations yet: add the bot to a team (or a group chat) in Teams")
             return 0
-        for ref in refs:
-            print(f"{ref.kind}\t{ref.display}\t{ref.id}\t{ref.added_at}")
+        for ref in mine:
+            print(f"{ref.kind}\t{ref.display}\t{ref.id}\t{ref.added_at}\t{ref.state}")
         return 0
 
     return asyncio.run(main())

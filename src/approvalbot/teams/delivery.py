@@ -33,14 +33,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from approvalbot.channels import Card, Failure, FinalStep, JobSpec, Posted, RouteError, Target
+from approvalbot.channels import Card, CardError, Failure, FinalStep, JobSpec, Posted, RouteError, Target
 from approvalbot.config import Settings
 from approvalbot.core.models import Actor, ApprovalRequest, Channel
 from approvalbot.jobs import delivery as engine
 from approvalbot.jobs.outbox import Subscriber
 from approvalbot.store import keys
 from approvalbot.store.audit import StoredRecord
-from approvalbot.store.deliveries import STATE_TTL, TargetState
+from approvalbot.store.deliveries import GONE, STATE_TTL, DeliveryStore, TargetState
 from approvalbot.teams import cards, sdk
 from approvalbot.teams.identity import recent_user_ids
 from approvalbot.teams.references import ConversationRef, ReferenceStore
@@ -76,6 +76,8 @@ class TeamsDelivery:
         self._adapter = adapter
         self.budget = budget or engine.Budget()
         self.references = ReferenceStore(redis)
+        self._summaries: dict[str, dict[str, Any]] = {}  # card digest -> its summary form
+        self._rendered: tuple[ApprovalRequest, Card] | None = None  # the last request rendered, and its card
 
     @classmethod
     def for_job(cls, redis: Redis, settings: Settings, budget: engine.Budget) -> TeamsDelivery | None:
@@ -110,19 +112,41 @@ class TeamsDelivery:
             raw = await self.redis.get(targets_key(request.id))
         hashes = json.loads(raw or "{}").get("targets", [])
         found = [await self.references.get(h) for h in hashes]
+        for ref in found:
+            if ref is not None and ref.gone:
+                await self._close_gone(request.id, ref)
         # A conversation the bot has left is skipped, and so is one whose tenant is no longer allowed.
-        return [_target(r) for r in found if r is not None and self.ts.allows(r.tenant_id)]
+        return [_target(r) for r in found if r is not None and not r.gone and self.ts.allows(r.tenant_id)]
+
+    async def _close_gone(self, request_id: str, ref: ConversationRef) -> None:
+        """A target that went away after this request chose it: its state says so (for the
+        deliveries API), without another delivery.failed (the request that found out recorded it)."""
+        store = DeliveryStore(self.redis)
+        state = await store.load(request_id, CHANNEL, ref.hash)
+        if not state.failed:
+            await store.save(request_id, CHANNEL, ref.hash, state, failed=GONE, last_error=ref.gone)
 
     async def render(self, request: ApprovalRequest) -> Card:
-        card = cards.request_card(request)  # refresh.userIds are per tenant: filled in by `_for`
-        return Card(card, content_hash(card))
+        """The card within the byte budget as sent (`APPROVALBOT_TEAMS_MAX_BYTES`), shortened if it must be.
+
+        A card that does not fit even as the summary raises `CardError`: the engine records it."""
+        if self._rendered is not None and self._rendered[0] is request:
+            return self._rendered[1]  # the engine renders once per target: fitting costs up to ~20 ms
+        card = cards.fit_request_card(request, self.ts.max_bytes)  # refresh.userIds: filled in by `_for`
+        if cards.sent_size(card) > self.ts.max_bytes:
+            raise CardError(f"card_too_large_{cards.sent_size(card)}_bytes")
+        digest = content_hash(card)
+        self._summaries[digest] = cards.summary_card(request)  # what a 413 on this card's update gets
+        self._rendered = (request, Card(card, digest))
+        return self._rendered[1]
 
     async def _for(self, ref: ConversationRef, payload: dict[str, Any]) -> dict[str, Any]:
-        """The card for one conversation: auto-refresh only for recent users of that conversation's tenant."""
+        """The card for one conversation: auto-refresh only for recent users of that conversation's
+        tenant, as many of them as the byte budget leaves room for."""
         if "refresh" not in payload:
             return payload
         users = await recent_user_ids(self.redis, ref.tenant_id, cards.MAX_REFRESH_USERS)
-        return {**payload, "refresh": {**payload["refresh"], "userIds": users}}
+        return cards.with_refresh_users(payload, users, self.ts.max_bytes)
 
     async def post(self, target: Target, card: Card, request: ApprovalRequest) -> Posted:
         ref: ConversationRef = target.address
@@ -135,7 +159,16 @@ class TeamsDelivery:
                 raise RuntimeError("Teams accepted the card but returned no activity id")
             return str(response.id)
 
-        return Posted(await self._call(ref, work), ref.hash)
+        try:
+            return Posted(await self._call(ref, work, "post"), ref.hash)
+        except Exception as exc:
+            summary = cards.summary_card(request)
+            if not sdk.too_big(exc) or content_hash(summary) == card.digest:
+                raise
+        # 413 MessageSizeTooBig: the connector counts differently from us; the summary is a few KB.
+        log.warning("Teams: the card of %s was too big for %s; posting its summary", request.id, ref.hash)
+        payload = await self._for(ref, summary)
+        return Posted(await self._call(ref, work, "post"), ref.hash)
 
     async def update(self, target: Target, state: TargetState, card: Card) -> None:
         ref: ConversationRef = target.address
@@ -146,18 +179,36 @@ class TeamsDelivery:
             activity.id = state.message_id
             await turn_context.update_activity(activity)
 
-        await self._call(ref, work)
+        try:
+            await self._call(ref, work, "update")
+            return
+        except Exception as exc:
+            summary = self._summaries.get(card.digest)
+            if not sdk.too_big(exc) or summary is None or content_hash(summary) == card.digest:
+                raise
+        log.warning("Teams: the updated card was too big for %s; sending its summary", ref.hash)
+        payload = await self._for(ref, summary)
+        await self._call(ref, work, "update")
 
     async def reply(self, target: Target, state: TargetState, request: ApprovalRequest, record: StoredRecord) -> None:
         ref: ConversationRef = target.address
         card = cards.audit_card(record.as_dict())
+        if cards.sent_size(card) > self.ts.max_bytes:
+            card = cards.audit_card(record.as_dict(), short=True)
 
         async def work(turn_context: Any, client: Any) -> None:
             activity = sdk.outgoing(sdk.card_activity(card, card.get("fallbackText")), ref.reference)
             activity.reply_to_id = state.message_id
             await client.conversations.reply_to_activity(activity.conversation.id, state.message_id, activity)
 
-        await self._call(ref, work)
+        try:
+            await self._call(ref, work, "reply")
+            return
+        except Exception as exc:
+            if not sdk.too_big(exc):
+                raise
+        card = cards.audit_card(record.as_dict(), short=True)
+        await self._call(ref, work, "reply")
 
     async def find_post(self, target: Target, request: ApprovalRequest, since: float) -> Posted | None:
         return None  # Teams cannot look a message up: see the crash window above
@@ -168,16 +219,23 @@ class TeamsDelivery:
     async def finish(self, request: ApprovalRequest, step: FinalStep) -> bool:
         return False  # the final card and its reply chain say it all
 
-    async def _call(self, ref: ConversationRef, work: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    async def _call(self, ref: ConversationRef, work: Callable[[Any, Any], Awaitable[Any]], stage: str) -> Any:
         result: dict[str, Any] = {}
 
         async def logic(turn_context: Any) -> None:
             client = sdk.connector(turn_context, self.budget.call_timeout)
             result["value"] = await work(turn_context, client)
 
-        await self.adapter.continue_conversation(
-            sdk.reference_from(ref.reference), logic, bot_app_id=self.ts.app_id or None
-        )
+        try:
+            await self.adapter.continue_conversation(
+                sdk.reference_from(ref.reference), logic, bot_app_id=self.ts.app_id or None
+            )
+        except Exception as exc:
+            code = sdk.gone_code(exc, stage)
+            if code and await self.references.mark_gone(ref.hash, code):
+                # This request records the one delivery.failed; later ones no longer target it.
+                log.warning("Teams: conversation %s answered %s; nothing more is posted there", ref.hash, code)
+            raise
         return result.get("value")
 
 

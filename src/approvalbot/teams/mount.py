@@ -46,7 +46,7 @@ def mount(app: web.Application, ts: TeamsSettings | None = None) -> bool:
     ctx = app[SERVICES]
     if ts.mode == "dev":
         log.warning(DEV_WARNING)
-    teams = TeamsApp(ts, build_adapter(ts), ApprovalBot(ctx.service, ctx.redis))
+    teams = TeamsApp(ts, build_adapter(ts), ApprovalBot(ctx.service, ctx.redis, ts.max_bytes))
     ctx.extras["teams"] = teams
 
     async def messages(request: web.Request) -> web.StreamResponse:

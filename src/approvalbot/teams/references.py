@@ -61,6 +61,14 @@ class ConversationRef:
     tenant_id: str | None = None
     added_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     added_by: str | None = None
+    # Set when the connector answered 403/404 for this conversation (the bot was removed, the
+    # channel deleted): nothing more is posted here until the bot is added again.
+    gone: str = ""
+    gone_at: str = ""
+
+    @property
+    def state(self) -> str:
+        return f"gone ({self.gone} since {self.gone_at[:19]}Z)" if self.gone else "active"
 
     @property
     def hash(self) -> str:
@@ -90,7 +98,7 @@ class ReferenceStore:
         self.redis = redis
 
     async def save(self, ref: ConversationRef) -> bool:
-        """Store or refresh a reference; keeps the first `added_at`. Returns True when new."""
+        """Store or refresh a reference (clearing `gone`); keeps the first `added_at`. True when new."""
         existing = await self.get(ref.hash)
         if existing is not None:
             ref.added_at = existing.added_at
@@ -104,7 +112,7 @@ class ReferenceStore:
         pipe.set(ref_key(ref.hash), ref.to_json())
         pipe.sadd(REFS, ref.hash)
         await pipe.execute()
-        return existing is None
+        return existing is None or bool(existing.gone)  # added back after it was gone: welcome again
 
     async def remove(self, conversation_id: str) -> bool:
         h = conversation_hash(conversation_id)
@@ -113,6 +121,22 @@ class ReferenceStore:
         pipe.srem(REFS, h)
         deleted, _ = await pipe.execute()
         return bool(deleted)
+
+    async def forget_team(self, team_id: str) -> list[ConversationRef]:
+        """Forget every conversation of a team (the bot left it, or it was deleted or archived)."""
+        gone = [r for r in await self.all() if r.team_id == team_id or r.id == team_id]
+        for ref in gone:
+            await self.remove(ref.id)
+        return gone
+
+    async def mark_gone(self, conv_hash: str, code: str) -> bool:
+        """The connector refused this conversation for good; True when it was not marked before."""
+        ref = await self.get(conv_hash)
+        if ref is None or ref.gone:
+            return False
+        ref.gone, ref.gone_at = code, datetime.now(UTC).isoformat()
+        await self.redis.set(ref_key(ref.hash), ref.to_json())
+        return True
 
     async def rename(self, conversation_id: str, name: str | None = None, team: str | None = None) -> None:
         ref = await self.get(conversation_hash(conversation_id))
@@ -139,7 +163,7 @@ class ReferenceStore:
     async def route(self, hint: str | None, tenants: Collection[str]) -> tuple[list[ConversationRef], bool]:
         """Targets for a request among the conversations of `tenants` (lower case), and whether a
         routing hint was given but matched nothing there."""
-        refs = [r for r in await self.all() if r.tenant_id and tenant_key(r.tenant_id) in tenants]
+        refs = [r for r in await self.all() if not r.gone and r.tenant_id and tenant_key(r.tenant_id) in tenants]
         if hint and normalize(hint):
             wanted = normalize(hint)
             matched = [r for r in refs if wanted in r.names()]

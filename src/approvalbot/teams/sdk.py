@@ -10,6 +10,7 @@ small SDK-specific parts of `delivery`.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +21,20 @@ from botbuilder.integration.aiohttp import (
     CloudAdapter,
     ConfigurationBotFrameworkAuthentication,
 )
-from botbuilder.schema import Activity, ActivityTypes, Attachment, ConversationReference
+from botbuilder.schema import (
+    Activity,
+    ActivityTypes,
+    Attachment,
+    ChannelAccount,
+    ConversationAccount,
+    ConversationParameters,
+    ConversationReference,
+)
+from botframework.connector import models as schema_models
 from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import AuthenticateRequestResult
 from msrest.exceptions import ClientRequestError, HttpOperationError
+from msrest.serialization import Serializer
 
 from approvalbot.teams.cards import CONTENT_TYPE
 from approvalbot.teams.settings import APP_TYPES, TeamsSettings
@@ -104,6 +115,47 @@ def outgoing(activity: Activity, reference: dict[str, Any]) -> Activity:
     return activity
 
 
+async def send_personal(turn_context: TurnContext, activities: list[Activity]) -> str:
+    """Open (or find: Teams answers with the existing one) the 1:1 chat between the bot and the
+    sender of this turn's activity, and send `activities` there. Returns that conversation's id."""
+    incoming = turn_context.activity
+    client = connector(turn_context)
+    tenant = (incoming.conversation.tenant_id if incoming.conversation else None) or (
+        (incoming.channel_data or {}).get("tenant", {}).get("id")
+    )
+    params = ConversationParameters(
+        is_group=False,
+        bot=incoming.recipient,
+        members=[ChannelAccount(id=incoming.from_property.id)],
+        tenant_id=tenant,
+        channel_data={"tenant": {"id": tenant}},
+    )
+    created = await client.conversations.create_conversation(params)
+    conversation = ConversationAccount(id=created.id, conversation_type="personal", tenant_id=tenant)
+    for activity in activities:
+        activity.conversation = conversation
+        activity.from_property = incoming.recipient
+        activity.recipient = ChannelAccount(id=incoming.from_property.id)
+        activity.channel_id = incoming.channel_id
+        activity.service_url = incoming.service_url
+        await client.conversations.send_to_conversation(created.id, activity)
+    return str(created.id)
+
+
+_SERIALIZER: Serializer | None = None
+
+
+def sent_bytes(activity: Activity) -> int:
+    """The size of `activity` exactly as the connector client sends it: msrest serialises the
+    model and `json.dumps` it (ASCII only: every non-ASCII character becomes a \\uXXXX escape)."""
+    global _SERIALIZER
+    if _SERIALIZER is None:
+        models = {k: v for k, v in schema_models.__dict__.items() if isinstance(v, type)}
+        _SERIALIZER = Serializer(models)  # type: ignore[no-untyped-call]  # msrest is untyped
+    body = _SERIALIZER.body(activity, "Activity")  # type: ignore[no-untyped-call]  # msrest is untyped
+    return len(json.dumps(body))
+
+
 def card_activity(card: dict[str, Any], summary: str | None = None) -> Activity:
     return Activity(
         type=ActivityTypes.message,
@@ -134,6 +186,41 @@ def parse_retry_after(value: str | None) -> float | None:
             return None
         seconds = parsed.timestamp() - time.time()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def status_of(exc: BaseException) -> int:
+    """The connector's HTTP status for a failed call (0: not an HTTP answer)."""
+    if isinstance(exc, HttpOperationError) and exc.response is not None:
+        return int(getattr(exc.response, "status_code", 0) or 0)
+    return 0
+
+
+def error_code(exc: BaseException) -> str:
+    """The connector's own error code (`{"error": {"code": ...}}`), e.g. "ConversationNotFound"."""
+    inner = getattr(getattr(exc, "error", None), "error", None)
+    code = getattr(inner, "code", None)
+    return code if isinstance(code, str) else ""
+
+
+# Connector answers that mean the conversation itself is gone, whatever was being sent.
+GONE_CODES = ("ConversationNotFound", "BotNotInConversationRoster", "ConversationBlocked")
+TOO_BIG_CODE = "MessageSizeTooBig"
+
+
+def gone_code(exc: BaseException, stage: str) -> str | None:
+    """A code when the answer says the bot may never post to this conversation again: any 403
+    (removed, blocked, app uninstalled), a 404 for a new message (the conversation does not
+    exist), or a 404 naming the conversation. A 404 for an update or a reply can mean only that
+    message was deleted: that closes the target of one request, not the conversation."""
+    status = status_of(exc)
+    if status == 403 or (status == 404 and (stage == "post" or error_code(exc) in GONE_CODES)):
+        return f"http_{status}"
+    return None
+
+
+def too_big(exc: BaseException) -> bool:
+    """413 `MessageSizeTooBig`: the activity is larger than the connector accepts."""
+    return status_of(exc) == 413 or error_code(exc) == TOO_BIG_CODE
 
 
 def classify(exc: BaseException) -> Failure | None:

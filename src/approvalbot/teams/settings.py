@@ -63,6 +63,7 @@ class TeamsSettings:
     app_type: str
     dev: bool
     tenants: frozenset[str] = frozenset()  # allowed tenant ids, lower case
+    max_bytes: int = 28000  # APPROVALBOT_TEAMS_MAX_BYTES: an activity's size as sent
 
     @property
     def enabled(self) -> bool:
@@ -122,6 +123,7 @@ def teams_settings(settings: Settings) -> TeamsSettings:
         app_type=(settings.microsoft_app_type or "MultiTenant").strip(),
         dev=settings.teams_dev,
         tenants=allowed_tenants(settings.microsoft_app_tenant_id, settings.teams_tenants),
+        max_bytes=settings.teams_max_bytes,
     )
 
 

@@ -2,7 +2,7 @@
 
     GET  /v1/keys                 public: the Ed25519 public key(s) as JWK + PEM
     GET  /v1/audit                approver or auditor token: the log as JSON lines or CSV (streamed)
-    GET  /v1/audit/checkpoints    approver token: the signed checkpoints
+    GET  /v1/audit/checkpoints    approver or auditor token: the signed checkpoints
     GET  /v1/audit/verify         approver or auditor token: server-side verification report
     GET  /v1/audit/report         auditor token: the signed evidence report (HTML) for ?since=&until=
     POST /v1/grants/consume       the grant's agent, or an executor bound to it: use a grant once
@@ -27,7 +27,7 @@ from approvalbot.audit.report_build import build_report
 from approvalbot.audit.signing import Signer
 from approvalbot.audit.verify import verify_redis
 from approvalbot.core.models import Actor, FiniteParams
-from approvalbot.web.auth import principal, require_approver, require_audit_reader, require_auditor
+from approvalbot.web.auth import principal, require_audit_reader, require_auditor
 from approvalbot.web.context import services
 from approvalbot.web.errors import ApiError, read_body, validation_details
 
@@ -102,7 +102,7 @@ async def export_audit(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/v1/audit/checkpoints")
 async def list_checkpoints(request: web.Request) -> web.Response:
-    await require_approver(request)
+    await require_audit_reader(request)  # approvers and auditors: what an offline verification needs
     found = await read_checkpoints(services(request).redis)
     return web.json_response({"checkpoints": [c.as_dict() for c in found]})
 
@@ -316,7 +316,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/v1/audit": {
         "get": {
-            "summary": "Export the audit log, streamed (approver token)",
+            "summary": "Export the audit log, streamed (approver or auditor token)",
             "description": "JSON lines (canonical JSON of each record with seq, hash, prev_hash: verifiable "
             "offline) or CSV. The X-Audit-Seq header gives the last seq of the snapshot. "
             "Fetch /v1/audit/checkpoints first, then this, for an offline-verifiable bundle.",
@@ -352,7 +352,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/v1/audit/checkpoints": {
         "get": {
-            "summary": "Signed checkpoints of the chain head, oldest first (approver token)",
+            "summary": "Signed checkpoints of the chain head, oldest first (approver or auditor token)",
             "security": _SECURED,
             "responses": {
                 "200": {
@@ -373,13 +373,41 @@ OPENAPI_PATHS: dict[str, Any] = {
     },
     "/v1/audit/verify": {
         "get": {
-            "summary": "Verify the log, chain and checkpoints in the store (approver token)",
+            "summary": "Verify the log, chain and checkpoints in the store (approver or auditor token)",
             "description": "200 whenever the check ran; the verdict is `ok`, and `problem` names the "
             "first seq where the log differs from what was written.",
             "security": _SECURED,
             "responses": {
                 "200": {"description": "the report", "content": {"application/json": {"schema": _REPORT}}},
                 **_errors(401, 403, 503),
+            },
+        }
+    },
+    "/v1/audit/report": {
+        "get": {
+            "summary": "The signed evidence report for a period, as one self-contained HTML file (auditor token)",
+            "description": "See docs/evidence.md. Dates are YYYY-MM-DD (UTC; `until` includes that day) or ISO "
+            "8601 (`until` excluded). Approver and agent tokens get 403. 422 `invalid_report` for `since` not "
+            "before `until`, a period with no records, or a control no request record in the period names.",
+            "security": _SECURED,
+            "parameters": [
+                {"name": "since", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 40}},
+                {"name": "until", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 40}},
+                {"name": "control", "in": "query", "schema": {"type": "string", "maxLength": 100}},
+                {
+                    "name": "action",
+                    "in": "query",
+                    "schema": {"type": "string", "maxLength": 200},
+                    "description": "a glob over action names",
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "the report (inline CSS and SVG, no scripts; verify with "
+                    "`approvalbot audit verify-report`)",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                **_errors(401, 403, 422, 503),
             },
         }
     },

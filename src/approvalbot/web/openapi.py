@@ -165,9 +165,54 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/requests/{id}/reveal": {
+        "post": {
+            "summary": "The exact values behind masked paths, to one eligible approver (approver token)",
+            "description": "Paths are those listed in the request's `masked.items` (`params.db.password`, "
+            "`context.key`, `justification`, `resource`); an empty list means every masked path; a text with "
+            "detected parts is revealed whole. Each answer writes a `params.revealed` audit record naming who "
+            "and which paths, never a value. Refusals: 403 `reveal_forbidden` (the rule says `reveal: false`), "
+            "`not_eligible` (a requester), `not_an_approver`, `forbidden` (an agent token); 404 for someone who "
+            "may not see the request; 410 `params_deleted` after the retention period; 422 `unknown_path`.",
+            "security": SECURED,
+            "parameters": [ID_PARAM],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "paths": {"type": "array", "items": {"type": "string"}, "maxItems": 200},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "the exact values by path (Cache-Control: no-store)",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["request_id", "values"],
+                                "properties": {
+                                    "request_id": {"type": "string"},
+                                    "values": {"type": "object", "description": "path -> exact value (any JSON)"},
+                                },
+                            }
+                        }
+                    },
+                },
+                **_errors(400, 401, 403, 404, 410, 413, 415, 422),
+            },
+        }
+    },
     "/v1/requests/{id}/deliveries": {
         "get": {
-            "summary": "Where the request's chat card is and which deliveries failed (only with Slack on)",
+            "summary": "Where the request's chat cards are and which deliveries failed (with any chat channel on)",
             "security": SECURED,
             "parameters": [ID_PARAM],
             "responses": {
@@ -183,6 +228,14 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Liveness and Redis reachability",
             "responses": {"200": {"description": "ok"}, "503": {"description": "Redis down"}},
+        }
+    },
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}
+            },
         }
     },
     "/metrics": {
