@@ -171,5 +171,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_until_idle(pids: list[int], within: float = 30.0) -> None:
+    """Wait until these processes stop using CPU (done importing and starting up), so start-up work
+    is not counted as the cost of the requests measured next; gives up after `within` seconds."""
+    deadline = time.monotonic() + within
+    before = sum(cpu_seconds(p) for p in pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(cpu_seconds(p) for p in pids)
+        if now - before < 0.02:
+            return
+        before = now
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")

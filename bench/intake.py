@@ -24,6 +24,7 @@ from common import (
     process,
     redis_server,
     service_env,
+    wait_until_idle,
 )
 
 BODY = {
@@ -76,6 +77,7 @@ def main() -> None:
             process([py, "-m", "approvalbot", "worker"], env) as worker,
             process([py, str(ROOT / "bench" / "baseline_server.py"), str(base_port)], env, base_port) as baseline,
         ):
+            wait_until_idle([web.pid, worker.pid, baseline.pid])  # the worker has no port to wait for
             ours = asyncio.run(
                 measure(
                     "approvalbot intake", f"http://127.0.0.1:{web_port}/v1/requests", token, args, [web.pid, worker.pid]

@@ -158,6 +158,9 @@ def main() -> None:
                     SLACK_SIGNING_SECRET=SECRET,
                     SLACK_CHANNEL="#approvals",
                     SLACK_API_URL=fake.api_url,
+                    # One agent files 200 requests a second: its quotas stay on the path, never reached.
+                    APPROVALBOT_AGENT_RATE="1000000/1000000",
+                    APPROVALBOT_MAX_PENDING_PER_AGENT="100000000",
                 )
                 agent = cli(env, "agents", "add", "bench-bot", "--owner", "owner@example.com")
                 cli(env, "approvers", "add", "reviewer@example.com")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 
 from approvalbot.core.policy import Policy
 
@@ -225,11 +226,18 @@ async def test_cross_agent_read_is_not_found(api):
     assert status == 200
 
 
+def _ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+
+
 async def test_pending_list_oldest_first_paged_and_without_own_requests(api):
-    ids = []
+    created = []
     for i in range(7):
         _, req = await api.ask(resource=f"r{i}")
-        ids.append(req["id"])
+        created.append(req)
+    # Oldest first: by creation time in milliseconds (the queue's score), then by id for requests
+    # made within the same millisecond.
+    ids = [r["id"] for r in sorted(created, key=lambda r: (_ms(r["created_at"]), r["id"]))]
     _, mine_token = await api.service.identities.add_agent("alice-bot", "alice@example.com")
     _, own = await api.ask(token=mine_token)  # alice's own agent: she may not decide it
     seen, cursor = [], None

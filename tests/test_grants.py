@@ -244,6 +244,49 @@ async def test_consume_once_then_409_and_it_is_audited(server, redis):
     assert report["ok"] and report["count"] == 6  # the fixture's two person.added records + these four
 
 
+async def test_create_and_consume_in_one_call_only_when_allowed_at_once(server):
+    """`?consume_grant=true` (the gateway's path for allowed calls): the grant is used by the call that
+    created the request, recorded as any consumption; a pending request and a replay consume nothing."""
+    server.service.policy = POLICY
+    headers = {"Idempotency-Key": "read-1"}
+    status, read, got = await server.call(
+        "POST",
+        "/v1/requests?consume_grant=true",
+        server.agent_token,
+        raw=True,
+        json={"action": "warehouse.read", "resource": "t1"},
+        headers=headers,
+    )
+    read = json.loads(read)
+    assert status == 201 and read["status"] == "approved" and got["Grant-Consumed"].isdigit()
+    records = [r.as_dict() for r in await server.service.audit.for_request(read["id"])]
+    assert [r["type"] for r in records][-1] == "grant.consumed"
+    assert records[-1]["seq"] == int(got["Grant-Consumed"]) and records[-1]["actor"]["kind"] == "agent"
+    status, err = await server.consume(read["grant"])
+    assert (status, err["error"]["code"]) == (409, "grant_used")  # single use holds across both paths
+
+    status, _, replayed = await server.call(
+        "POST",
+        "/v1/requests?consume_grant=true",
+        server.agent_token,
+        raw=True,
+        json={"action": "warehouse.read", "resource": "t1"},
+        headers=headers,
+    )
+    assert status == 200 and replayed["Idempotent-Replayed"] == "true" and "Grant-Consumed" not in replayed
+
+    status, pending, got = await server.call(
+        "POST", "/v1/requests?consume_grant=true", server.agent_token, raw=True, json={"action": "dataset.export"}
+    )
+    assert status == 201 and json.loads(pending)["status"] == "pending" and "Grant-Consumed" not in got
+    without = [r["type"] for r in await records_of(server, json.loads(pending)["id"])]
+    assert "grant.consumed" not in without
+
+
+async def records_of(server, request_id: str) -> list[dict]:
+    return [r.as_dict() for r in await server.service.audit.for_request(request_id)]
+
+
 async def test_concurrent_consumes_exactly_one_wins(server):
     done = await approved(server)
     _, executor = await server.service.identities.add_executor("exporter", "etl-bot")

@@ -108,6 +108,33 @@ async def test_owner_under_an_alias_cannot_approve_their_agents_request(api):
     assert listed["items"] == []
 
 
+async def test_people_changed_by_another_process_count_at_once_for_new_requests(api):
+    """The service remembers whom the owner and on-behalf-of addresses name between requests; a
+    change made elsewhere (the `approvalbot people` command: another store on the same Redis) must
+    apply to the very next request, or a freshly added alias could approve its own request."""
+    elsewhere = IdentityStore(api.service.redis)
+    _, bob = await elsewhere.add_approver("bob@example.com", [])
+    owner = await api.service.people.by_email("owner@example.com")
+    assert owner is not None
+    status, first = await api.ask(on_behalf_of="carol@example.com")
+    assert status == 201 and first["requester_ids"] == [owner.id]  # carol@ names nobody yet
+    status, again = await api.ask(on_behalf_of="carol@example.com")  # answered from memory
+    assert status == 201 and again["requester_ids"] == [owner.id]
+
+    await elsewhere.people.add("bob@example.com", aliases=["carol@example.com"])
+    bob_id = (await elsewhere.people.by_email("bob@example.com")).id
+    status, after = await api.ask(on_behalf_of="carol@example.com")
+    assert status == 201 and after["requester_ids"] == [owner.id, bob_id]
+    status, err = await api.decide(after["id"], bob)
+    assert (status, err["error"]["code"]) == (403, "self_approval")
+
+    # And back: once the alias is gone with its person, the address names nobody again.
+    await elsewhere.people.remove("bob@example.com")
+    status, gone = await api.ask(on_behalf_of="carol@example.com")
+    assert status == 201 and gone["requester_ids"] == [owner.id]
+    assert await api.service.redis.zcard("ab:pending") == 4  # every attempt created exactly one request
+
+
 async def test_an_agent_owner_is_a_person_but_not_an_approver(api):
     owner = await api.service.people.by_email("owner@example.com")
     agent = await api.service.identities.get_agent_by_name("etl-bot")

@@ -147,10 +147,21 @@ class _Protocol:
         raise AssertionError("unreachable")
 
     def request(self, action: str, idempotency_key: str | None = None, **fields: Any) -> Operation[ApprovalRequest]:
+        request, _ = yield from self.create(action, idempotency_key, False, **fields)
+        return request
+
+    def create(
+        self, action: str, idempotency_key: str | None, consume_grant: bool, **fields: Any
+    ) -> Operation[tuple[ApprovalRequest, int | None]]:
+        """The request, and with `consume_grant` the audit seq of its grant's use when the policy
+        allowed it at once and this very call used the grant (None otherwise)."""
         body = {"action": action, **{k: v for k, v in fields.items() if v is not None}}
         headers = {"Idempotency-Key": idempotency_key or f"client-{uuid.uuid4()}"}
-        response = yield from self._call("POST", "/v1/requests", json=body, headers=headers)
-        return ApprovalRequest.model_validate_json(response.content)
+        params = {"consume_grant": "true"} if consume_grant else None
+        response = yield from self._call("POST", "/v1/requests", json=body, headers=headers, params=params)
+        consumed = response.headers.get("Grant-Consumed")
+        seq = int(consumed) if consume_grant and consumed and consumed.isdigit() else None
+        return ApprovalRequest.model_validate_json(response.content), seq
 
     def get(self, request_id: str, wait: float = 0) -> Operation[ApprovalRequest]:
         params = {"wait": f"{min(wait, MAX_WAIT_SLICE):g}"} if wait > 0 else None
@@ -346,6 +357,15 @@ class AsyncApprovalClient:
 
     async def request(self, action: str, **fields: Unpack[RequestFields]) -> ApprovalRequest:
         return await self._run(self._ops.request(action, **fields))
+
+    async def request_consuming(
+        self, action: str, idempotency_key: str | None = None, **fields: Any
+    ) -> tuple[ApprovalRequest, int | None]:
+        """Ask, and if the policy allows the action at once, use its grant in the same round trip
+        (`POST /v1/requests?consume_grant=true`): returns the request and the audit seq of the
+        grant's use, or None when the grant was not used by this call (pending, denied, or a replayed
+        retry: use `consume_grant`, which answers `grant_used` if an earlier attempt used it)."""
+        return await self._run(self._ops.create(action, idempotency_key, True, **fields))
 
     async def get(self, request_id: str, wait: float = 0) -> ApprovalRequest:
         """The request as it is now, or, with `wait` (≤ 60 s), once it is final."""

@@ -6,6 +6,8 @@ not fail the first request that needs it.
 
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -87,7 +89,7 @@ class Settings(BaseSettings):
 
     @property
     def callback_allow_list(self) -> AllowList:
-        return AllowList.parse(self.callback_allow)
+        return _allow_list(self.callback_allow)
 
     @field_validator("params_retention")
     @classmethod
@@ -131,5 +133,22 @@ def parse_rate(value: str) -> tuple[float, int] | None:
     return rate, burst
 
 
+_LOADED: dict[frozenset[tuple[str, str]], Settings] = {}
+
+
 def load_settings() -> Settings:
-    return Settings()
+    """Settings from the environment, remembered while the environment is the same: building them
+    costs about 2 ms, and every delivery job and callback asks for them. Treat them as read-only."""
+    key = frozenset(os.environ.items())
+    found = _LOADED.get(key)
+    if found is None:
+        if len(_LOADED) >= 8:  # a process whose environment keeps changing (tests) keeps a few
+            _LOADED.clear()
+        found = _LOADED[key] = Settings()
+    return found
+
+
+@lru_cache(maxsize=8)
+def _allow_list(text: str | None) -> AllowList:
+    """Parsed once per value (it is read on every request that names a callback; AllowList is frozen)."""
+    return AllowList.parse(text)

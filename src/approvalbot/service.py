@@ -38,8 +38,8 @@ from approvalbot.core.rules import may_decide, pending_targets, reveal_refusal
 from approvalbot.store import codec, keys, replication
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.identities import IdentityStore
-from approvalbot.store.people import ADMIN
-from approvalbot.store.requests import Conflict, Duplicate, Quota, RequestStore, digest
+from approvalbot.store.people import ADMIN, RequesterCache, Requesters
+from approvalbot.store.requests import Conflict, Duplicate, PeopleChanged, Quota, RequestStore, digest
 
 __all__ = [
     "ApprovalService",
@@ -94,6 +94,7 @@ class ApprovalService:
         self.audit = AuditLog(redis)
         self.identities = IdentityStore(redis, self.audit)
         self.people = self.identities.people
+        self._requester_cache = RequesterCache()
         self.on_final: list[Callable[[ApprovalRequest], ApprovalRequest]] = []
 
     async def create(
@@ -109,7 +110,7 @@ class ApprovalService:
             if found:
                 return await self._replay(found[1], found[0], sent_print), False
         applied = self.policy.evaluate(body.action, body.resource, agent.name, body.params)
-        requester_ids = await self.requester_ids(agent, body)
+        requesters = await self._requesters(agent, body)
         masked = masking.masked_view(
             params=body.params,
             context=body.context,
@@ -118,16 +119,27 @@ class ApprovalService:
             policy=applied,
             key=self._masking_key,
         )
-        transition = machine.create(new_request_id(), body, agent, applied, self.clock(), requester_ids, masked)
-        transition = self._finish(transition)
-        try:
-            done = await self.requests.commit(transition, 0, None, idem, self.quota)
-        except Duplicate as dup:
-            return await self._replay(dup.request_id, dup.fingerprint, sent_print), False
-        except QuotaExceeded as refused:
-            if refused.first:
-                await self._quota_refused(agent, body, refused)
-            raise
+        request_id = new_request_id()
+        for _ in range(MAX_RACE_RETRIES):
+            transition = machine.create(request_id, body, agent, applied, self.clock(), list(requesters.ids), masked)
+            transition = self._finish(transition)
+            try:
+                done = await self.requests.commit(
+                    transition, 0, None, idem, self.quota, people_version=requesters.version
+                )
+            except PeopleChanged:  # resolved from a memory that people changes have made stale
+                self._requester_cache.clear()
+                requesters = await self._requesters(agent, body, fresh=True)
+                continue
+            except Duplicate as dup:
+                return await self._replay(dup.request_id, dup.fingerprint, sent_print), False
+            except QuotaExceeded as refused:
+                if refused.first:
+                    await self._quota_refused(agent, body, refused)
+                raise
+            break
+        else:
+            raise Conflict(request_id)
         await self.audit.seal_committed(done)
         await replication.confirm(self.redis, done.proof)
         return done.request, True
@@ -151,11 +163,27 @@ class ApprovalService:
             action=body.action,
             limit=limit,
         )
-        await self.people.write_audited(self.redis.pipeline(transaction=True), event)
+        await self.people.write_audited(self.redis.pipeline(transaction=True), event, changes_people=False)
 
     async def requester_ids(self, agent: Agent, body: RequestCreate) -> list[str]:
         """The persons behind a new request: the agent's owner, and whoever it acts for (an alias
         names its person). Addresses that name nobody stay addresses; the rules check those too."""
+        return list((await self._requesters(agent, body, fresh=True)).ids)
+
+    async def _requesters(self, agent: Agent, body: RequestCreate, fresh: bool = False) -> Requesters:
+        """`requester_ids` with the people version they were read at, remembered per process unless
+        `fresh`; a remembered answer is only ever used through a commit that checks its version."""
+        key = (agent.owner_id or "", agent.owner, body.on_behalf_of or "")
+        if not fresh:
+            known = self._requester_cache.get(key)
+            if known is not None:
+                return known
+        version = await self.people.version()  # before the lookups: a change after it fails the commit
+        found = Requesters(version, tuple(await self._resolve_requesters(agent, body)))
+        self._requester_cache.put(key, found)
+        return found
+
+    async def _resolve_requesters(self, agent: Agent, body: RequestCreate) -> list[str]:
         found: list[str] = []
         owner = await self.people.get(agent.owner_id) if agent.owner_id else None
         owner = owner or await self.people.by_email(agent.owner)
@@ -181,7 +209,7 @@ class ApprovalService:
         event = event_about_people(
             EventType.IDENTITY_REFUSED, actor, self.clock(), detail, code=code, identity=identity.key
         )
-        await self.people.write_audited(self.redis.pipeline(transaction=True), event)
+        await self.people.write_audited(self.redis.pipeline(transaction=True), event, changes_people=False)
 
     async def _replay(self, request_id: str, stored: str, sent: str) -> ApprovalRequest:
         if stored != sent:

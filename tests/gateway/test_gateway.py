@@ -74,6 +74,16 @@ async def audit_types(api, request_id: str) -> list[str]:
     return out
 
 
+async def outcome_recorded(api, request_id: str, last: str) -> list[str]:
+    """The request's audit types once its outcome is in: the gateway reports it after answering the agent."""
+    return await eventually(lambda: _ending(api, request_id, last), 10, lambda: f"no {last} record for {request_id}")
+
+
+async def _ending(api, request_id: str, last: str) -> list[str] | None:
+    types = await audit_types(api, request_id)
+    return types if types and types[-1] == last else None
+
+
 async def test_allowed_denied_approved_and_crash_over_stdio(api, tmp_path):
     record = tmp_path / "calls.jsonl"
     async with stdio_client(params(api, record)) as (read, write), ClientSession(read, write) as session:
@@ -84,6 +94,10 @@ async def test_allowed_denied_approved_and_crash_over_stdio(api, tmp_path):
         allowed = await asyncio.wait_for(session.call_tool("read_file", {"path": "/tmp/a"}), 30)
         assert not allowed.is_error and "contents of /tmp/a" in text(allowed)
         assert calls(record) == [{"tool": "read_file", "arguments": {"path": "/tmp/a"}}]
+        # Allowed: created and its grant used in one call to approvalbot, then the outcome, once each.
+        (read_id,) = await api.service.redis.zrange("ab:final", 0, -1)
+        types = await outcome_recorded(api, read_id.decode(), "executed")
+        assert types.count("grant.consumed") == 1 and types.count("executed") == 1
 
         denied = await asyncio.wait_for(session.call_tool("write_file", {"path": "/etc/passwd", "content": "x"}), 30)
         assert denied.is_error and "no-secrets" in text(denied)
@@ -103,8 +117,8 @@ async def test_allowed_denied_approved_and_crash_over_stdio(api, tmp_path):
         assert calls(record)[-1] == {"tool": "write_file", "arguments": {"path": "/srv/x", "content": "hello"}}
         assert len(calls(record)) == 2  # once
         assert progress  # told the client it was waiting
-        types = await audit_types(api, decided["id"])
-        assert types.count("grant.consumed") == 1 and types[-1] == "executed"
+        types = await outcome_recorded(api, decided["id"], "executed")
+        assert types.count("grant.consumed") == 1
         req = await api.service.get(decided["id"])
         assert req.resource == "/srv/x" and req.context["upstream"] == "files" and "mcp_client" in req.context
 
@@ -118,7 +132,7 @@ async def test_allowed_denied_approved_and_crash_over_stdio(api, tmp_path):
         crashed = await asyncio.wait_for(session.call_tool("crash", {"path": "/srv/z"}), 60)
         decided = await decider
         assert crashed.is_error
-        assert (await audit_types(api, decided["id"]))[-1] == "execution_failed"
+        await outcome_recorded(api, decided["id"], "execution_failed")
 
         again = await asyncio.wait_for(session.call_tool("read_file", {"path": "/tmp/b"}), 60)
         assert not again.is_error  # the gateway restarted the upstream and kept serving

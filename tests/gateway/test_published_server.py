@@ -16,7 +16,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from approvalbot.core.policy import Policy
-from tests.gateway.test_gateway import audit_types, text
+from tests.gateway.test_gateway import outcome_recorded, text
 from tests.helpers import approve_when_asked
 
 pytest.importorskip("aiomcp_server_filesystem")
@@ -75,7 +75,7 @@ async def test_reads_pass_writes_and_moves_wait_for_a_person(api, tmp_path):
         assert not written.is_error, text(written)
         assert target.read_text() == "approved"
         assert decided["action"] == "mcp.fs.write_file" and decided["resource"] == str(target)
-        assert (await audit_types(api, decided["id"]))[-1] == "executed"
+        await outcome_recorded(api, decided["id"], "executed")
 
         decider = asyncio.create_task(approve_when_asked(api, "deny", "keep it where it is", within=60))
         moved = await asyncio.wait_for(

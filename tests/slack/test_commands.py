@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 from tests.helpers import eventually
 
@@ -16,15 +17,22 @@ async def _responses(slack, key, n=1):
     return await eventually(check)
 
 
+def _ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp).timestamp() * 1000)
+
+
 def _request_ids(blocks):
     return [e["value"] for b in blocks if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "approve"]
 
 
 async def test_pending_lists_what_the_caller_may_decide_oldest_first_with_paging(slack):
-    ids = []
+    created = []
     for i in range(7):
         _, req = await slack.api.ask(resource=f"s3://bucket/{i}")
-        ids.append(req["id"])
+        created.append(req)
+    # Oldest first means by creation time in milliseconds (the queue's score), then by id: requests
+    # made within one millisecond (intake is that fast) are listed in id order.
+    ids = [r["id"] for r in sorted(created, key=lambda r: (_ms(r["created_at"]), r["id"]))]
     _, own_token = await slack.service.identities.add_agent("alice-bot", "alice@example.com")
     _, own = await slack.api.ask(token=own_token)  # alice's own agent: not hers to decide
 

@@ -279,6 +279,32 @@ async def consume(
     request = await service.requests.get(claims["jti"])
     if request is None:
         raise GrantError("invalid_grant", "the request this grant was issued for does not exist")
+    return await _use(service, request, token, claims, actor, leeway, consumer_name)
+
+
+async def consume_issued(
+    service: GrantLedger, request: ApprovalRequest, actor: Actor, consumer_name: str | None = None
+) -> tuple[dict[str, Any], int]:
+    """Use the grant of a request this process has just committed, for its own agent (`actor`).
+
+    For `POST /v1/requests?consume_grant=true`: the grant was signed a moment ago from this very
+    request, so its signature and binding are not checked again and the request is not read back;
+    everything else is as `consume` (revoked agent, revoked grant, single use, audit, seal).
+    """
+    if request.grant is None:
+        raise GrantError("invalid_grant", "this request carries no grant")
+    return await _use(service, request, request.grant, grant_claims(request), actor, DEFAULT_LEEWAY, consumer_name)
+
+
+async def _use(
+    service: GrantLedger,
+    request: ApprovalRequest,
+    token: str,
+    claims: dict[str, Any],
+    actor: Actor,
+    leeway: float,
+    consumer_name: str | None,
+) -> tuple[dict[str, Any], int]:
     if await agent_revoked(service.redis, claims["sub"]):  # also covers grants approved after the revocation
         raise GrantRevoked()
     now = service.clock()

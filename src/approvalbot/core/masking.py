@@ -190,7 +190,7 @@ class _Masker:
         return "".join(out)
 
     def param(self, value: Any, parts: tuple[Part, ...]) -> Any:
-        if isinstance(value, str) and _MASK.fullmatch(value):
+        if isinstance(value, str) and value[:1] == "[" and _MASK.fullmatch(value):
             return value  # masked before: masking the reader's copy again changes nothing
         rules = self.rules.params
         if rules is not None and len(parts) > 1 and rules.fullmatch(".".join(map(str, parts[1:]))):
@@ -209,7 +209,7 @@ class _Masker:
 
     def context_value(self, key: str, value: str) -> str:
         parts: tuple[Part, ...] = ("context", key)
-        if _MASK.fullmatch(value):
+        if value[:1] == "[" and _MASK.fullmatch(value):
             return value
         rules = self.rules.context
         if rules is not None and rules.fullmatch(key):

@@ -22,6 +22,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StringConstraints,
     ValidationError,
@@ -266,6 +267,11 @@ class Policy(_Model):
 
     defaults: Defaults = Field(default_factory=Defaults)
     rules: list[Rule] = Field(min_length=1)
+    # What each rule (by name; "" for no match) freezes into a request, built on first use: the
+    # policy is immutable, and building it (masking settings merged with the defaults) is a
+    # measurable part of intake. Callers get a shallow copy: like every model here, it is replaced
+    # (model_copy), never changed in place.
+    _applied_by_rule: dict[str, AppliedPolicy] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _rules_fit_together(self) -> Self:
@@ -329,7 +335,18 @@ class Policy(_Model):
         params = params if isinstance(params, dict) else {}
         for rule in self.rules:
             if rule.match.matches(action, resource, agent_name, params):
-                return self._applied(rule)
+                return self._frozen(rule)
+        return self._frozen(None)
+
+    def _frozen(self, rule: Rule | None) -> AppliedPolicy:
+        name = rule.name if rule is not None else ""
+        applied = self._applied_by_rule.get(name)
+        if applied is None:
+            applied = self._applied(rule) if rule is not None else self._no_match()
+            self._applied_by_rule[name] = applied
+        return applied.model_copy()
+
+    def _no_match(self) -> AppliedPolicy:
         return AppliedPolicy(rule=NO_MATCH, effect="deny", approvers=[], min_approvals=0, **self._masking(None))
 
     def _masking(self, rule: Rule | None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import NamedTuple
 
 from detect_secrets.plugins.aws import AWSKeyDetector
@@ -112,6 +113,7 @@ _PUTTY_KEY = re.compile(r"PuTTY-User-Key-File-2.*", re.DOTALL)
 _CREDENTIAL_NAME = re.compile("|".join(_CREDENTIAL_WORDS), re.IGNORECASE)
 
 
+@lru_cache(maxsize=4096)  # names, never values: requests from one agent repeat the same few keys
 def credential_key(name: str) -> bool:
     """Whether a parameter name says its value is a credential (`password`, `db_pass`, `api_key`).
 

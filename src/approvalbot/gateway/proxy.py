@@ -1,6 +1,7 @@
 """The gateway's decision path: one tool call in, one approval request, at most one upstream call out.
 
-    allow            -> consume the grant, forward, report the outcome
+    allow            -> one round trip creates the request and uses its grant; forward; the
+                        outcome is reported in the background, after the agent has its result
     deny             -> isError naming the rule and reason; the upstream is never called
     require approval -> wait (progress every few seconds), then as allow or deny;
                         expired / cancelled -> isError; the agent cancelling cancels the request
@@ -71,6 +72,7 @@ class Proxy:
         self.tools: list[types.Tool] = []
         self.max_wait = max_wait
         self.host = socket.gethostname()
+        self._reports: set[asyncio.Task[None]] = set()  # outcome reports still on their way
 
     def exposed_name(self, upstream: Upstream, tool: str) -> str:
         return tool if len(self.upstreams) == 1 else f"{upstream.name}_{tool}"
@@ -114,7 +116,7 @@ class Proxy:
         resource = str(value)[:1000] if value is not None else f"mcp://{upstream.name}/{route.tool}"
         context = {**client_info, "upstream": upstream.name, "gateway_host": self.host}
         try:
-            request = await self.client.request(
+            request, consumed = await self.client.request_consuming(
                 action, resource=resource, params=arguments, context=context, idempotency_key=f"gw-{uuid.uuid4()}"
             )
         except ApiError as exc:
@@ -131,7 +133,7 @@ class Proxy:
             return refusal(f"lost contact with approvalbot while waiting, so the call was not run: {exc}")
         if request.status is not Status.APPROVED:
             return refusal(why(request))
-        return await self._forward(request, route, arguments)
+        return await self._forward(request, route, arguments, consumed=consumed is not None)
 
     async def _settle(self, request: ApprovalRequest, progress: Progress) -> ApprovalRequest:
         started = time.monotonic()
@@ -150,26 +152,41 @@ class Proxy:
         with contextlib.suppress(ApprovalError):
             await self.client.cancel(request_id)
 
-    async def _forward(self, request: ApprovalRequest, route: Route, arguments: dict[str, Any]) -> types.CallToolResult:
-        """Single use first, then exactly the approved arguments, once, then the outcome."""
+    async def _forward(
+        self, request: ApprovalRequest, route: Route, arguments: dict[str, Any], consumed: bool = False
+    ) -> types.CallToolResult:
+        """Single use first (unless the creating call already used the grant), then exactly the
+        approved arguments, once; the outcome is reported after the agent has its result."""
         if request.params != arguments:  # cannot happen unless the service rewrote them; never run something else
             return refusal(f"The approved arguments differ from the call's (request {request.id}); nothing was run.")
         if request.grant is None:
             return refusal(f"The approval {request.id} carries no grant; nothing was run.")
-        try:
-            await self.client.consume_grant(request.grant, action=request.action, params=request.params)
-        except ApprovalError as exc:
-            return refusal(f"The grant of {request.id} could not be used ({exc}); nothing was run.")
+        if not consumed:
+            try:
+                await self.client.consume_grant(request.grant, action=request.action, params=request.params)
+            except ApprovalError as exc:
+                return refusal(f"The grant of {request.id} could not be used ({exc}); nothing was run.")
         try:
             result = await route.upstream.call(route.tool, request.params)
         except UpstreamError as exc:
-            await self._report(request.id, "failed", str(exc)[:500], None)
+            self._report(request.id, "failed", str(exc)[:500], None)
             return refusal(f"The call was approved but the upstream failed: {exc}")
         status = "failed" if result.is_error else "executed"
         detail = "the upstream returned an error result" if result.is_error else None
-        await self._report(request.id, status, detail, result_digest(result))
+        self._report(request.id, status, detail, result_digest(result))
         return result
 
-    async def _report(self, request_id: str, status: str, detail: str | None, digest: str | None) -> None:
-        with contextlib.suppress(ApprovalError):  # the tool already ran: its result must still reach the agent
+    def _report(self, request_id: str, status: str, detail: str | None, digest: str | None) -> None:
+        """Report the outcome in the background: the agent's result does not wait for the audit."""
+        task = asyncio.get_running_loop().create_task(self._send_report(request_id, status, detail, digest))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+
+    async def _send_report(self, request_id: str, status: str, detail: str | None, digest: str | None) -> None:
+        with contextlib.suppress(ApprovalError):  # the tool already ran: a lost report must not break anything
             await self.client.report_outcome(request_id, status, detail, digest)
+
+    async def drain(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 a bound, not a cancellation scope
+        """Let outcome reports still on their way finish (at shutdown), for at most `timeout` seconds."""
+        if self._reports:
+            await asyncio.wait(set(self._reports), timeout=timeout)

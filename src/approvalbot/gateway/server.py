@@ -79,6 +79,7 @@ class Gateway:
             await self.close()
 
     async def close(self) -> None:
+        await self.proxy.drain()
         for upstream in self.upstreams:
             await upstream.close()
         await self.client.aclose()

@@ -20,6 +20,7 @@ from approvalbot.core.models import Actor, Agent, Approver, ChatIdentity, Execut
 from approvalbot.store import codec, keys
 from approvalbot.store.audit import AuditLog
 from approvalbot.store.people import ADMIN, PersonStore
+from approvalbot.store.requests import load_script
 from approvalbot.store.tokens import (
     TOKEN_PREFIX,
     IdentityError,
@@ -106,6 +107,7 @@ class IdentityStore:
     def __init__(self, redis: Redis, audit: AuditLog | None = None):
         self.redis = redis
         self.people = PersonStore(redis, audit)
+        self._token_person_script = redis.register_script(load_script("token_person.lua"))
 
     async def _issue(self, kind: TokenKind, doc: Agent | Executor) -> str:
         """Agent and executor token records carry a snapshot of their subject, so authenticating is one GET."""
@@ -301,7 +303,12 @@ class IdentityStore:
         if not well_formed(token):  # no lookup for junk
             return None
         digest = token_digest(token)
-        raw = await self.redis.get(keys.token(digest))
+        person_doc: bytes | None = None
+        if token.startswith(TOKEN_PREFIX["approver"]):  # record and person in one round trip
+            found = await self._token_person_script(keys=[keys.token(digest)], args=[keys.person("")])
+            raw, person_doc = (found[0], found[1]) if found else (None, None)
+        else:
+            raw = await self.redis.get(keys.token(digest))
         if not raw:
             return None
         record = json.loads(raw)
@@ -315,7 +322,10 @@ class IdentityStore:
         if record["kind"] == "auditor":
             doc = record["doc"]
             return Principal("auditor", auditor=Auditor(id=doc["id"], email=doc["email"]), token_id=tid)
-        person = await self._token_person(record)
+        if person_doc is not None and isinstance(record.get("person_id"), str):
+            person: Person | None = Person.model_validate_json(person_doc)
+        else:
+            person = await self._token_person(record)
         if person is None or person.revoked or not person.may_approve:
             return None
         return Principal("approver", approver=person, token_id=tid)

@@ -86,6 +86,9 @@ def delivery(request_id: str, channel: str) -> str:
 
 
 PERSONS = PREFIX + "persons"
+# Incremented in the same MULTI as every change to persons, their addresses and identities: a
+# process may remember whom an address names while this is unchanged (the commit script checks it).
+PEOPLE_VERSION = PREFIX + "people:version"
 EXECUTORS = PREFIX + "executors"
 
 

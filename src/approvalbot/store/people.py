@@ -15,6 +15,7 @@ approver) is upgraded in place, on first use of an address and by
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from approvalbot.store.audit import AuditLog
 from approvalbot.store.requests import audit_body
 from approvalbot.store.tokens import IdentityError, new_id, new_token, token_digest
 
-__all__ = ["ADMIN", "IdentityError", "LinkRefused", "PersonStore", "valid_group"]
+__all__ = ["ADMIN", "IdentityError", "LinkRefused", "PersonStore", "RequesterCache", "Requesters", "valid_group"]
 
 ADMIN = Actor(kind="system", id="admin", channel=Channel.SYSTEM)
 """The actor of changes made with the `approvalbot` command (whoever can run it administers the data)."""
@@ -45,6 +46,41 @@ class LinkRefused:
 
     code: Literal["no_person", "ambiguous"]
     message: str
+
+
+@dataclass(frozen=True)
+class Requesters:
+    """The persons behind a new request, as of people version `version`."""
+
+    version: str
+    ids: tuple[str, ...]
+
+
+class RequesterCache:
+    """Whom an agent's owner and on-behalf-of addresses name, remembered per process.
+
+    Resolving them costs two or three reads on every new request, and they change only when an
+    admin changes people. An entry is never trusted on its own: it carries the people version it
+    was read at, and the commit script refuses a new request whose version is no longer current
+    (`requests.PeopleChanged`), so the service resolves again and retries. Self-approval is thus
+    judged on the persons as they are when the request is committed, never on a stale memory.
+    """
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self._entries: OrderedDict[tuple[str, str, str], Requesters] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str]) -> Requesters | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple[str, str, str], found: Requesters) -> None:
+        self._entries[key] = found
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def valid_group(group: str) -> str:
@@ -87,6 +123,11 @@ class PersonStore:
     async def by_identity(self, identity: ChatIdentity) -> Person | None:
         found = await self.redis.get(keys.person_identity(identity.key))
         return await self.get(codec.text(found)) if found else None
+
+    async def version(self) -> str:
+        """The people version (see keys.PEOPLE_VERSION): read it BEFORE the lookups it vouches for."""
+        raw = await self.redis.get(keys.PEOPLE_VERSION)
+        return codec.text(raw) if raw else "0"
 
     async def list(self) -> list[Person]:
         await self.migrate_approvers()
@@ -260,8 +301,14 @@ class PersonStore:
         await pipe.execute()
         return token
 
-    async def write_audited(self, pipe: Pipeline, event: Event) -> int:
-        """Run `pipe` (a MULTI) with the event appended to the audit log, then seal it; returns its seq."""
+    async def write_audited(self, pipe: Pipeline, event: Event, *, changes_people: bool = True) -> int:
+        """Run `pipe` (a MULTI) with the event appended to the audit log, then seal it; returns its seq.
+
+        Unless told it `changes_people` not (an audit-only record), the MULTI also increments the
+        people version, which drops what every process remembers about who is who (`RequesterCache`).
+        """
+        if changes_people:
+            pipe.incr(keys.PEOPLE_VERSION)
         body = audit_body(event)
         pipe.rpush(keys.AUDIT_LOG, body)
         seq = int((await pipe.execute())[-1])
@@ -400,7 +447,7 @@ class PersonStore:
             previous_address=previous or None,
             address=address,
         )
-        await self.write_audited(self.redis.pipeline(transaction=True), event)
+        await self.write_audited(self.redis.pipeline(transaction=True), event, changes_people=False)
 
 
 def _summary(person: Person) -> dict[str, Any]:

@@ -3,9 +3,16 @@
 redis-py's plain pool raises "Too many connections" the moment it is full, which a burst of
 requests turned into HTTP 500s; its BlockingConnectionPool waits, but takes a lock on every
 checkout and return, which cost about 12% of a request's CPU on the intake benchmark. This pool
-keeps the plain pool's lock-free fast path and only queues callers when it is actually full:
-they wait (first come, first served) up to `wait` seconds for a connection to come back, then
-get `PoolExhausted`, a `redis.ConnectionError` the web layer answers with 503 and Retry-After.
+only queues callers when it is actually full: they wait (first come, first served) up to `wait`
+seconds for a connection to come back, then get `PoolExhausted`, a `redis.ConnectionError` the
+web layer answers with 503 and Retry-After.
+
+Checkout and return are the plain pool's steps without what it adds around them in redis-py 8:
+an asyncio lock (taking and returning a connection involve no await, so on one event loop they
+cannot interleave), a deprecation-checking wrapper that inspects its arguments on every call,
+and four awaited OpenTelemetry counter updates per command (approvalbot does not export redis-py's
+metrics). A checked-out connection is still connected and checked for unread data
+(`ensure_connection`), and one marked for reconnection is closed on return, as redis-py does.
 """
 
 from __future__ import annotations
@@ -30,8 +37,13 @@ class WaitingPool(ConnectionPool):
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def _checkout(self) -> AbstractConnection:
-        """The plain pool's checkout (untyped in redis-py): raises MaxConnectionsError when full."""
-        connection: AbstractConnection = await super().get_connection()  # type: ignore[no-untyped-call]
+        """A connected connection; raises MaxConnectionsError when all are in use."""
+        connection: AbstractConnection = self.get_available_connection()  # type: ignore[no-untyped-call]
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
         return connection
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> AbstractConnection:
@@ -58,7 +70,11 @@ class WaitingPool(ConnectionPool):
                 continue  # someone who did not queue took it first; queue again until the deadline
 
     async def release(self, connection: AbstractConnection) -> None:
-        await super().release(connection)
+        self._in_use_connections.remove(connection)
+        if connection.should_reconnect():  # type: ignore[no-untyped-call]  # unannotated in redis-py
+            await connection.disconnect()
+        self._available_connections.append(connection)
+        await connection.re_auth()  # type: ignore[no-untyped-call]  # as redis-py on release (no-op without token auth)
         self._wake_one()
 
     def _wake_one(self) -> None:

@@ -8,7 +8,9 @@ records of the change are appended in the same step, so neither can exist alone.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,12 +81,34 @@ class Conflict(Exception):
     """The request changed since it was read; re-read and recompute."""
 
 
+class PeopleChanged(Exception):
+    """People changed since the new request's persons were resolved; resolve them again."""
+
+
 @dataclass
 class Duplicate(Exception):
     """An idempotency key already names a request."""
 
     request_id: str
     fingerprint: str
+
+
+_nonce_prefix = secrets.token_hex(8)  # this process's; commit attempts count up from it
+_nonce_counter = itertools.count()
+
+
+def _new_nonce_prefix() -> None:
+    global _nonce_prefix
+    _nonce_prefix = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_nonce_prefix)  # a forked child must not repeat its parent's
+
+
+def _nonce() -> str:
+    """Unique per commit attempt across processes (a random prefix and a counter), without a
+    system call per commit; only its uniqueness matters (commit.lua compares it for equality)."""
+    return f"{_nonce_prefix}{next(_nonce_counter):x}"
 
 
 def ms(when: datetime) -> int:
@@ -145,11 +169,14 @@ class RequestStore:
         previous_status: Status | None,
         idempotency: tuple[str, str] | None = None,
         quota: Quota | None = None,
+        people_version: str | None = None,
     ) -> Committed:
         """Write a transition computed from `expected_version`; raise Conflict if it moved on.
 
         With `quota` (new requests only), the agent's limits are checked in the same script, after
-        the idempotency check, and QuotaExceeded is raised instead of writing anything.
+        the idempotency check, and QuotaExceeded is raised instead of writing anything. With
+        `people_version`, the version the request's persons were resolved at, PeopleChanged is
+        raised instead of writing anything when people have changed since.
         """
         request = transition.request.model_copy(update={"version": expected_version + 1})
         plan = _Plan(
@@ -163,6 +190,8 @@ class RequestStore:
         )
         if idempotency:
             plan.ops["idem"] = [f"{idempotency[1]}|{request.id}", IDEMPOTENCY_TTL]
+        if people_version is not None:
+            plan.ops["people"] = [plan.key(keys.PEOPLE_VERSION), people_version]
         self._index(plan, request, previous_status)
         if quota is not None and quota.active and previous_status is None:
             self._quota(plan, request, quota)
@@ -174,7 +203,7 @@ class RequestStore:
             keys=plan.keys,
             # The nonce travels with every resend of this call (redis-py retries after a connection
             # error), so commit.lua can tell its own applied write from a rival's: see docs/redis.md.
-            args=[expected_version, request.model_dump_json(), json.dumps(plan.ops), secrets.token_hex(8)],
+            args=[expected_version, request.model_dump_json(), json.dumps(plan.ops), _nonce()],
         )
         outcome = result[0].decode()
         if outcome == "conflict":
@@ -182,6 +211,8 @@ class RequestStore:
         if outcome == "duplicate":
             fingerprint, _, existing = result[1].decode().partition("|")
             raise Duplicate(existing, fingerprint)
+        if outcome == "people_changed":
+            raise PeopleChanged(request.id)
         if outcome == "refused":
             raise QuotaExceeded(result[1].decode(), int(result[2]), first=bool(result[3]))
         hint = result[3] if len(result) > 3 and result[3] else None

@@ -61,11 +61,28 @@ PATHS: dict[str, Any] = {
                     "in": "header",
                     "required": False,
                     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                }
+                },
+                {
+                    "name": "consume_grant",
+                    "in": "query",
+                    "required": False,
+                    "description": "if the policy allows the action at once, use its grant in this call "
+                    "(the response then has a Grant-Consumed header); never on an idempotent replay",
+                    "schema": {"type": "boolean", "default": False},
+                },
             ],
             "requestBody": {"required": True, **_json("RequestCreate")},
             "responses": {
-                **_ok(201, "created", "ApprovalRequest"),
+                "201": {
+                    "description": "created",
+                    "headers": {
+                        "Grant-Consumed": {
+                            "description": "with consume_grant: the audit seq of the grant.consumed record",
+                            "schema": {"type": "integer"},
+                        }
+                    },
+                    **_json("ApprovalRequest"),
+                },
                 **_ok(200, "idempotent replay of an earlier request", "ApprovalRequest"),
                 **_errors(400, 401, 403, 413, 415, 422),
                 "429": {

@@ -11,9 +11,10 @@ from typing import Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from approvalbot.audit import grants
 from approvalbot.core import ids
 from approvalbot.core.errors import NotFound, Refusal, Refused
-from approvalbot.core.models import CALLBACK_ALLOW, Actor, ApprovalRequest, DecisionIn, RequestCreate, Status
+from approvalbot.core.models import CALLBACK_ALLOW, Actor, Agent, ApprovalRequest, DecisionIn, RequestCreate, Status
 from approvalbot.core.rules import check_reason, may_view
 from approvalbot.service import human_actor
 from approvalbot.web.auth import principal, require_agent, require_approver
@@ -21,6 +22,7 @@ from approvalbot.web.context import services
 from approvalbot.web.errors import ApiError, read_body, validation_details
 
 MAX_WAIT = 60
+GRANT_CONSUMED = "Grant-Consumed"  # response header of ?consume_grant=true: the audit seq of grant.consumed
 Q = TypeVar("Q", bound=BaseModel)
 routes = web.RouteTableDef()
 
@@ -38,6 +40,11 @@ def as_json(request: ApprovalRequest, status: int = 200, *, exact: bool = False)
 class RevealIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paths: list[str] = Field(default_factory=list, max_length=200)
+
+
+class CreateQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    consume_grant: bool = False
 
 
 class WaitQuery(BaseModel):
@@ -83,11 +90,32 @@ async def create_request(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (1 <= len(key) <= 255):
         raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
+    consume = query(CreateQuery, request).consume_grant
     created, fresh = await services(request).service.create(agent, body, key)
     response = as_json(created, 201 if fresh else 200, exact=True)
     if not fresh:
         response.headers["Idempotent-Replayed"] = "true"
+    elif consume and created.status is Status.APPROVED and created.grant:
+        seq = await _consume_now(request, agent, created)
+        if seq is not None:
+            response.headers[GRANT_CONSUMED] = str(seq)
     return response
+
+
+async def _consume_now(request: web.Request, agent: Agent, created: ApprovalRequest) -> int | None:
+    """`?consume_grant=true`: a request the policy allowed at once has its grant used by the agent in
+    the same call (what a gateway forwarding the call next would do with a second round trip). The
+    audit has the same `grant.consumed` record as with POST /v1/grants/consume. None, and no header,
+    when it could not be used (revoked meanwhile): the caller then must not act, as ever without a grant.
+    A replayed creation (Idempotent-Replayed) never consumes: only the call that created it did."""
+    assert created.grant is not None
+    ctx = services(request)
+    actor = Actor(kind="agent", id=agent.id, email=agent.owner, person_id=agent.owner_id)
+    try:
+        _, seq = await grants.consume_issued(ctx.service, created, actor, consumer_name=agent.name)
+    except grants.GrantError:
+        return None
+    return seq
 
 
 async def readable(request: web.Request) -> ApprovalRequest:

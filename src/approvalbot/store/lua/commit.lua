@@ -9,11 +9,12 @@
 -- ARGV[1]  expected version ("0": the request must not exist yet)
 -- ARGV[2]  the new document (JSON)
 -- ARGV[3]  the plan (JSON): zadd/zrem/zremrangebyscore/hincr on indexed keys, audit bodies, publish,
---          idempotency, and for a new request the agent's quota (see below)
+--          idempotency, for a new request the agent's quota (see below), and `people`: {key index of
+--          the people version, the version the request's persons were resolved at}
 -- ARGV[4]  this commit attempt's nonce (kept as field "cid": recognises a retried, already-applied commit)
 --
 -- Returns {"ok", first_seq, last_seq, seal_hint}, {"conflict", current_version},
--- {"duplicate", stored_value} or {"refused", code, retry_after_seconds, first_of_burst}. seal_hint is {chain length, last hash, unsealed bodies} when few
+-- {"duplicate", stored_value}, {"people_changed"} or {"refused", code, retry_after_seconds, first_of_burst}. seal_hint is {chain length, last hash, unsealed bodies} when few
 -- records wait to be chained, so the caller can seal without another read; else empty.
 local plan = cjson.decode(ARGV[3])
 
@@ -22,6 +23,12 @@ if plan.idem then
   if existing then
     return {"duplicate", existing}
   end
+end
+
+-- The requester persons were resolved (or remembered) at a people version; if people changed
+-- since, they may be wrong: nothing is written, the caller resolves them again.
+if plan.people and (redis.call("GET", KEYS[plan.people[1]]) or "0") ~= plan.people[2] then
+  return {"people_changed"}
 end
 
 local current = redis.call("HGET", KEYS[1], "ver")
